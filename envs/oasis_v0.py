@@ -1,0 +1,274 @@
+"""Oasis social platform, version 0: five task agents acting in one simulated platform.
+
+Factories follow PettingZoo's convention: ``parallel_env`` (native), ``raw_env`` (AEC through
+``parallel_to_aec``) and ``env`` (AEC with PettingZoo's standard wrappers).
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Any
+
+import gymnasium
+import numpy as np
+from gymnasium.utils import seeding
+from pettingzoo import ParallelEnv
+from pettingzoo.utils import parallel_to_aec, wrappers
+
+from sandbox_rl.enums import TaskType
+from sandbox_rl.envs.config import PlatformConfig
+from sandbox_rl.envs.platform import Platform, StepOutcome, StepPlan
+from sandbox_rl.envs.tasks import Task, make_tasks
+
+OBS_MODES = ("vector", "text")
+TEXT_CHARSET = string.printable
+MAX_PROMPT_CHARS = 4096
+MAX_COMPLETION_CHARS = 2048
+
+
+class OasisParallelEnv(ParallelEnv):
+    """A simulated social platform (in the spirit of OASIS) shared by five task agents.
+
+    ## Description
+    Users with interests over 10 named topics and 24 hourly activation probabilities live in a
+    follower graph grown by preferential attachment with homophily. Each step is one hour: some
+    users become active, a recommender (``twitter``, ``reddit`` or ``random``) builds each active
+    user's feed from the most recent posts, and each user likes, dislikes, reposts, quotes,
+    comments, follows, unfollows or mutes by a choice model of interest match, sentiment and
+    social proof, and may write a post. Exogenous events make topics trend.
+
+    ## Agents
+    ``content_generation``, ``behavior_analysis``, ``network_optimization``,
+    ``trend_prediction``, ``user_engagement`` (the values of ``TaskType``), all acting each step.
+
+    ## Action Space
+    vector mode: content_generation MultiDiscrete([10, 3]) (topic, tone); behavior_analysis
+    MultiDiscrete([5] * panel_size) (class per panel user); network_optimization Box(0, 1, (4,))
+    (recommender weights interest, recency, popularity, following); trend_prediction
+    Box(0, 1, (10,)) (topic scores); user_engagement MultiDiscrete([10, 4]) (segment, intensity).
+    text mode: ``Text(2048)`` for every agent: a completion parsed by the task's parser; one that
+    does not parse is the task's no-op and ``info[agent]["parse_error"]`` says why.
+
+    ## Observation Space
+    vector mode: a ``Box`` per agent (see ``sandbox_rl.envs.tasks``); text mode: ``Text(4096)``,
+    a prompt rendering the same information. ``vector_observation(agent)`` gives the vector in
+    either mode.
+
+    ## Rewards
+    Each in [0, 1], computed from what the simulated users did in the step:
+    - content_generation: (impressions of the agent's post with a like, repost, quote or comment
+      - impressions with a dislike) / its impressions, clipped; 0 without a post or impressions.
+    - behavior_analysis: fraction of the panel whose behaviour class it predicted correctly.
+    - network_optimization: (impressions with a positive engagement - impressions with a
+      dislike) / all impressions of the step, clipped; 0 without impressions.
+    - trend_prediction: (1 + Spearman correlation of its topic scores with the step's topic
+      volumes) / 2; 0.5 if either is constant; 0 for the no-op.
+    - user_engagement: 0.5 + 0.5 * (campaign-activated users who engaged - annoyed users) /
+      (targeted users * 0.24), clipped; 0.5 without a campaign.
+
+    ## Starting State
+    ``reset(seed)`` draws users, the follower graph and 24 hours of seed posts from the seed.
+
+    ## Episode End
+    No termination; every agent is truncated after ``max_cycles`` steps.
+
+    ## Arguments
+    ``max_cycles`` (200), ``obs_mode`` ("vector" | "text"), ``text_agents`` (in text mode, the
+    agents that speak text, default all; the others keep vector spaces), ``panel_size`` (8),
+    ``history`` (6), ``trace_path`` (SQLite trace file or None), ``render_mode`` (None | "ansi" |
+    "human"), and every field of ``PlatformConfig`` (``num_users``, ``recsys``, ...).
+
+    ## Version History
+    * v0: initial release.
+    """
+
+    metadata = {"name": "oasis_v0", "render_modes": ["ansi", "human"], "is_parallelizable": True}
+
+    def __init__(self, max_cycles: int = 200, obs_mode: str = "vector", panel_size: int = 8,
+                 history: int = 6, trace_path: str | None = None, render_mode: str | None = None,
+                 text_agents: list[str] | None = None, **world: Any) -> None:
+        unknown = set(world) - PlatformConfig.field_names()
+        if unknown:
+            raise ValueError(f"unknown option(s) {sorted(unknown)} for oasis_v0")
+        self.config = PlatformConfig(**world)
+        _require(isinstance(max_cycles, int) and max_cycles >= 1, "max_cycles", max_cycles, ">= 1")
+        _require(obs_mode in OBS_MODES, "obs_mode", obs_mode, f"one of {OBS_MODES}")
+        _require(1 <= panel_size <= 256, "panel_size", panel_size, "in [1, 256]")
+        _require(1 <= history <= 48, "history", history, "in [1, 48]")
+        _require(render_mode in (None, *self.metadata["render_modes"]), "render_mode",
+                 render_mode, f"None or one of {self.metadata['render_modes']}")
+        self.max_cycles, self.obs_mode, self.render_mode = max_cycles, obs_mode, render_mode
+        self.trace_path = trace_path
+        self.possible_agents = [t.value for t in TaskType]
+        self.tasks: dict[str, Task] = make_tasks(panel_size, history, _text_analyzer)
+        self.text_agents = frozenset()
+        if obs_mode == "text":
+            names = self.possible_agents if text_agents is None else text_agents
+            self.text_agents = frozenset(TaskType.parse(a).value for a in names)
+        self._obs_spaces = {a: t.observation_space for a, t in self.tasks.items()}
+        self._act_spaces = {a: t.action_space for a, t in self.tasks.items()}
+        for a in self.text_agents:
+            self._obs_spaces[a] = gymnasium.spaces.Text(MAX_PROMPT_CHARS, charset=TEXT_CHARSET)
+            self._act_spaces[a] = gymnasium.spaces.Text(MAX_COMPLETION_CHARS, charset=TEXT_CHARSET)
+        self.agents: list[str] = []
+        self.platform: Platform | None = None
+        self.num_cycles = 0
+        self._np_random: np.random.Generator | None = None
+        self._vector_obs: dict[str, np.ndarray] = {}
+        self._trace = None
+
+    def observation_space(self, agent: str) -> gymnasium.Space:
+        return self._obs_spaces[agent]
+
+    def action_space(self, agent: str) -> gymnasium.Space:
+        return self._act_spaces[agent]
+
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        if seed is not None or self._np_random is None:
+            self._np_random, _ = seeding.np_random(seed)
+        self.platform = Platform(self.config, self._np_random, _corpus(self.config))
+        for task in self.tasks.values():
+            task.reset(self.platform, self._np_random)
+        self.agents = self.possible_agents[:]
+        self.num_cycles = 0
+        self._open_trace()
+        return self._observations(), {a: {} for a in self.agents}
+
+    def step(self, actions: dict[str, Any]):
+        if not self.agents:
+            raise RuntimeError("step() called on a finished episode; call reset() first")
+        decoded, infos = self._decode(actions)
+        plan: dict[str, Any] = {}
+        for agent, action in decoded.items():
+            self.tasks[agent].decide(action, plan)
+        outcome = self.platform.step(StepPlan(**plan))
+        rewards = {a: self.tasks[a].reward(decoded.get(a), outcome, self.platform)
+                   for a in self.agents}
+        if self._trace is not None:
+            self._trace.write_step(self.platform, outcome)
+        self.num_cycles += 1
+        done = self.num_cycles >= self.max_cycles
+        terminations = {a: False for a in self.agents}
+        truncations = {a: done for a in self.agents}
+        observations = self._observations()
+        for agent in self.agents:
+            infos[agent].update(self._info(agent, outcome))
+        if done:
+            self.agents = []
+            self._close_trace()
+        if self.render_mode == "human":
+            self.render()
+        return observations, rewards, terminations, truncations, infos
+
+    def vector_observation(self, agent: str) -> np.ndarray:
+        """The numeric observation of ``agent`` after the last reset or step (either mode)."""
+        return self._vector_obs[agent]
+
+    def render(self) -> str | None:
+        if self.render_mode is None:
+            gymnasium.logger.warn("render() called without a render_mode; pass render_mode='ansi'")
+            return None
+        s = self.platform.stats()
+        line = (f"step {s.step} hour {self.platform.hour:02d}:00 | users {s.total_users} "
+                f"active {s.active_users} | posts {s.total_posts} | edges {s.total_edges} | "
+                f"engagement {s.engagement_rate:.3f} | trending {', '.join(s.trending_topics)}")
+        if self.render_mode == "human":
+            print(line)
+            return None
+        return line
+
+    def close(self) -> None:
+        self._close_trace()
+
+    def state(self) -> np.ndarray:
+        """A global state vector: the concatenated vector observations."""
+        return np.concatenate([self._vector_obs[a] for a in self.possible_agents])
+
+    # ------------------------------------------------------------------ internals
+    def _observations(self) -> dict[str, Any]:
+        self._vector_obs = {a: self.tasks[a].observe(self.platform) for a in self.possible_agents}
+        return {a: _printable(self.tasks[a].render(self._vector_obs[a], self.platform),
+                              MAX_PROMPT_CHARS) if a in self.text_agents else self._vector_obs[a]
+                for a in self.agents}
+
+    def _decode(self, actions: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict]]:
+        unknown = set(actions) - set(self.agents)
+        if unknown:
+            raise ValueError(f"actions for unknown or finished agents: {sorted(unknown)}")
+        decoded, infos = {}, {a: {} for a in self.agents}
+        for agent, action in actions.items():
+            space = self._act_spaces[agent]
+            text = agent in self.text_agents
+            if not text:
+                action = np.asarray(action, dtype=getattr(space, "dtype", None))
+            if not space.contains(action):
+                raise ValueError(f"action {action!r} of agent {agent!r} is outside its "
+                                 f"action space {space}")
+            if text:
+                parsed = self.tasks[agent].parse(action)
+                action = parsed.action
+                if parsed.reason:
+                    infos[agent]["parse_error"] = parsed.reason
+            decoded[agent] = action
+        return decoded, infos
+
+    def _info(self, agent: str, outcome: StepOutcome) -> dict:
+        info: dict[str, Any] = {"step": outcome.step, "hour": outcome.hour}
+        if agent == TaskType.NETWORK_OPTIMIZATION.value:
+            info["impressions"] = outcome.impressions
+        if agent == TaskType.USER_ENGAGEMENT.value:
+            info["campaign"] = outcome.campaign.__dict__.copy()
+        if agent == TaskType.BEHAVIOR_ANALYSIS.value:
+            info["panel"] = self.tasks[agent].panel.tolist()
+        return info
+
+    def _open_trace(self) -> None:
+        self._close_trace()
+        if self.trace_path is not None:
+            from sandbox_rl.envs.trace import TraceStore
+
+            self._trace = TraceStore(self.trace_path, overwrite=True)
+            self._trace.write_world(self.platform)
+
+    def _close_trace(self) -> None:
+        if self._trace is not None:
+            self._trace.close()
+            self._trace = None
+
+
+def _require(ok: bool, name: str, value: object, expected: str) -> None:
+    if not ok:
+        raise ValueError(f"invalid {name}={value!r}: expected {expected}")
+
+
+def _printable(text: str, limit: int) -> str:
+    return "".join(c if c in TEXT_CHARSET else "?" for c in text)[:limit]
+
+
+def _text_analyzer():
+    from sandbox_rl.envs.text_features import get_analyzer
+
+    return get_analyzer()
+
+
+def _corpus(config: PlatformConfig):
+    if not config.attach_tweets:
+        return None
+    from sandbox_rl.envs.corpus import load_corpus
+
+    return load_corpus()
+
+
+def parallel_env(**kwargs: Any) -> OasisParallelEnv:
+    """The native parallel env."""
+    return OasisParallelEnv(**kwargs)
+
+
+def raw_env(**kwargs: Any):
+    """The AEC form of the env, without wrappers."""
+    return parallel_to_aec(parallel_env(**kwargs))
+
+
+def env(**kwargs: Any):
+    """The AEC env with PettingZoo's standard order-enforcing wrapper."""
+    return wrappers.OrderEnforcingWrapper(raw_env(**kwargs))

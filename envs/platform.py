@@ -1,0 +1,345 @@
+"""The simulated social platform: one step is one hour of the world.
+
+Domain model only (no Gymnasium or PettingZoo here). All randomness comes from the generator
+passed in, so the same seed and plans give the same trajectory bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sandbox_rl.envs.config import PlatformConfig
+from sandbox_rl.envs.graph import FollowGraph, generate_follow_graph
+from sandbox_rl.envs.posts import COUNTERS, PostStore
+from sandbox_rl.envs.recsys import DEFAULT_WEIGHTS, RECOMMENDERS, FeedContext, top_k
+from sandbox_rl.envs.topics import NUM_TOPICS, TOPIC_NAMES
+from sandbox_rl.envs.users import Users, generate_users
+
+# Campaign intensities 0..3: extra activation probability and annoyance probability.
+CAMPAIGN_BOOST = np.array([0.0, 0.08, 0.16, 0.24], dtype=np.float32)
+CAMPAIGN_ANNOY = np.array([0.0, 0.01, 0.04, 0.10], dtype=np.float32)
+FATIGUE_PER_INTENSITY = 0.15
+FATIGUE_DECAY = 0.9
+
+# Behaviour classes of a user in one step (the behaviour-analysis agent predicts these).
+BEHAVIOURS = ("inactive", "lurk", "positive", "negative", "post")
+
+
+@dataclass(frozen=True)
+class AgentPost:
+    """A post by the content-generation agent's brand account."""
+
+    topic_dist: np.ndarray  # [T], a distribution
+    sentiment: float
+    text: str | None = None
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """A notification campaign of the user-engagement agent at a topic segment."""
+
+    segment: int
+    intensity: int  # 0 (none) .. 3
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """What the agents decided for this step; ``None`` keeps the platform's default."""
+
+    post: AgentPost | None = None
+    recsys_weights: np.ndarray | None = None
+    campaign: Campaign | None = None
+
+
+@dataclass(frozen=True)
+class CampaignResult:
+    targeted: int = 0
+    activated: int = 0  # active only because of the campaign (same random draw without it)
+    activated_engaged: int = 0  # of those, users with a positive engagement or a post
+    annoyed: int = 0
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """Everything that happened in one step, as arrays (the trace store writes these)."""
+
+    step: int
+    hour: int
+    active: np.ndarray  # sorted user ids
+    viewer: np.ndarray  # [I] impression viewer
+    shown: np.ndarray  # [I] impression post id
+    actions: dict[str, np.ndarray]  # COUNTERS name -> [I] bool
+    follows: np.ndarray  # keys src * n + dst of new edges
+    unfollows: np.ndarray
+    mutes: np.ndarray
+    new_posts: np.ndarray  # ids created this step (the agent's post first if any)
+    agent_post: int  # id or -1
+    topic_volume: np.ndarray  # [T] posts created + positive engagements, by main topic
+    campaign: CampaignResult
+    behaviour: np.ndarray = field(repr=False)  # [N] int8 class of BEHAVIOURS, or empty
+
+    @property
+    def impressions(self) -> int:
+        return int(self.viewer.size)
+
+    def positive(self) -> np.ndarray:
+        a = self.actions
+        return a["likes"] | a["reposts"] | a["quotes"] | a["comments"]
+
+
+@dataclass(frozen=True)
+class NetworkStats:
+    step: int
+    total_users: int
+    total_posts: int
+    total_edges: int
+    total_interactions: int
+    network_density: float
+    active_users: int
+    engagement_rate: float
+    trending_topics: tuple[str, ...]
+    counters: dict[str, int]
+
+    def as_dict(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items() if k != "counters"}
+        d["trending_topics"] = list(self.trending_topics)
+        return {**d, **{f"total_{k}": v for k, v in self.counters.items()}}
+
+
+class Platform:
+    """The world. ``Platform(config, rng)`` builds users, graph and seed posts."""
+
+    def __init__(self, config: PlatformConfig, rng: np.random.Generator, corpus=None) -> None:
+        self.config = config
+        self.rng = rng
+        self.corpus = corpus if config.attach_tweets else None
+        n = config.num_users
+        self.users: Users = generate_users(n, NUM_TOPICS, config.mean_activity,
+                                           config.mean_post_rate, rng)
+        src, dst = generate_follow_graph(self.users.unit_interests(), config.mean_follows,
+                                         config.homophily, config.pa_batches, rng)
+        self.graph = FollowGraph.from_edges(n, src, dst)
+        self.muted = FollowGraph.from_edges(n, src[:0], dst[:0])
+        # The brand account of the content agent: the most followed user, silent otherwise.
+        self.brand = int(np.argmax(self.graph.followers))
+        self.users.activity[self.brand] = 0.0
+        self.segment_order = np.argsort(self.users.segment, kind="stable").astype(np.int64)
+        self.segment_bounds = np.searchsorted(self.users.segment[self.segment_order],
+                                              np.arange(NUM_TOPICS + 1))
+        self.posts = PostStore(NUM_TOPICS, capacity=max(1024, 4 * config.candidate_pool))
+        self.boost = np.zeros(NUM_TOPICS, dtype=np.float32)
+        self.weights = DEFAULT_WEIGHTS.copy()
+        self.t = 0
+        self.totals = dict.fromkeys((*COUNTERS, "follows", "unfollows", "mutes"), 0)
+        self.last: StepOutcome | None = None
+        self._seed_posts()
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def hour(self) -> int:
+        return (self.config.start_hour + self.t) % 24
+
+    def activation_probability(self, users: np.ndarray | slice = slice(None),
+                               hour: int | None = None) -> np.ndarray:
+        """Organic probability of being active in ``hour`` (default: the coming step)."""
+        h = self.hour if hour is None else hour
+        u = self.users
+        p = u.activity[users, h] * self.config.activation * (1 - 0.5 * u.fatigue[users])
+        return np.minimum(p, 0.95)
+
+    def segment_users(self, segment: int) -> np.ndarray:
+        lo, hi = self.segment_bounds[segment], self.segment_bounds[segment + 1]
+        return self.segment_order[lo:hi]
+
+    def stats(self) -> NetworkStats:
+        n = self.config.num_users
+        last = self.last
+        engaged = float(last.positive().mean()) if last is not None and last.impressions else 0.0
+        vol = last.topic_volume if last is not None else np.zeros(NUM_TOPICS)
+        trending = tuple(TOPIC_NAMES[i] for i in np.argsort(-vol, kind="stable")[:3] if vol[i] > 0)
+        interactions = sum(self.totals.values())
+        return NetworkStats(
+            step=self.t, total_users=n, total_posts=len(self.posts),
+            total_edges=self.graph.num_edges, total_interactions=int(interactions),
+            network_density=self.graph.num_edges / (n * (n - 1)),
+            active_users=int(last.active.size) if last is not None else 0,
+            engagement_rate=engaged, trending_topics=trending, counters=dict(self.totals))
+
+    # ------------------------------------------------------------------ dynamics
+    def step(self, plan: StepPlan = StepPlan()) -> StepOutcome:
+        """Advance one hour under the agents' plan."""
+        cfg, rng, u = self.config, self.rng, self.users
+        if plan.recsys_weights is not None:
+            self.weights = np.asarray(plan.recsys_weights, dtype=np.float32).copy()
+        if rng.random() < cfg.event_rate:
+            self.boost[rng.integers(NUM_TOPICS)] += cfg.event_strength
+        agent_post = self._agent_post(plan.post)
+        active, activated, annoyed, targeted = self._activate(plan.campaign)
+        viewer, shown, actions, edits = self._feeds_and_choices(active)
+        new_posts = self._create_posts(active)
+        self._apply(viewer, shown, actions, edits)
+        behaviour = self._behaviour(active, viewer, actions, edits, new_posts)
+        engaged = np.isin(behaviour[activated], (BEHAVIOURS.index("positive"), BEHAVIOURS.index("post")))
+        campaign = CampaignResult(targeted, int(activated.size), int(engaged.sum()), annoyed)
+        if agent_post >= 0:
+            new_posts = np.concatenate(([agent_post], new_posts))
+        outcome = StepOutcome(
+            step=self.t, hour=self.hour, active=active, viewer=viewer, shown=shown,
+            actions=actions, follows=edits["follows"], unfollows=edits["unfollows"],
+            mutes=edits["mutes"], new_posts=new_posts, agent_post=agent_post,
+            topic_volume=self._topic_volume(shown, actions, new_posts), campaign=campaign,
+            behaviour=behaviour)
+        u.fatigue *= FATIGUE_DECAY
+        self.boost *= cfg.event_decay
+        self.t += 1
+        self.last = outcome
+        return outcome
+
+    def _agent_post(self, post: AgentPost | None) -> int:
+        if post is None:
+            return -1
+        dist = np.asarray(post.topic_dist, dtype=np.float32)[None, :]
+        pid = self.posts.append(np.array([self.brand]), self.t, dist, np.array([post.sentiment]))
+        if post.text is not None:
+            self.posts.texts[int(pid[0])] = post.text
+        return int(pid[0])
+
+    def _activate(self, campaign: Campaign | None):
+        """Sample who is active; a campaign lifts activation of its segment (and annoys some)."""
+        u, rng = self.users, self.rng
+        p0 = self.activation_probability()
+        draw = rng.random(p0.size, dtype=np.float32)
+        active = draw < p0
+        activated = np.empty(0, dtype=np.int64)
+        annoyed = targeted = 0
+        if campaign is not None and campaign.intensity > 0:
+            seg = self.segment_users(campaign.segment)
+            seg = seg[seg != self.brand]
+            k = campaign.intensity
+            lift = CAMPAIGN_BOOST[k] * (1 - u.fatigue[seg])
+            p1 = p0[seg] + lift * (1 - p0[seg])
+            annoy = rng.random(seg.size, dtype=np.float32) < CAMPAIGN_ANNOY[k] * (0.5 + u.fatigue[seg])
+            hit = (draw[seg] >= p0[seg]) & (draw[seg] < p1) & ~annoy
+            activated = seg[hit]
+            active[activated] = True
+            u.fatigue[seg] = np.minimum(1.0, u.fatigue[seg] + FATIGUE_PER_INTENSITY * k)
+            u.fatigue[seg[annoy]] = 1.0
+            annoyed, targeted = int(annoy.sum()), int(seg.size)
+        return np.flatnonzero(active), activated, annoyed, targeted
+
+    def _pool(self) -> np.ndarray:
+        n = len(self.posts)
+        return np.arange(max(0, n - self.config.candidate_pool), n)
+
+    def _feeds_and_choices(self, active: np.ndarray):
+        cfg, rng, posts, u = self.config, self.rng, self.posts, self.users
+        pool = self._pool()
+        author = posts.column("author")[pool]
+        sim = np.clip(u.unit_interests(active) @ posts.column("topic")[pool].T, 0, 1)
+        following = self.graph.follows_mask(active, author)
+        likes = posts.column("likes")[pool]
+        positive = likes + posts.column("reposts")[pool] + posts.column("quotes")[pool]
+        popularity = np.log1p(positive) / np.log1p(max(1, positive.max(initial=0)))
+        age = (self.t - posts.column("created")[pool]).astype(np.float32)
+        ctx = FeedContext(sim, following, np.exp(-age / cfg.recency_hours), popularity, age,
+                          likes - posts.column("dislikes")[pool])
+        scores = RECOMMENDERS[cfg.recsys](ctx, self.weights, rng)
+        scores[author[None, :] == active[:, None]] = -np.inf
+        scores[self.muted.follows_mask(active, author)] = -np.inf
+        row, col = top_k(scores, cfg.feed_size)
+        viewer, shown = active[row], pool[col]
+        match, fol = sim[row, col], following[row, col]
+        sent = posts.column("sentiment")[shown]
+        trend = self.boost[posts.column("main_topic")[shown]]
+        like = -5.5 + 4.0 * match + 0.8 * sent + 0.6 * popularity[col] + 0.5 * fol + 0.6 * trend
+        like += u.engagement[viewer]
+        dislike = -4.0 + 2.5 * (1 - match) - 1.5 * sent + 0.3 * popularity[col] - 0.5 * fol
+        logits = np.stack([like, dislike, like - 1.8 + 0.3 * trend, like - 2.8 + 0.8 * np.abs(sent),
+                           like - 2.3 + 1.2 * np.abs(sent)], axis=1)
+        hits = rng.random(logits.shape, dtype=np.float32) < 1 / (1 + np.exp(-logits))
+        hits[:, 1] &= ~hits[:, 0]
+        actions = {name: hits[:, i] for i, name in enumerate(COUNTERS)}
+        edits = self._graph_choices(viewer, shown, match, fol, actions)
+        return viewer, shown, actions, edits
+
+    def _graph_choices(self, viewer, shown, match, fol, actions):
+        rng = self.rng
+        author = self.posts.column("author")[shown]
+        r = rng.random((viewer.size, 3), dtype=np.float32)
+        fo = actions["likes"] & ~fol & (r[:, 0] < 0.02 + 0.06 * match)
+        un = actions["dislikes"] & fol & (r[:, 1] < 0.25)
+        mu = actions["dislikes"] & ~fol & (r[:, 2] < 0.05)
+        return {"follows": (viewer[fo], author[fo]), "unfollows": (viewer[un], author[un]),
+                "mutes": (viewer[mu], author[mu])}
+
+    def _create_posts(self, active: np.ndarray) -> np.ndarray:
+        u, rng = self.users, self.rng
+        writers = active[rng.random(active.size, dtype=np.float32) < u.post_rate[active]]
+        if writers.size == 0:
+            return writers
+        pref = u.interests[writers] * np.exp(self.boost)[None, :]
+        cum = np.cumsum(pref / pref.sum(axis=1, keepdims=True), axis=1)
+        topic = np.minimum((cum < rng.random((writers.size, 1))).sum(axis=1), NUM_TOPICS - 1)
+        dist = 0.3 * u.interests[writers]
+        dist[np.arange(writers.size), topic] += 0.7
+        sentiment = np.clip(0.5 * u.positivity[writers] + rng.normal(0, 0.4, writers.size), -1, 1)
+        tweet = None if self.corpus is None else self.corpus.pick(topic, sentiment, rng)
+        return self.posts.append(writers, self.t, dist, sentiment.astype(np.float32), tweet)
+
+    def _apply(self, viewer, shown, actions, edits) -> None:
+        lo = int(shown.min(initial=len(self.posts)))
+        span = len(self.posts) - lo
+        for name, hit in actions.items():
+            counts = np.bincount(shown[hit] - lo, minlength=span)
+            self.posts.add_counts(name, lo, counts)
+            self.totals[name] += int(hit.sum())
+        edits["follows"] = self.graph.follow(*edits["follows"])
+        edits["unfollows"] = self.graph.unfollow(*edits["unfollows"])
+        edits["mutes"] = self.muted.follow(*edits["mutes"])
+        for name in ("follows", "unfollows", "mutes"):
+            self.totals[name] += int(edits[name].size)
+
+    def _behaviour(self, active, viewer, actions, edits, new_posts) -> np.ndarray:
+        """Class of ``BEHAVIOURS`` per user, and the observable behaviour counters."""
+        u, n = self.users, self.config.num_users
+        cls = np.zeros(n, dtype=np.int8)
+        cls[active] = BEHAVIOURS.index("lurk")
+        neg = np.concatenate((viewer[actions["dislikes"]], edits["unfollows"] // n,
+                              edits["mutes"] // n))
+        cls[neg] = BEHAVIOURS.index("negative")
+        pos = viewer[actions["likes"] | actions["reposts"] | actions["quotes"] | actions["comments"]]
+        cls[pos] = BEHAVIOURS.index("positive")
+        writers = self.posts.column("author")[new_posts]
+        cls[writers] = BEHAVIOURS.index("post")
+        u.active_steps[active] += 1
+        u.positive_steps[np.unique(pos)] += 1
+        u.negative_steps[np.unique(neg)] += 1
+        u.post_steps[np.unique(writers)] += 1
+        return cls
+
+    def _topic_volume(self, shown, actions, new_posts) -> np.ndarray:
+        main = self.posts.column("main_topic")
+        pos = actions["likes"] | actions["reposts"] | actions["quotes"] | actions["comments"]
+        vol = np.bincount(main[shown[pos]], minlength=NUM_TOPICS)
+        vol += np.bincount(main[new_posts], minlength=NUM_TOPICS)
+        return vol.astype(np.float32)
+
+    def _seed_posts(self) -> None:
+        """An initial pool of posts spread over the previous day, so first feeds are not empty."""
+        cfg, u, rng = self.config, self.users, self.rng
+        k = cfg.candidate_pool
+        weights = u.post_rate / u.post_rate.sum()
+        writers = rng.choice(cfg.num_users, size=k, p=weights)
+        writers[writers == self.brand] = (self.brand + 1) % cfg.num_users
+        created = np.sort(rng.integers(-24, 0, k))
+        dist = u.interests[writers]
+        sentiment = np.clip(0.5 * u.positivity[writers] + rng.normal(0, 0.4, k), -1, 1)
+        tweet = None
+        if self.corpus is not None:
+            tweet = self.corpus.pick(dist.argmax(axis=1), sentiment, rng)
+        for t in np.unique(created):
+            m = created == t
+            self.posts.append(writers[m], int(t), dist[m], sentiment[m].astype(np.float32),
+                              None if tweet is None else tweet[m])
