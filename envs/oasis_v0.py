@@ -59,8 +59,8 @@ class OasisParallelEnv(ParallelEnv):
     - content_generation: (impressions of the agent's post with a like, repost, quote or comment
       - impressions with a dislike) / its impressions, clipped; 0 without a post or impressions.
     - behavior_analysis: fraction of the panel whose behaviour class it predicted correctly.
-    - network_optimization: (impressions with a positive engagement - impressions with a
-      dislike) / all impressions of the step, clipped; 0 without impressions.
+    - network_optimization: (1 + (impressions with a positive engagement - impressions with a
+      dislike) / all impressions of the step) / 2; 0 without impressions.
     - trend_prediction: (1 + Spearman correlation of its topic scores with the step's topic
       volumes) / 2; 0.5 if either is constant; 0 for the no-op.
     - user_engagement: 0.5 + 0.5 * (campaign-activated users who engaged - annoyed users) /

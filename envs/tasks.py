@@ -267,8 +267,9 @@ class NetworkOptimization(Task):
     shown; the active fraction of users; impressions per active user / feed size; sin and cos of
     the hour.
     Action: Box(0, 1, (4,)), the weights for the coming step.
-    Reward: over all impressions of the step, (impressions with a like, repost, quote or comment
-    - impressions with a dislike) / impressions, clipped to [0, 1] (0 without impressions).
+    Reward: (1 + net engagement) / 2, where net engagement is (impressions with a like, repost,
+    quote or comment - impressions with a dislike) / all impressions of the step (0 without
+    impressions); in [0, 1], and unclipped so feeds that annoy more than they please still rank.
     The no-op keeps the current weights.
     """
 
@@ -305,7 +306,7 @@ class NetworkOptimization(Task):
         if not outcome.impressions:
             return 0.0
         net = outcome.positive().mean() - outcome.actions["dislikes"].mean()
-        return float(np.clip(net, 0.0, 1.0))
+        return float((1.0 + net) / 2.0)
 
     def render(self, obs, platform):
         w = ", ".join(f"{n}={v:.2f}" for n, v in zip(WEIGHT_NAMES, obs[:4]))

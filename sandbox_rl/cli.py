@@ -1,0 +1,197 @@
+"""The ``sandbox-rl`` command line.
+
+``sandbox-rl simulate --users N --steps S [--recsys twitter|reddit|random] [--trace FILE]
+[--seed K] [--quiet]`` runs the PettingZoo env with every role played by its heuristic policy
+and prints the network statistics, rewards and throughput.
+
+The env, the policies and rich are imported inside the command, so ``--help`` and argument
+errors answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import NoReturn
+
+from sandbox_rl.envs.config import RECOMMENDERS
+
+USAGE_ERROR = 2  # the exit status argparse uses for bad arguments
+
+# World options that the CLI names differently, so errors can point at the flag the user typed.
+_FLAG_OF_OPTION = {"num_users": "--users", "recsys": "--recsys", "max_cycles": "--steps"}
+_INVALID = re.compile(r"invalid (\w+)=(.*?): expected (.*)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line: ``prog: error: ...``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _integer(low: int | None = None):
+    """An argparse type for integers; bounds the world checks itself are left to the world."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if low is not None and value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        return value
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="sandbox-rl", description="Self-Evolving Oasis command line.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     parser_class=_Parser)
+    sim = commands.add_parser("simulate", help="run the world with the heuristic policies",
+                              description="Run the world with all five roles played by the "
+                                          "heuristic policies and print a summary.")
+    sim.add_argument("--users", type=_integer(), default=1000,
+                     help="simulated users (default 1000)")
+    sim.add_argument("--steps", type=_integer(), default=24,
+                     help="steps, one simulated hour each (default 24)")
+    sim.add_argument("--recsys", choices=RECOMMENDERS, default="twitter",
+                     help="feed recommender (default twitter)")
+    sim.add_argument("--trace", metavar="FILE", default=None,
+                     help="write a SQLite trace of the run to FILE (replaces an earlier trace)")
+    sim.add_argument("--seed", type=_integer(0), default=0, help="random seed (default 0)")
+    sim.add_argument("--quiet", action="store_true", help="hide the progress bar")
+    sim.set_defaults(run=simulate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+# ---------------------------------------------------------------------- simulate
+@dataclass
+class _RunResult:
+    stats: dict
+    mean_reward: dict[str, float]
+    steps: int
+    setup_s: float
+    wall_s: float
+    trace_counts: dict[str, int] | None = None
+
+
+def simulate(args: argparse.Namespace) -> int:
+    """The ``simulate`` command; returns the exit status."""
+    from sandbox_rl.envs import oasis_v0
+
+    start = time.perf_counter()
+    try:
+        env = oasis_v0.parallel_env(num_users=args.users, recsys=args.recsys,
+                                    max_cycles=args.steps, trace_path=args.trace)
+        # reset() builds the world and opens the trace, which refuses a file that is not ours.
+        observations, _ = env.reset(seed=args.seed)
+    except ValueError as err:
+        return _usage_error("sandbox-rl simulate", err)
+    try:
+        result = _play(env, observations, args, time.perf_counter() - start)
+    finally:
+        env.close()
+    if args.trace is not None:
+        from sandbox_rl.envs.trace import trace_counts
+
+        result.trace_counts = trace_counts(args.trace)
+    _print_summary(result, args)
+    return 0
+
+
+def _usage_error(prog: str, err: ValueError) -> int:
+    """Print a config error as one line, naming the command-line flag where there is one."""
+    message = str(err)
+    match = _INVALID.fullmatch(message)
+    if match and match.group(1) in _FLAG_OF_OPTION:
+        option, value, expected = match.groups()
+        message = f"argument {_FLAG_OF_OPTION[option]}: invalid value {value}: expected {expected}"
+    print(f"{prog}: error: {message} (see {prog} --help)", file=sys.stderr)
+    return USAGE_ERROR
+
+
+def _play(env, observations: dict, args: argparse.Namespace, setup_s: float) -> _RunResult:
+    from sandbox_rl.envs.heuristics import HeuristicPolicy
+
+    policy = HeuristicPolicy(env)
+    totals = dict.fromkeys(env.possible_agents, 0.0)
+    steps = 0
+    start = time.perf_counter()
+    with _progress(args.steps, args.quiet) as advance:
+        while env.agents:
+            observations, rewards, _, _, _ = env.step(policy(observations))
+            for agent, reward in rewards.items():
+                totals[agent] += float(reward)
+            steps += 1
+            advance()
+    wall_s = time.perf_counter() - start
+    mean = {a: r / max(steps, 1) for a, r in totals.items()}
+    return _RunResult(env.platform.stats().as_dict(), mean, steps, setup_s, wall_s)
+
+
+@contextmanager
+def _progress(total: int, quiet: bool) -> Iterator[Callable[[], None]]:
+    """A rich progress bar over steps (nothing when quiet); yields a function that advances it."""
+    if quiet:
+        yield lambda: None
+        return
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeRemainingColumn)
+
+    # On stderr, so that stdout carries only the summary.
+    with Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), transient=True, console=_console(stderr=True)) as bar:
+        task = bar.add_task("steps", total=total)
+        yield lambda: bar.advance(task)
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+def _print_summary(result: _RunResult, args: argparse.Namespace) -> None:
+    from rich.table import Table
+
+    console = _console()
+    stats = Table(title=f"Network after {result.steps} steps", show_header=False)
+    for key, value in result.stats.items():
+        stats.add_row(key, _fmt(value))
+    console.print(stats)
+    rewards = Table(title="Mean reward per step")
+    rewards.add_column("agent")
+    rewards.add_column("mean reward", justify="right")
+    for agent, mean in result.mean_reward.items():
+        rewards.add_row(agent, f"{mean:.4f}")
+    console.print(rewards)
+    user_steps = args.users * result.steps / max(result.wall_s, 1e-9)
+    console.print(f"setup {result.setup_s:.2f} s, {result.steps} steps in {result.wall_s:.2f} s "
+                  f"({user_steps:,.0f} user-steps/s)")
+    if result.trace_counts is not None:
+        trace = Table(title="Trace rows", caption=str(args.trace))
+        trace.add_column("table")
+        trace.add_column("rows", justify="right")
+        for table, rows in result.trace_counts.items():
+            trace.add_row(table, f"{rows:,}")
+        console.print(trace)
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value)) or "-"
+    return str(value)
