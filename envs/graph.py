@@ -110,13 +110,13 @@ class FollowGraph:
     def contains(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
         """Whether each ``src[i]`` follows ``dst[i]``."""
         k = src.astype(np.int64) * self.n + dst
-        return (_isin_sorted(k, self.keys) & ~_isin_sorted(k, self._del)) | _isin_sorted(k, self._add)
+        return (isin_sorted(k, self.keys) & ~isin_sorted(k, self._del)) | isin_sorted(k, self._add)
 
     def follow(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
         """Add edges; returns the keys ``src * n + dst`` that were new (self-loops, repeats ignored)."""
-        k = np.unique(src.astype(np.int64) * self.n + dst)
+        k = sorted_unique(src.astype(np.int64) * self.n + dst)
         k = k[(k // self.n != k % self.n) & ~self.contains(k // self.n, k % self.n)]
-        revived = _isin_sorted(k, self._del)
+        revived = isin_sorted(k, self._del)
         self._del = np.setdiff1d(self._del, k[revived], assume_unique=True)
         self._add = np.union1d(self._add, k[~revived])
         np.add.at(self.followers, k % self.n, 1)
@@ -126,9 +126,9 @@ class FollowGraph:
 
     def unfollow(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
         """Remove edges; returns the keys that existed and were removed."""
-        k = np.unique(src.astype(np.int64) * self.n + dst)
+        k = sorted_unique(src.astype(np.int64) * self.n + dst)
         k = k[self.contains(k // self.n, k % self.n)]
-        pending = _isin_sorted(k, self._add)
+        pending = isin_sorted(k, self._add)
         self._add = np.setdiff1d(self._add, k[pending], assume_unique=True)
         self._del = np.union1d(self._del, k[~pending])
         np.subtract.at(self.followers, k % self.n, 1)
@@ -146,26 +146,33 @@ class FollowGraph:
     def follows_mask(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """Dense bool matrix ``[len(rows), len(cols)]``: does ``rows[i]`` follow ``cols[j]``.
 
-        ``rows`` must be sorted and unique. Cost is proportional to the rows' out-degrees,
-        not to ``n``, so it suits the few thousand users active in a step.
+        ``rows`` must be sorted and unique; ``cols`` may repeat (several posts of one author).
+        Cost is proportional to the rows' out-degrees, not to ``n``, so it suits the few
+        thousand users active in a step.
         """
-        if self.num_edges == 0:
-            return np.zeros((rows.size, cols.size), dtype=bool)
-        ucols, inv = np.unique(cols, return_inverse=True)
+        out = np.zeros((rows.size, cols.size), dtype=bool)
+        if self.num_edges == 0 or rows.size == 0 or cols.size == 0:
+            return out
+        order = np.argsort(cols, kind="stable")
+        sorted_cols = cols[order]
         starts, ends = self.indptr[rows], self.indptr[rows + 1]
         counts = ends - starts
-        entry = np.repeat(ends - np.cumsum(counts), counts) + np.arange(counts.sum())
+        entry = _expand_ranges(starts, counts)
         row_pos = np.repeat(np.arange(rows.size), counts)
-        dst = self.keys[entry] % self.n
-        hit = _isin_sorted(dst, ucols)
-        small = np.zeros((rows.size, ucols.size), dtype=bool)
-        small[row_pos[hit], np.searchsorted(ucols, dst[hit])] = True
+        for value, src_pos, dst in ((True, row_pos, self.keys[entry] % self.n),
+                                    *self._pending_in(rows)):
+            lo = np.searchsorted(sorted_cols, dst, side="left")
+            hits = np.searchsorted(sorted_cols, dst, side="right") - lo
+            out[np.repeat(src_pos, hits), order[_expand_ranges(lo, hits)]] = value
+        return out
+
+    def _pending_in(self, rows: np.ndarray):
+        """Pending removals then additions among ``rows``: (value, row positions, dst)."""
         for pending, value in ((self._del, False), (self._add, True)):
             if pending.size:
-                s, d = pending // self.n, pending % self.n
-                m = _isin_sorted(s, rows) & _isin_sorted(d, ucols)
-                small[np.searchsorted(rows, s[m]), np.searchsorted(ucols, d[m])] = value
-        return small[:, inv]
+                s = pending // self.n
+                m = isin_sorted(s, rows)
+                yield value, np.searchsorted(rows, s[m]), pending[m] % self.n
 
     def adjacency(self) -> sp.csr_array:
         """The current graph as a ``scipy.sparse.csr_array`` (pending edits merged)."""
@@ -193,7 +200,19 @@ def _indptr(keys: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate(([0], np.cumsum(np.bincount(keys // n, minlength=n)))).astype(np.int64)
 
 
-def _isin_sorted(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+def _expand_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(s, s + c)`` for each start and count, without a Python loop."""
+    total = int(counts.sum())
+    return np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(total)
+
+
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """``np.unique`` through a sort: numpy 2's hash-based unique is many times slower here."""
+    v = np.sort(values)
+    return v[np.concatenate(([True], v[1:] != v[:-1]))] if v.size else v
+
+
+def isin_sorted(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
     """Vectorised membership in a sorted unique array (faster than np.isin for a large set)."""
     if sorted_set.size == 0:
         return np.zeros(values.shape, dtype=bool)

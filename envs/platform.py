@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sandbox_rl.envs.config import PlatformConfig
-from sandbox_rl.envs.graph import FollowGraph, generate_follow_graph
+from sandbox_rl.envs.graph import FollowGraph, isin_sorted, generate_follow_graph, sorted_unique
 from sandbox_rl.envs.posts import COUNTERS, PostStore
 from sandbox_rl.envs.recsys import DEFAULT_WEIGHTS, RECOMMENDERS, FeedContext, top_k
 from sandbox_rl.envs.topics import NUM_TOPICS, TOPIC_NAMES
@@ -71,6 +71,8 @@ class StepOutcome:
     viewer: np.ndarray  # [I] impression viewer
     shown: np.ndarray  # [I] impression post id
     actions: dict[str, np.ndarray]  # COUNTERS name -> [I] bool
+    match: np.ndarray  # [I] cosine of viewer interests and post topics
+    in_network: np.ndarray  # [I] bool, the viewer follows the author
     follows: np.ndarray  # keys src * n + dst of new edges
     unfollows: np.ndarray
     mutes: np.ndarray
@@ -118,7 +120,7 @@ class Platform:
         n = config.num_users
         self.users: Users = generate_users(n, NUM_TOPICS, config.mean_activity,
                                            config.mean_post_rate, rng)
-        src, dst = generate_follow_graph(self.users.unit_interests(), config.mean_follows,
+        src, dst = generate_follow_graph(self.users.interest_unit, config.mean_follows,
                                          config.homophily, config.pa_batches, rng)
         self.graph = FollowGraph.from_edges(n, src, dst)
         self.muted = FollowGraph.from_edges(n, src[:0], dst[:0])
@@ -177,7 +179,7 @@ class Platform:
             self.boost[rng.integers(NUM_TOPICS)] += cfg.event_strength
         agent_post = self._agent_post(plan.post)
         active, activated, annoyed, targeted = self._activate(plan.campaign)
-        viewer, shown, actions, edits = self._feeds_and_choices(active)
+        viewer, shown, actions, edits, match, in_network = self._feeds_and_choices(active)
         new_posts = self._create_posts(active)
         self._apply(viewer, shown, actions, edits)
         behaviour = self._behaviour(active, viewer, actions, edits, new_posts)
@@ -187,7 +189,7 @@ class Platform:
             new_posts = np.concatenate(([agent_post], new_posts))
         outcome = StepOutcome(
             step=self.t, hour=self.hour, active=active, viewer=viewer, shown=shown,
-            actions=actions, follows=edits["follows"], unfollows=edits["unfollows"],
+            actions=actions, match=match, in_network=in_network, follows=edits["follows"], unfollows=edits["unfollows"],
             mutes=edits["mutes"], new_posts=new_posts, agent_post=agent_post,
             topic_volume=self._topic_volume(shown, actions, new_posts), campaign=campaign,
             behaviour=behaviour)
@@ -237,7 +239,8 @@ class Platform:
         cfg, rng, posts, u = self.config, self.rng, self.posts, self.users
         pool = self._pool()
         author = posts.column("author")[pool]
-        sim = np.clip(u.unit_interests(active) @ posts.column("topic")[pool].T, 0, 1)
+        # Both factors are non-negative unit vectors, so the cosine already lies in [0, 1].
+        sim = u.interest_unit[active] @ posts.column("topic")[pool].T
         following = self.graph.follows_mask(active, author)
         likes = posts.column("likes")[pool]
         positive = likes + posts.column("reposts")[pool] + posts.column("quotes")[pool]
@@ -246,7 +249,8 @@ class Platform:
         ctx = FeedContext(sim, following, np.exp(-age / cfg.recency_hours), popularity, age,
                           likes - posts.column("dislikes")[pool])
         scores = RECOMMENDERS[cfg.recsys](ctx, self.weights, rng)
-        scores[author[None, :] == active[:, None]] = -np.inf
+        own = np.flatnonzero(isin_sorted(author, active))
+        scores[np.searchsorted(active, author[own]), own] = -np.inf
         scores[self.muted.follows_mask(active, author)] = -np.inf
         row, col = top_k(scores, cfg.feed_size)
         viewer, shown = active[row], pool[col]
@@ -262,7 +266,7 @@ class Platform:
         hits[:, 1] &= ~hits[:, 0]
         actions = {name: hits[:, i] for i, name in enumerate(COUNTERS)}
         edits = self._graph_choices(viewer, shown, match, fol, actions)
-        return viewer, shown, actions, edits
+        return viewer, shown, actions, edits, match, fol
 
     def _graph_choices(self, viewer, shown, match, fol, actions):
         rng = self.rng
@@ -314,9 +318,9 @@ class Platform:
         writers = self.posts.column("author")[new_posts]
         cls[writers] = BEHAVIOURS.index("post")
         u.active_steps[active] += 1
-        u.positive_steps[np.unique(pos)] += 1
-        u.negative_steps[np.unique(neg)] += 1
-        u.post_steps[np.unique(writers)] += 1
+        u.positive_steps[sorted_unique(pos)] += 1
+        u.negative_steps[sorted_unique(neg)] += 1
+        u.post_steps[sorted_unique(writers)] += 1
         return cls
 
     def _topic_volume(self, shown, actions, new_posts) -> np.ndarray:

@@ -30,8 +30,8 @@ class FeedContext:
 
 def twitter_scores(ctx: FeedContext, w: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Personalised: weighted sum of interest similarity, recency, popularity and following."""
-    score = w[0] * ctx.similarity
-    score += w[3] * ctx.following
+    score = ctx.similarity * np.float32(w[0])
+    np.add(score, np.float32(w[3]), out=score, where=ctx.following)
     score += (w[1] * ctx.recency + w[2] * ctx.popularity).astype(np.float32)
     return score
 

@@ -285,14 +285,10 @@ class NetworkOptimization(Task):
         self.weights = platform.weights.copy()
         shown = np.zeros(5)
         if o is not None and o.impressions:
-            p = platform.posts
-            sim = np.einsum("if,if->i", platform.users.unit_interests(o.viewer),
-                            p.column("topic")[o.shown])
-            age = platform.t - 1 - p.column("created")[o.shown]
+            age = platform.t - 1 - platform.posts.column("created")[o.shown]
             shown = np.array([
-                o.positive().mean(), o.actions["dislikes"].mean(), sim.mean(),
-                np.exp(-age / platform.config.recency_hours).mean(),
-                platform.graph.contains(o.viewer, p.column("author")[o.shown]).mean()])
+                o.positive().mean(), o.actions["dislikes"].mean(), o.match.mean(),
+                np.exp(-age / platform.config.recency_hours).mean(), o.in_network.mean()])
         active = o.active.size / platform.config.num_users if o is not None else 0.0
         per_user = o.impressions / max(o.active.size, 1) / platform.config.feed_size if o else 0.0
         return np.concatenate((np.clip(self.weights, 0, 1), shown, [active, per_user],

@@ -21,6 +21,7 @@ class Users:
     """
 
     interests: np.ndarray  # [N, T] float32, rows sum to 1
+    interest_unit: np.ndarray  # [N, T] float32, the same rows scaled to unit norm
     activity: np.ndarray  # [N, 24] float32
     post_rate: np.ndarray  # [N] float32
     engagement: np.ndarray  # [N] float32, log-odds offset of engaging
@@ -35,10 +36,6 @@ class Users:
     @property
     def count(self) -> int:
         return self.interests.shape[0]
-
-    def unit_interests(self, users: np.ndarray | slice = slice(None)) -> np.ndarray:
-        x = self.interests[users]
-        return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def generate_users(n: int, num_topics: int, mean_activity: float, mean_post_rate: float,
@@ -62,6 +59,7 @@ def generate_users(n: int, num_topics: int, mean_activity: float, mean_post_rate
     zeros = np.zeros(n, dtype=np.int32)
     return Users(
         interests=interests,
+        interest_unit=interests / np.linalg.norm(interests, axis=1, keepdims=True),
         activity=activity,
         post_rate=np.clip(rate, 0, 1).astype(np.float32),
         engagement=rng.normal(0, 0.5, n).astype(np.float32),
