@@ -22,6 +22,8 @@ class PlatformConfig:
         pa_batches: arrival rounds of the batched preferential-attachment generator.
         activation: scale of every user's 24 hourly activation probabilities.
         mean_activity: mean hourly activation probability before ``activation`` scaling.
+        session_continue: probability floor that a user active in a step stays active in the
+            next (sessions outlast an hour); with the defaults about 4% of users are active.
         mean_post_rate: mean probability that an active user writes a post in a step.
         event_rate: probability per step that an exogenous event makes a topic trend.
         event_strength: boost an event adds to its topic.
@@ -39,7 +41,8 @@ class PlatformConfig:
     homophily: float = 4.0
     pa_batches: int = 16
     activation: float = 1.0
-    mean_activity: float = 0.04
+    mean_activity: float = 0.028
+    session_continue: float = 0.3
     mean_post_rate: float = 0.08
     event_rate: float = 0.08
     event_strength: float = 1.5
@@ -60,6 +63,8 @@ class PlatformConfig:
         _check(1 <= self.pa_batches <= 1000, "pa_batches", self.pa_batches, "in [1, 1000]")
         _check(self.activation > 0, "activation", self.activation, "> 0")
         _check(0 < self.mean_activity <= 0.5, "mean_activity", self.mean_activity, "in (0, 0.5]")
+        _check(0 <= self.session_continue < 1, "session_continue", self.session_continue,
+               "in [0, 1)")
         _check(0 <= self.mean_post_rate <= 1, "mean_post_rate", self.mean_post_rate, "in [0, 1]")
         _check(0 <= self.event_rate <= 1, "event_rate", self.event_rate, "in [0, 1]")
         _check(self.event_strength >= 0, "event_strength", self.event_strength, ">= 0")

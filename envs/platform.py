@@ -136,6 +136,7 @@ class Platform:
         self.t = 0
         self.totals = dict.fromkeys((*COUNTERS, "follows", "unfollows", "mutes"), 0)
         self.last: StepOutcome | None = None
+        self.online = np.empty(0, dtype=np.int64)  # sorted ids active in the last step
         self._seed_posts()
 
     # ------------------------------------------------------------------ queries
@@ -143,12 +144,22 @@ class Platform:
     def hour(self) -> int:
         return (self.config.start_hour + self.t) % 24
 
-    def activation_probability(self, users: np.ndarray | slice = slice(None),
-                               hour: int | None = None) -> np.ndarray:
-        """Organic probability of being active in ``hour`` (default: the coming step)."""
-        h = self.hour if hour is None else hour
-        u = self.users
-        p = u.activity[users, h] * self.config.activation * (1 - 0.5 * u.fatigue[users])
+    def activation_probability(self, users: np.ndarray | None = None) -> np.ndarray:
+        """Organic probability of being active in the coming step (all users by default).
+
+        The user's hourly rhythm, or the session-continuation floor for users online in the
+        last step, whichever is higher; campaign fatigue lowers both.
+        """
+        u, cfg = self.users, self.config
+        idx = slice(None) if users is None else users
+        damp = 1 - 0.5 * u.fatigue[idx]
+        p = u.activity[idx, self.hour] * cfg.activation * damp
+        floor = cfg.session_continue * damp
+        if users is None:
+            p[self.online] = np.maximum(p[self.online], floor[self.online])
+        else:
+            on = isin_sorted(users, self.online)
+            p[on] = np.maximum(p[on], floor[on])
         return np.minimum(p, 0.95)
 
     def segment_users(self, segment: int) -> np.ndarray:
@@ -195,6 +206,7 @@ class Platform:
             behaviour=behaviour)
         u.fatigue *= FATIGUE_DECAY
         self.boost *= cfg.event_decay
+        self.online = active
         self.t += 1
         self.last = outcome
         return outcome

@@ -64,12 +64,19 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(row, column) pairs of each row's ``k`` best finite scores, grouped by row.
 
     ``np.partition`` finds each row's k-th best value about four times faster than
-    ``np.argpartition`` finds its index, so the feed is the entries at or above that threshold,
-    keeping the first ``k`` of a row where ties would give more.
+    ``np.argpartition`` finds its index. Entries strictly above that threshold are all kept;
+    entries equal to it fill the remaining places in column order.
     """
-    k = min(k, scores.shape[1])
-    threshold = np.partition(scores, -k, axis=1)[:, -k]
-    row, col = np.nonzero((scores >= threshold[:, None]) & np.isfinite(scores))
-    starts = np.cumsum(np.bincount(row, minlength=scores.shape[0])) - np.bincount(row, minlength=scores.shape[0])
-    keep = np.arange(row.size) - starts[row] < k
-    return row[keep], col[keep]
+    rows, k = scores.shape[0], min(k, scores.shape[1])
+    threshold = np.partition(scores, -k, axis=1)[:, -k][:, None]
+    finite = np.isfinite(scores)
+    r_above, c_above = np.nonzero((scores > threshold) & finite)
+    r_tie, c_tie = np.nonzero((scores == threshold) & finite)
+    room = k - np.bincount(r_above, minlength=rows)
+    counts = np.bincount(r_tie, minlength=rows)
+    rank = np.arange(r_tie.size) - (np.cumsum(counts) - counts)[r_tie]
+    keep = rank < room[r_tie]
+    row = np.concatenate((r_above, r_tie[keep]))
+    col = np.concatenate((c_above, c_tie[keep]))
+    order = np.argsort(row, kind="stable")
+    return row[order], col[order]

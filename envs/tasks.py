@@ -183,8 +183,10 @@ class ContentGeneration(Task):
 class BehaviorAnalysis(Task):
     """Predicts what each user of a panel will do in the coming step.
 
-    The panel: ``panel_size`` users drawn each step among 1024 random users with probability
-    proportional to their activation probability for the coming hour (Gumbel top-k).
+    The panel: ``panel_size`` users drawn each step among the users online in the last step
+    (they stay online with probability ``session_continue`` or more); when too few were online,
+    the rest is drawn among 1024 random users with probability proportional to their
+    activation probability (Gumbel top-k).
     Observation (6 per panel user): activation probability for the coming hour; fraction of
     past steps active; of active steps, the fractions with a positive engagement, a negative one
     (dislike, unfollow, mute) and a post; campaign fatigue.
@@ -209,11 +211,7 @@ class BehaviorAnalysis(Task):
         self._rng = rng
 
     def observe(self, platform):
-        n, k = platform.config.num_users, self.panel_size
-        cand = self._rng.choice(n, size=min(n, 1024), replace=False)
-        p = platform.activation_probability(cand)
-        key = np.log(p + 1e-9) + self._rng.gumbel(size=cand.size)
-        self.panel = cand[np.argsort(-key, kind="stable")[:k]]
+        self.panel = self._draw_panel(platform)
         u, users = platform.users, self.panel
         active = np.maximum(u.active_steps[users], 1)
         feats = np.stack([
@@ -225,6 +223,16 @@ class BehaviorAnalysis(Task):
             u.fatigue[users],
         ], axis=1)
         return np.clip(feats, 0, 1).astype(np.float32).ravel()
+
+    def _draw_panel(self, platform: Platform) -> np.ndarray:
+        n, k, rng = platform.config.num_users, self.panel_size, self._rng
+        online = platform.online
+        if online.size >= k:
+            return rng.choice(online, size=k, replace=False)
+        cand = rng.choice(n, size=min(n, 1024), replace=False)
+        cand = cand[~np.isin(cand, online)]
+        key = np.log(platform.activation_probability(cand) + 1e-9) + rng.gumbel(size=cand.size)
+        return np.concatenate((online, cand[np.argsort(-key, kind="stable")[: k - online.size]]))
 
     def reward(self, action, outcome, platform):
         if action is None:

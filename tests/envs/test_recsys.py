@@ -58,8 +58,6 @@ def test_top_k_keeps_only_finite_entries_and_at_most_k() -> None:
         assert sorted(col[row == r].tolist()) == np.flatnonzero(np.isfinite(scores[r])).tolist()
 
 
-@pytest.mark.xfail(strict=True, reason="top_k keeps the first k entries >= the k-th value in "
-                   "column order, so ties at the threshold can push out strictly better entries")
 def test_top_k_keeps_strictly_better_entries_when_the_threshold_ties() -> None:
     # the twitter scores of one viewer with interest weight 0: many equally old posts tie,
     # and the one fresh post (last column, as new posts are) scores highest
