@@ -90,6 +90,11 @@ class FollowGraph:
     _add: np.ndarray
     _del: np.ndarray
 
+    def __post_init__(self) -> None:
+        # Scratch lookups of follows_mask, all zero between calls.
+        self._run_start = np.zeros(self.n, dtype=np.int64)
+        self._run_len = np.zeros(self.n, dtype=np.int64)
+
     @classmethod
     def from_edges(cls, n: int, src: np.ndarray, dst: np.ndarray) -> "FollowGraph":
         """Build from edge arrays; duplicate edges collapse (scipy sums them into one entry)."""
@@ -155,15 +160,22 @@ class FollowGraph:
             return out
         order = np.argsort(cols, kind="stable")
         sorted_cols = cols[order]
+        # Dense per-user lookup of where each column user's run starts in sorted_cols and its
+        # length: two gathers per followee instead of two binary searches.
+        first = np.flatnonzero(np.concatenate(([True], sorted_cols[1:] != sorted_cols[:-1])))
+        authors = sorted_cols[first]
+        self._run_start[authors] = first
+        self._run_len[authors] = np.diff(np.append(first, sorted_cols.size))
         starts, ends = self.indptr[rows], self.indptr[rows + 1]
         counts = ends - starts
         entry = _expand_ranges(starts, counts)
         row_pos = np.repeat(np.arange(rows.size), counts)
         for value, src_pos, dst in ((True, row_pos, self.keys[entry] % self.n),
                                     *self._pending_in(rows)):
-            lo = np.searchsorted(sorted_cols, dst, side="left")
-            hits = np.searchsorted(sorted_cols, dst, side="right") - lo
+            hits = self._run_len[dst]
+            lo = self._run_start[dst]
             out[np.repeat(src_pos, hits), order[_expand_ranges(lo, hits)]] = value
+        self._run_len[authors] = 0
         return out
 
     def _pending_in(self, rows: np.ndarray):

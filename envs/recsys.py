@@ -68,15 +68,16 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     entries equal to it fill the remaining places in column order.
     """
     rows, k = scores.shape[0], min(k, scores.shape[1])
-    threshold = np.partition(scores, -k, axis=1)[:, -k][:, None]
-    finite = np.isfinite(scores)
-    r_above, c_above = np.nonzero((scores > threshold) & finite)
-    r_tie, c_tie = np.nonzero((scores == threshold) & finite)
-    room = k - np.bincount(r_above, minlength=rows)
-    counts = np.bincount(r_tie, minlength=rows)
-    rank = np.arange(r_tie.size) - (np.cumsum(counts) - counts)[r_tie]
-    keep = rank < room[r_tie]
-    row = np.concatenate((r_above, r_tie[keep]))
-    col = np.concatenate((c_above, c_tie[keep]))
-    order = np.argsort(row, kind="stable")
-    return row[order], col[order]
+    threshold = np.partition(scores, -k, axis=1)[:, -k]
+    row, col = np.nonzero(scores >= threshold[:, None])  # one pass; about k entries per row
+    value = scores[row, col]
+    keep = np.isfinite(value)
+    row, col, value = row[keep], col[keep], value[keep]
+    tie = value == threshold[row]
+    room = k - np.bincount(row[~tie], minlength=rows)
+    tie_rows = row[tie]
+    counts = np.bincount(tie_rows, minlength=rows)
+    rank = np.arange(tie_rows.size) - (np.cumsum(counts) - counts)[tie_rows]
+    keep = ~tie
+    keep[np.flatnonzero(tie)[rank < room[tie_rows]]] = True
+    return row[keep], col[keep]
