@@ -43,7 +43,7 @@ $(CORPUS): envs/corpus.py envs/text_features.py envs/topics.py | $(VADER_SDIST) 
 	$(BIN)/python -m sandbox_rl.envs.corpus prepare --sdist $(VADER_SDIST) --cache $(CACHE)
 
 run: setup
-	$(BIN)/sandbox-rl simulate --users 10000 --steps 48 --seed 0 --trace runs/latest/trace.db
+	$(BIN)/sandbox-rl simulate --users 10000 --steps 48 --seed 0 --trace runs/latest/trace.db --overwrite
 
 # pytest's own exit status fails the target, including 5 (no tests collected).
 test: setup

@@ -75,7 +75,8 @@ class OasisParallelEnv(ParallelEnv):
     ## Arguments
     ``max_cycles`` (200), ``obs_mode`` ("vector" | "text"), ``text_agents`` (in text mode, the
     agents that speak text, default all; the others keep vector spaces), ``panel_size`` (8),
-    ``history`` (6), ``trace_path`` (SQLite trace file or None), ``render_mode`` (None | "ansi" |
+    ``history`` (6), ``trace_path`` (SQLite trace file or None), ``trace_overwrite`` (False:
+    an existing trace file raises ValueError at reset), ``render_mode`` (None | "ansi" |
     "human"), and every field of ``PlatformConfig`` (``num_users``, ``recsys``, ...).
 
     ## Version History
@@ -85,8 +86,9 @@ class OasisParallelEnv(ParallelEnv):
     metadata = {"name": "oasis_v0", "render_modes": ["ansi", "human"], "is_parallelizable": True}
 
     def __init__(self, max_cycles: int = 200, obs_mode: str = "vector", panel_size: int = 8,
-                 history: int = 6, trace_path: str | None = None, render_mode: str | None = None,
-                 text_agents: list[str] | None = None, **world: Any) -> None:
+                 history: int = 6, trace_path: str | None = None, trace_overwrite: bool = False,
+                 render_mode: str | None = None, text_agents: list[str] | None = None,
+                 **world: Any) -> None:
         unknown = set(world) - PlatformConfig.field_names()
         if unknown:
             raise ValueError(f"unknown option(s) {sorted(unknown)} for oasis_v0")
@@ -99,6 +101,9 @@ class OasisParallelEnv(ParallelEnv):
                  render_mode, f"None or one of {self.metadata['render_modes']}")
         self.max_cycles, self.obs_mode, self.render_mode = max_cycles, obs_mode, render_mode
         self.trace_path = trace_path
+        # An existing trace file is only replaced when asked; later resets of this env
+        # replace the trace it wrote itself.
+        self._trace_overwrite = trace_overwrite
         self.possible_agents = [t.value for t in TaskType]
         self.tasks: dict[str, Task] = make_tasks(panel_size, history, _text_analyzer)
         self.text_agents = frozenset()
@@ -227,7 +232,8 @@ class OasisParallelEnv(ParallelEnv):
         if self.trace_path is not None:
             from sandbox_rl.envs.trace import TraceStore
 
-            self._trace = TraceStore(self.trace_path, overwrite=True)
+            self._trace = TraceStore(self.trace_path, overwrite=self._trace_overwrite)
+            self._trace_overwrite = True
             self._trace.write_world(self.platform)
 
     def _close_trace(self) -> None:

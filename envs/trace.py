@@ -107,7 +107,8 @@ def _check_existing(path: Path, overwrite: bool) -> None:
             f"a trace of schema version {found[1]}, not {SCHEMA_VERSION}")
         raise ValueError(f"refusing to use {str(path)!r}: the existing file is {what}")
     if not overwrite:
-        raise ValueError(f"trace {str(path)!r} already exists; pass overwrite=True to replace it")
+        raise ValueError(f"trace {str(path)!r} already exists; pass overwrite=True "
+                         "(the CLI's --overwrite) to replace it")
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 

@@ -62,7 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--recsys", choices=RECOMMENDERS, default="twitter",
                      help="feed recommender (default twitter)")
     sim.add_argument("--trace", metavar="FILE", default=None,
-                     help="write a SQLite trace of the run to FILE (replaces an earlier trace)")
+                     help="write a SQLite trace of the run to FILE (an existing trace is kept "
+                          "unless --overwrite)")
+    sim.add_argument("--overwrite", action="store_true",
+                     help="replace an existing trace at --trace FILE")
+    sim.add_argument("--no-tweets", dest="tweets", action="store_false",
+                     help="do not give simulated posts real tweet text from the corpus")
     sim.add_argument("--seed", type=_integer(0), default=0, help="random seed (default 0)")
     sim.add_argument("--quiet", action="store_true", help="hide the progress bar")
     sim.set_defaults(run=simulate)
@@ -92,10 +97,11 @@ def simulate(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         env = oasis_v0.parallel_env(num_users=args.users, recsys=args.recsys,
-                                    max_cycles=args.steps, trace_path=args.trace)
+                                    max_cycles=args.steps, trace_path=args.trace,
+                                    trace_overwrite=args.overwrite, attach_tweets=args.tweets)
         # reset() builds the world and opens the trace, which refuses a file that is not ours.
         observations, _ = env.reset(seed=args.seed)
-    except ValueError as err:
+    except (ValueError, FileNotFoundError) as err:
         return _usage_error("sandbox-rl simulate", err)
     try:
         result = _play(env, observations, args, time.perf_counter() - start)

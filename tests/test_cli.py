@@ -50,3 +50,14 @@ def test_foreign_trace_file_is_refused(tmp_path, capsys) -> None:
                          "--trace", str(path)]) == 2
     assert "notes.txt" in capsys.readouterr().err
     assert path.read_text() == "keep me\n"
+
+
+def test_existing_trace_is_kept_without_overwrite(tmp_path, capsys) -> None:
+    trace = tmp_path / "t.db"
+    args = ["simulate", "--users", "200", "--steps", "2", "--quiet", "--trace", str(trace)]
+    assert main(args) == 0
+    before = trace.read_bytes()
+    assert main(args) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert trace.read_bytes() == before
+    assert main([*args, "--overwrite"]) == 0
