@@ -8,9 +8,12 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("argv", [["examples/quickstart.py", "--users", "200", "--steps", "3"]])
-def test_example_runs(argv, monkeypatch, capsys):
+@pytest.mark.parametrize("argv,expect", [
+    (["examples/quickstart.py", "--users", "200", "--steps", "3"], "mean reward"),
+    (["examples/llm_agents.py", "--model", "tiny-llama", "--users", "200", "--steps", "2"],
+     "trend_prediction"),
+])
+def test_example_runs(argv, expect, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(argv[0], run_name="__main__")
-    out = capsys.readouterr().out
-    assert "mean reward" in out
+    assert expect in capsys.readouterr().out

@@ -1,0 +1,147 @@
+"""Task LoRA adapters with PEFT: several named adapters on one shared base model.
+
+One adapter per task (or per pool member) on a single ``PeftModel``, so five tasks cost one
+base in memory and one forward pass per token when batched with ``adapter_names=``.
+Adapters save and load in PEFT's own format.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+
+from sandbox_rl.agents.models import LoadedModel, default_lora_targets
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """Rank, scaling, dropout and target modules of one adapter (None: the family's default)."""
+
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.1
+    target_modules: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.rank, int) and 1 <= self.rank <= 1024):
+            raise ValueError(f"invalid lora rank={self.rank!r}: expected an integer in [1, 1024]")
+        if not self.alpha > 0:
+            raise ValueError(f"invalid lora alpha={self.alpha!r}: expected > 0")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"invalid lora dropout={self.dropout!r}: expected in [0, 1)")
+        if self.target_modules is not None and not self.target_modules:
+            raise ValueError("invalid lora target_modules=(): expected module names or None")
+
+    def peft_config(self, family: str) -> LoraConfig:
+        targets = self.target_modules or default_lora_targets(family)
+        return LoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                          target_modules=list(targets), task_type="CAUSAL_LM")
+
+
+class TaskAdapters:
+    """Named LoRA adapters sharing one base model.
+
+    ``settings`` is one ``LoraSettings`` for every adapter or a mapping name -> settings.
+    New adapters start as PEFT initialises them (B = 0: the base model's behaviour).
+    """
+
+    def __init__(self, loaded: LoadedModel, names: Sequence[str],
+                 settings: LoraSettings | Mapping[str, LoraSettings] = LoraSettings()) -> None:
+        if not names:
+            raise ValueError("TaskAdapters needs at least one adapter name")
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate adapter names in {list(names)}")
+        self.loaded = loaded
+        self.tokenizer = loaded.tokenizer
+        self._settings = {n: settings[n] if isinstance(settings, Mapping) else settings
+                          for n in names}
+        first, *rest = names
+        self.model: PeftModel = get_peft_model(
+            loaded.model, self._settings[first].peft_config(loaded.family), adapter_name=first)
+        for name in rest:
+            self.add(name, self._settings[name])
+        self.model.eval()
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._settings)
+
+    def settings(self, name: str) -> LoraSettings:
+        return self._settings[name]
+
+    def add(self, name: str, settings: LoraSettings, copy_from: str | None = None) -> None:
+        """Add an adapter; ``copy_from`` starts it from another adapter's weights (same rank)."""
+        if name in self.model.peft_config:
+            raise ValueError(f"adapter {name!r} already exists")
+        self.model.add_adapter(name, settings.peft_config(self.loaded.family))
+        self._settings[name] = settings
+        if copy_from is not None:
+            self.load_state(name, self.state(copy_from))
+
+    def remove(self, name: str) -> None:
+        self.model.delete_adapter(name)
+        del self._settings[name]
+
+    def parameters(self, name: str) -> list[torch.nn.Parameter]:
+        """The trainable LoRA parameters of one adapter."""
+        tag = f".{name}."
+        return [p for n, p in self.model.named_parameters() if "lora_" in n and tag in n]
+
+    def state(self, name: str) -> dict[str, torch.Tensor]:
+        """A detached copy of one adapter's weights, keyed without the adapter name."""
+        tag = f".{name}."
+        return {n.replace(tag, "."): p.detach().clone()
+                for n, p in self.model.named_parameters() if "lora_" in n and tag in n}
+
+    def load_state(self, name: str, state: Mapping[str, torch.Tensor]) -> None:
+        tag = f".{name}."
+        params = {n.replace(tag, "."): p for n, p in self.model.named_parameters()
+                  if "lora_" in n and tag in n}
+        if params.keys() != state.keys():
+            raise ValueError(f"adapter {name!r}: state keys do not match its modules")
+        with torch.no_grad():
+            for key, p in params.items():
+                if p.shape != state[key].shape:
+                    raise ValueError(f"adapter {name!r}: {key} has shape {tuple(p.shape)}, "
+                                     f"state has {tuple(state[key].shape)}")
+                p.copy_(state[key])
+
+    def save(self, directory: str | Path) -> Path:
+        """Save every adapter in PEFT's format (one sub-folder per adapter name)."""
+        directory = Path(directory)
+        self.model.save_pretrained(str(directory), selected_adapters=self.names)
+        return directory
+
+    def load(self, directory: str | Path, names: Sequence[str] | None = None) -> None:
+        """Replace adapters' weights with those saved by :meth:`save` (PEFT format)."""
+        directory = Path(directory)
+        for name in names or self.names:
+            folder = directory if name == "default" else directory / name
+            if not (folder / "adapter_config.json").exists():
+                raise FileNotFoundError(f"no PEFT adapter {name!r} under {directory}")
+            if name in self.model.peft_config:
+                self.model.delete_adapter(name)
+            self.model.load_adapter(str(folder), adapter_name=name)
+            config = self.model.peft_config[name]
+            self._settings[name] = LoraSettings(config.r, float(config.lora_alpha),
+                                                float(config.lora_dropout),
+                                                tuple(sorted(config.target_modules)))
+        self.model.eval()
+
+    def merged(self, name: str) -> torch.nn.Module:
+        """A copy of the base model with one adapter merged in (the shared base is untouched)."""
+        clone = copy.deepcopy(self.model)
+        clone.set_adapter(name)
+        return clone.merge_and_unload(adapter_names=[name])
+
+    def adapter_nbytes(self, name: str) -> int:
+        return sum(p.numel() * p.element_size() for p in self.parameters(name))
+
+    def base_nbytes(self) -> int:
+        return sum(p.numel() * p.element_size() for n, p in self.model.named_parameters()
+                   if "lora_" not in n)

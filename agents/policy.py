@@ -1,0 +1,60 @@
+"""LLM policy: acts for all agents of a text-mode Oasis env in one batched generation."""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+from sandbox_rl.agents.generation import Completion, GenerationRequest, generate_batch
+from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
+from sandbox_rl.agents.models import ModelSettings, load_model
+from sandbox_rl.agents.task_specs import TaskSpec, spec
+from sandbox_rl.enums import TaskType
+
+_PRINTABLE = frozenset(string.printable)
+
+
+def build_task_adapters(model: str = "embedded", lora: LoraSettings = LoraSettings(),
+                        settings: ModelSettings = ModelSettings()) -> TaskAdapters:
+    """One LoRA adapter per task (named by the ``TaskType`` values) on one shared base."""
+    return TaskAdapters(load_model(model, settings), [t.value for t in TaskType], lora)
+
+
+@dataclass
+class LLMPolicy:
+    """``policy(observations) -> actions`` for the text mode of ``oasis_v0``.
+
+    Each agent's prompt is its task spec's chat prompt around the env's text observation; all
+    prompts go through one ``generate`` call, each row through the agent's adapter
+    (``adapter_for[agent]``, default the agent's own name). Completions are cut to the env's
+    action length and charset. ``last_completions`` keeps the raw completions of the last call.
+    """
+
+    adapters: TaskAdapters
+    adapter_for: Mapping[str, str] = field(default_factory=dict)
+    cache_factory: Callable[[], object] | None = None
+    max_chars: int = 2048
+    seed: int = 0
+    specs: Callable[[str], TaskSpec] = spec
+    last_completions: dict[str, Completion] = field(default_factory=dict)
+    _calls: int = 0
+
+    def requests(self, observations: Mapping[str, str]) -> list[GenerationRequest]:
+        tok = self.adapters.tokenizer
+        return [GenerationRequest(self.specs(a).prompt(tok, obs), self.adapter_for.get(a, a),
+                                  self.specs(a).sampling)
+                for a, obs in observations.items()]
+
+    def __call__(self, observations: Mapping[str, str]) -> dict[str, str]:
+        completions = generate_batch(self.adapters.model, self.adapters.tokenizer,
+                                     self.requests(observations), self.cache_factory,
+                                     seed=self.seed + self._calls)
+        self._calls += 1
+        self.last_completions = dict(zip(observations, completions))
+        return {a: to_action_text(c.text, self.max_chars) for a, c in self.last_completions.items()}
+
+
+def to_action_text(text: str, max_chars: int) -> str:
+    """A completion as a valid ``Text`` action: printable ASCII, at most ``max_chars``."""
+    return "".join(c if c in _PRINTABLE else "?" for c in text.strip())[:max_chars]

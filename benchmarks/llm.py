@@ -1,0 +1,166 @@
+"""LLM agent figures: adapter memory, batched vs sequential generation, the memory-bandwidth
+limit, parse-success rates of the untrained adapters, and the KV-cache figures.
+
+One JSON line per figure: ``{"metric": NAME, "value": NUMBER, ...}``.
+
+    python benchmarks/llm.py [--model embedded] [--observations 200] [--threads 2] [--skip-kv]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+from sandbox_rl.agents.generation import GenerationRequest, generate_batch
+from sandbox_rl.agents.policy import build_task_adapters
+from sandbox_rl.agents.task_specs import spec
+from sandbox_rl.envs import oasis_v0
+from sandbox_rl.envs.heuristics import HeuristicPolicy
+
+# Loads the model once with five adapters, or five times with one adapter each, and prints the
+# resident-set growth (so the figure includes everything torch really holds, not a formula).
+_MEMORY_PROBE = """
+import sys, torch
+from sandbox_rl.agents.lora import TaskAdapters
+from sandbox_rl.agents.models import load_model
+def rss():
+    for line in open('/proc/self/status'):
+        if line.startswith('VmRSS:'):
+            return int(line.split()[1]) * 1024
+model, mode = sys.argv[1], sys.argv[2]
+names = ['content_generation', 'behavior_analysis', 'network_optimization', 'trend_prediction', 'user_engagement']
+load_model(model)  # warm caches and imports
+import gc; gc.collect()
+start = rss()
+keep = []
+if mode == 'shared':
+    keep.append(TaskAdapters(load_model(model), names))
+else:
+    for name in names:
+        keep.append(TaskAdapters(load_model(model), [name]))
+print(rss() - start)
+"""
+
+
+def emit(metric: str, value: float, **extra) -> None:
+    print(json.dumps({"metric": metric, "value": round(float(value), 4), **extra}), flush=True)
+
+
+def adapter_memory(model: str) -> None:
+    grow = {}
+    for mode in ("shared", "copies"):
+        out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, model, mode], check=True,
+                             capture_output=True, text=True).stdout.split()
+        grow[mode] = int(out[-1])
+    emit("adapter_memory_ratio", grow["copies"] / grow["shared"], model=model,
+         shared_bytes=grow["shared"], five_copies_bytes=grow["copies"])
+
+
+def memory_bandwidth_bytes_per_s() -> float:
+    """Sustained copy bandwidth (bytes read + written per second), best of five, one thread."""
+    a = np.ones(64 * 2**20, dtype=np.float64)  # 512 MiB
+    b = np.empty_like(a)
+    best = 0.0
+    for _ in range(5):
+        t = time.perf_counter()
+        np.copyto(b, a)
+        best = max(best, 2 * a.nbytes / (time.perf_counter() - t))
+    return best
+
+
+def task_observations(count: int, seed: int) -> dict[str, list[str]]:
+    """``count`` text observations per task from heuristic-driven episodes."""
+    env = oasis_v0.parallel_env(obs_mode="text", num_users=1000, max_cycles=count)
+    obs, _ = env.reset(seed=seed)
+    heuristic = HeuristicPolicy(env)
+    seen = {a: [] for a in env.possible_agents}
+    while env.agents:
+        for agent, text in obs.items():
+            seen[agent].append(text)
+        obs, *_ = env.step(heuristic(obs))
+    return seen, env
+
+
+def generation_speed(adapters, prompts: dict[str, str]) -> None:
+    tok = adapters.tokenizer
+    requests = [GenerationRequest(spec(a).prompt(tok, o), a, spec(a).sampling)
+                for a, o in prompts.items()]
+    generate_batch(adapters.model, tok, requests[:1])  # warm-up
+    seq_s, bat_s, seq_tokens, bat_tokens = [], [], 0, 0
+    for _ in range(3):
+        t = time.perf_counter()
+        outs = [generate_batch(adapters.model, tok, [r])[0] for r in requests]
+        seq_s.append(time.perf_counter() - t)
+        seq_tokens = sum(o.completion_tokens for o in outs)
+        t = time.perf_counter()
+        outs = generate_batch(adapters.model, tok, requests)
+        bat_s.append(time.perf_counter() - t)
+        bat_tokens = sum(o.completion_tokens for o in outs)
+    seq, bat = statistics.median(seq_s), statistics.median(bat_s)
+    emit("batched_speedup", seq / bat, sequential_s=round(seq, 3), batched_s=round(bat, 3))
+    emit("tokens_per_s_batch1", seq_tokens / seq, tokens=seq_tokens)
+    emit("tokens_per_s_batched", bat_tokens / bat, tokens=bat_tokens, batch=len(requests))
+    weight_bytes = sum(p.numel() * p.element_size() for p in adapters.model.parameters())
+    bandwidth = memory_bandwidth_bytes_per_s()
+    # Decoding one token reads every weight once; a batch of five shares that read.
+    emit("bandwidth_limit_tokens_per_s", bandwidth / weight_bytes, batch=1,
+         bandwidth_gb_s=round(bandwidth / 1e9, 2), weight_bytes=weight_bytes)
+    emit("bandwidth_limit_tokens_per_s", len(requests) * bandwidth / weight_bytes,
+         batch=len(requests))
+
+
+def parse_success(adapters, observations: dict[str, list[str]], env, batch: int) -> None:
+    """Share of completions the env's parser accepts, per task (untrained adapters)."""
+    tok = adapters.tokenizer
+    for agent, texts in observations.items():
+        task = env.tasks[agent]
+        ok = 0
+        for lo in range(0, len(texts), batch):
+            chunk = texts[lo: lo + batch]
+            outs = generate_batch(adapters.model, tok,
+                                  [GenerationRequest(spec(agent).prompt(tok, t), agent,
+                                                     spec(agent).sampling) for t in chunk])
+            for text, out in zip(chunk, outs):
+                if agent == "behavior_analysis":  # the panel the prompt listed
+                    task.panel = np.array([int(u) for u in _panel_ids(text)])
+                ok += task.parse(out.text).action is not None
+        emit(f"parse_success_rate_{agent}", ok / len(texts), observations=len(texts))
+
+
+def _panel_ids(prompt: str) -> list[str]:
+    import re
+
+    return re.findall(r"^user (\d+):", prompt, flags=re.MULTILINE)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="embedded")
+    p.add_argument("--observations", type=int, default=200)
+    p.add_argument("--batch", type=int, default=20, help="prompts per generate call in parse tests")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skip-kv", action="store_true", help="skip the KV-cache figures")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    adapter_memory(args.model)
+    adapters = build_task_adapters(args.model)
+    observations, env = task_observations(args.observations, args.seed)
+    generation_speed(adapters, {a: texts[0] for a, texts in observations.items()})
+    parse_success(adapters, observations, env, args.batch)
+    if not args.skip_kv:
+        import runpy
+
+        sys.argv = ["kv_cache.py", "--model", args.model]
+        runpy.run_path(str(__file__).replace("llm.py", "kv_cache.py"), run_name="__main__")
+
+
+if __name__ == "__main__":
+    main()
