@@ -63,6 +63,10 @@ class _PerRowSampling(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         greedy = self.temperature == 0
         scores = scores / torch.where(greedy, 1.0, self.temperature)[:, None]
+        if bool((self.top_p >= 1).all()):  # no nucleus: only greedy rows need masking
+            best = scores.argmax(dim=-1, keepdim=True)
+            keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, best, True)
+            return scores.masked_fill(greedy[:, None] & ~keep, float("-inf"))
         sorted_scores, order = torch.sort(scores, descending=True, dim=-1)
         cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
         drop = cumulative - sorted_scores.softmax(dim=-1) > self.top_p[:, None]
@@ -115,12 +119,14 @@ def generate_batch(model, tokenizer, requests: Sequence[GenerationRequest],
         kwargs["adapter_names"] = [r.adapter or BASE for r in requests]
     if cache_factory is not None:
         kwargs["past_key_values"] = cache_factory()
+    sample = bool((temperature > 0).any())
+    processors = [_PerRowSampling(temperature, top_p)] if sample else []
     with torch.random.fork_rng(devices=[]), torch.inference_mode():
         torch.manual_seed(seed)
         out = model.generate(
-            input_ids=input_ids, attention_mask=attention, do_sample=True, top_k=0, top_p=1.0,
-            temperature=1.0, max_new_tokens=int(budgets.max()),
-            logits_processor=LogitsProcessorList([_PerRowSampling(temperature, top_p)]),
+            input_ids=input_ids, attention_mask=attention, do_sample=sample, top_k=0,
+            top_p=1.0, temperature=1.0, max_new_tokens=int(budgets.max()),
+            logits_processor=LogitsProcessorList(processors),
             stopping_criteria=StoppingCriteriaList([_PerRowStop(prompt_len, budgets, stops,
                                                                 _decoder(tokenizer))]),
             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **kwargs)

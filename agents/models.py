@@ -49,14 +49,6 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
-_LLAMA_LIKE_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-LORA_TARGETS: dict[str, tuple[str, ...]] = {
-    "llama": _LLAMA_LIKE_TARGETS,
-    "mistral": _LLAMA_LIKE_TARGETS,
-    "qwen2": _LLAMA_LIKE_TARGETS,
-    "gemma": _LLAMA_LIKE_TARGETS,
-    "phi": ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"),
-}
 
 
 class ModelNotAvailableError(ValueError):
@@ -108,13 +100,18 @@ class LoadedModel:
 
 
 def default_lora_targets(family: str) -> tuple[str, ...]:
-    """The linear modules LoRA adapts in a model of ``family`` (attention and MLP projections)."""
-    try:
-        return LORA_TARGETS[family]
-    except KeyError:
-        raise ValueError(
-            f"no default LoRA targets for model family {family!r}; known: {', '.join(LORA_TARGETS)}"
-        ) from None
+    """The linear modules LoRA adapts in a model of ``family``: PEFT's own per-family defaults.
+
+    Query and value projections for Llama-like models (the LoRA paper's choice, and a third of
+    the per-token adapter work of targeting every projection, which matters when five adapters
+    share a batch); Phi's adds its MLP (``fc1``, ``fc2``).
+    """
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as peft_map
+
+    if family not in peft_map:
+        raise ValueError(f"no default LoRA targets for model family {family!r}; "
+                         f"known: {', '.join(sorted(peft_map))}")
+    return tuple(peft_map[family])
 
 
 def available_models() -> list[str]:
