@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 from sandbox_rl.agents.generation import Completion, GenerationRequest, generate_batch
+from sandbox_rl.agents.kv_cache import KVCacheSettings, make_cache
 from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
 from sandbox_rl.agents.models import ModelSettings, load_model
 from sandbox_rl.agents.task_specs import TaskSpec, spec
@@ -27,13 +28,14 @@ class LLMPolicy:
 
     Each agent's prompt is its task spec's chat prompt around the env's text observation; all
     prompts go through one ``generate`` call, each row through the agent's adapter
-    (``adapter_for[agent]``, default the agent's own name). Completions are cut to the env's
-    action length and charset. ``last_completions`` keeps the raw completions of the last call.
+    (``adapter_for[agent]``, default the agent's own name). ``kv_cache`` switches generation to
+    a compressed (quantised) KV cache. Completions are cut to the env's action length and
+    charset. ``last_completions`` keeps the raw completions of the last call.
     """
 
     adapters: TaskAdapters
     adapter_for: Mapping[str, str] = field(default_factory=dict)
-    cache_factory: Callable[[], object] | None = None
+    kv_cache: KVCacheSettings | None = None
     max_chars: int = 2048
     seed: int = 0
     specs: Callable[[str], TaskSpec] = spec
@@ -48,11 +50,19 @@ class LLMPolicy:
 
     def __call__(self, observations: Mapping[str, str]) -> dict[str, str]:
         completions = generate_batch(self.adapters.model, self.adapters.tokenizer,
-                                     self.requests(observations), self.cache_factory,
+                                     self.requests(observations), self._cache_factory(),
                                      seed=self.seed + self._calls)
         self._calls += 1
         self.last_completions = dict(zip(observations, completions))
         return {a: to_action_text(c.text, self.max_chars) for a, c in self.last_completions.items()}
+
+
+    def _cache_factory(self) -> Callable[[], object] | None:
+        settings = self.kv_cache
+        if settings is None or not settings.enabled:
+            return None
+        config = self.adapters.model.config
+        return lambda: make_cache(config, settings)
 
 
 def to_action_text(text: str, max_chars: int) -> str:

@@ -158,7 +158,7 @@ def main() -> None:
     if not args.skip_kv:
         import runpy
 
-        sys.argv = ["kv_cache.py", "--model", args.model]
+        sys.argv = ["kv_cache.py"]
         runpy.run_path(str(__file__).replace("llm.py", "kv_cache.py"), run_name="__main__")
 
 
