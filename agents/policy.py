@@ -54,7 +54,8 @@ class LLMPolicy:
                                      seed=self.seed + self._calls)
         self._calls += 1
         self.last_completions = dict(zip(observations, completions))
-        return {a: to_action_text(c.text, self.max_chars) for a, c in self.last_completions.items()}
+        return {a: to_action_text(self.specs(a).answer(observations[a], c.text), self.max_chars)
+                for a, c in self.last_completions.items()}
 
 
     def _cache_factory(self) -> Callable[[], object] | None:

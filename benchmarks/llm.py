@@ -130,14 +130,14 @@ def parse_success(adapters, observations: dict[str, list[str]], env, batch: int)
             for text, out in zip(chunk, outs):
                 if agent == "behavior_analysis":  # the panel the prompt listed
                     task.panel = np.array([int(u) for u in _panel_ids(text)])
-                ok += task.parse(out.text).action is not None
+                ok += task.parse(spec(agent).answer(text, out.text)).action is not None
         emit(f"parse_success_rate_{agent}", ok / len(texts), observations=len(texts))
 
 
 def _panel_ids(prompt: str) -> list[str]:
     import re
 
-    return re.findall(r"^user (\d+):", prompt, flags=re.MULTILINE)
+    return re.findall(r"^#(\d+)\b", prompt, flags=re.MULTILINE)
 
 
 def main() -> None:

@@ -243,9 +243,9 @@ class BehaviorAnalysis(Task):
     def render(self, obs, platform):
         rows = obs.reshape(self.panel_size, self.FEATURES)
         lines = [
-            f"user {u}: will be online with probability {r[0]:.2f}; online {100 * r[1]:.0f}% of "
-            f"past hours; when online: engaged positively {100 * r[2]:.0f}%, negatively "
-            f"{100 * r[3]:.0f}%, posted {100 * r[4]:.0f}%; notification fatigue {r[5]:.2f}"
+            f"#{u} (online chance {r[0]:.2f}; online {100 * r[1]:.0f}% of past hours; when "
+            f"online: engaged positively {100 * r[2]:.0f}%, negatively {100 * r[3]:.0f}%, "
+            f"posted {100 * r[4]:.0f}%; notification fatigue {r[5]:.2f})"
             for u, r in zip(self.panel, rows)
         ]
         return (
@@ -253,7 +253,7 @@ class BehaviorAnalysis(Task):
             "inactive, lurk (online, no reaction), positive (like, share or comment), "
             "negative (dislike, unfollow or mute), post (writes a post).\n"
             + "\n".join(lines)
-            + "\nAnswer one line per user, like 'user 12: lurk'."
+            + f"\nAnswer one line per user, like 'user {self.panel[0]}: lurk'."
         )
 
     def parse(self, text):
@@ -369,13 +369,14 @@ class TrendPrediction(Task):
 
     def render(self, obs, platform):
         s = obs[: T * self.history].reshape(self.history, T)
-        lines = [f"{name}: " + ", ".join(f"{100 * s[h, i]:.0f}%" for h in range(min(3, self.history)))
+        lines = [f"{name} had " + ", then ".join(f"{100 * s[h, i]:.0f}%"
+                                                  for h in range(min(3, self.history)))
                  for i, name in enumerate(TOPIC_NAMES)]
         return (
-            f"Topic share of platform activity in the last three hours (newest first); next hour "
-            f"is {platform.hour}:00.\n" + "\n".join(lines)
-            + "\nRank all topics by how much activity they will get next hour. Answer like "
-            "'ranking: sports > politics > ...'."
+            f"Share of platform activity per topic in the last three hours (newest first); next "
+            f"hour is {platform.hour}:00.\n" + "\n".join(lines)
+            + "\nRank the topics (" + ", ".join(TOPIC_NAMES) + ") by how much activity they will "
+            "get next hour. Answer like 'ranking: sports > politics > ...'."
         )
 
     def parse(self, text):
