@@ -17,25 +17,12 @@ import numpy as np
 from scipy import stats
 
 from sandbox_rl.envs import oasis_v0
-from sandbox_rl.envs.heuristics import HeuristicPolicy
+from sandbox_rl.envs.baselines import mean_episode_rewards
 
 
 def episode_means(policy_kind: str, seed: int, users: int, steps: int, recsys: str) -> dict:
     env = oasis_v0.parallel_env(num_users=users, max_cycles=steps, recsys=recsys)
-    obs, _ = env.reset(seed=seed)
-    for i, agent in enumerate(env.possible_agents):
-        env.action_space(agent).seed(seed * 100 + i)
-    heuristic = HeuristicPolicy(env)
-    totals = dict.fromkeys(env.possible_agents, 0.0)
-    while env.agents:
-        if policy_kind == "heuristic":
-            actions = heuristic(obs)
-        else:
-            actions = {a: env.action_space(a).sample() for a in env.agents}
-        obs, rewards, *_ = env.step(actions)
-        for agent, r in rewards.items():
-            totals[agent] += r
-    return {a: v / steps for a, v in totals.items()}
+    return mean_episode_rewards(env, policy_kind, seed)
 
 
 def ci95(diffs: np.ndarray) -> tuple[float, float]:

@@ -9,6 +9,7 @@ import pytest
 
 from sandbox_rl.enums import TaskType
 from sandbox_rl.envs import oasis_v0
+from sandbox_rl.envs.baselines import mean_episode_rewards
 from sandbox_rl.envs.heuristics import HeuristicPolicy, heuristic_action
 
 SEEDS = (0, 1)
@@ -28,21 +29,7 @@ MARGINS = {
 
 @lru_cache(maxsize=None)
 def _mean_rewards(policy: str, seed: int) -> dict[str, float]:
-    env = oasis_v0.parallel_env(num_users=1000, max_cycles=100)
-    obs, _ = env.reset(seed=seed)
-    for i, agent in enumerate(env.possible_agents):
-        env.action_space(agent).seed(1000 * seed + i)
-    heuristic = HeuristicPolicy(env)
-    rewards: dict[str, list[float]] = {a: [] for a in env.possible_agents}
-    while env.agents:
-        if policy == "heuristic":
-            actions = heuristic(obs)
-        else:
-            actions = {a: env.action_space(a).sample() for a in env.agents}
-        obs, step_rewards, *_ = env.step(actions)
-        for agent, r in step_rewards.items():
-            rewards[agent].append(r)
-    return {a: float(np.mean(r)) for a, r in rewards.items()}
+    return mean_episode_rewards(oasis_v0.parallel_env(num_users=1000, max_cycles=100), policy, seed)
 
 
 def _mean_over_seeds(policy: str, agent: str) -> float:
