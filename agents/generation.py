@@ -8,11 +8,14 @@ pass per token.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+
+from sandbox_rl.agents.fused_lora import fused_adapters, supports_fusion
 
 BASE = "__base__"  # PEFT's name for "no adapter" in adapter_names
 
@@ -97,8 +100,9 @@ def generate_batch(model, tokenizer, requests: Sequence[GenerationRequest],
                    multi_adapter: bool = True) -> list[Completion]:
     """Generate all requests in one call; rows are left-padded.
 
-    ``model`` is a PEFT model (``multi_adapter``: rows use ``adapter_names``) or a plain model
-    (adapters ignored). ``cache_factory`` makes the ``past_key_values`` object (for a quantised
+    ``model`` is a PEFT model (``multi_adapter``: each row through its adapter, fused into
+    batched matmuls in eval mode, else PEFT's ``adapter_names``) or a plain model (adapters
+    ignored). ``cache_factory`` makes the ``past_key_values`` object (for a quantised
     KV cache). Sampling draws from a generator seeded with ``seed``; the global torch RNG state
     is left as it was.
     """
@@ -115,13 +119,15 @@ def generate_batch(model, tokenizer, requests: Sequence[GenerationRequest],
     top_p = torch.tensor([r.sampling.top_p for r in requests], dtype=torch.float32, device=device)
     stops = [r.sampling.stop for r in requests]
     kwargs = {}
-    if multi_adapter:
+    fused = multi_adapter and supports_fusion(model)
+    if multi_adapter and not fused:
         kwargs["adapter_names"] = [r.adapter or BASE for r in requests]
     if cache_factory is not None:
         kwargs["past_key_values"] = cache_factory()
     sample = bool((temperature > 0).any())
     processors = [_PerRowSampling(temperature, top_p)] if sample else []
-    with torch.random.fork_rng(devices=[]), torch.inference_mode():
+    routing = fused_adapters(model, [r.adapter for r in requests]) if fused else nullcontext()
+    with torch.random.fork_rng(devices=[]), torch.inference_mode(), routing:
         torch.manual_seed(seed)
         out = model.generate(
             input_ids=input_ids, attention_mask=attention, do_sample=sample, top_k=0,
