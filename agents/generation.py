@@ -97,14 +97,14 @@ class _PerRowStop(StoppingCriteria):
 
 def generate_batch(model, tokenizer, requests: Sequence[GenerationRequest],
                    cache_factory: Callable[[], object] | None = None, seed: int = 0,
-                   multi_adapter: bool = True) -> list[Completion]:
+                   multi_adapter: bool = True, **generate_kwargs) -> list[Completion]:
     """Generate all requests in one call; rows are left-padded.
 
     ``model`` is a PEFT model (``multi_adapter``: each row through its adapter, fused into
     batched matmuls in eval mode, else PEFT's ``adapter_names``) or a plain model (adapters
     ignored). ``cache_factory`` makes the ``past_key_values`` object (for a quantised
     KV cache). Sampling draws from a generator seeded with ``seed``; the global torch RNG state
-    is left as it was.
+    is left as it was. ``generate_kwargs`` go to ``model.generate`` (e.g. ``min_new_tokens``).
     """
     if not requests:
         return []
@@ -135,7 +135,8 @@ def generate_batch(model, tokenizer, requests: Sequence[GenerationRequest],
             logits_processor=LogitsProcessorList(processors),
             stopping_criteria=StoppingCriteriaList([_PerRowStop(prompt_len, budgets, stops,
                                                                 _decoder(tokenizer))]),
-            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **kwargs)
+            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **kwargs,
+            **generate_kwargs)
     return [_completion(tokenizer, r, out[i, prompt_len:].tolist(), int(attention[i].sum()))
             for i, r in enumerate(requests)]
 

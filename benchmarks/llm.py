@@ -18,34 +18,29 @@ import time
 import numpy as np
 import torch
 
-from sandbox_rl.agents.generation import GenerationRequest, generate_batch
+from sandbox_rl.agents.generation import GenerationRequest, SamplingSettings, generate_batch
 from sandbox_rl.agents.policy import build_task_adapters
 from sandbox_rl.agents.task_specs import spec
 from sandbox_rl.envs import oasis_v0
 from sandbox_rl.envs.heuristics import HeuristicPolicy
 
-# Loads the model once with five adapters, or five times with one adapter each, and prints the
-# resident-set growth (so the figure includes everything torch really holds, not a formula).
+# Loads the model once with five adapters, or five times with one adapter each, in a fresh
+# process, and counts the bytes of every distinct tensor storage the models hold (safetensors
+# may memory-map weights, so process RSS would count shared file pages once for all copies).
 _MEMORY_PROBE = """
 import sys, torch
 from sandbox_rl.agents.lora import TaskAdapters
 from sandbox_rl.agents.models import load_model
-def rss():
-    for line in open('/proc/self/status'):
-        if line.startswith('VmRSS:'):
-            return int(line.split()[1]) * 1024
 model, mode = sys.argv[1], sys.argv[2]
 names = ['content_generation', 'behavior_analysis', 'network_optimization', 'trend_prediction', 'user_engagement']
-load_model(model)  # warm caches and imports
-import gc; gc.collect()
-start = rss()
-keep = []
-if mode == 'shared':
-    keep.append(TaskAdapters(load_model(model), names))
-else:
-    for name in names:
-        keep.append(TaskAdapters(load_model(model), [name]))
-print(rss() - start)
+groups = [names] if mode == 'shared' else [[n] for n in names]
+held = [TaskAdapters(load_model(model), g).model for g in groups]
+storages = {}
+for m in held:
+    for t in list(m.parameters()) + list(m.buffers()):
+        s = t.untyped_storage()
+        storages[s.data_ptr()] = s.nbytes()
+print(sum(storages.values()))
 """
 
 
@@ -60,7 +55,7 @@ def adapter_memory(model: str) -> None:
                              capture_output=True, text=True).stdout.split()
         grow[mode] = int(out[-1])
     emit("adapter_memory_ratio", grow["copies"] / grow["shared"], model=model,
-         shared_bytes=grow["shared"], five_copies_bytes=grow["copies"])
+         one_base_five_adapters_bytes=grow["shared"], five_copies_bytes=grow["copies"])
 
 
 def memory_bandwidth_bytes_per_s() -> float:
@@ -75,17 +70,17 @@ def memory_bandwidth_bytes_per_s() -> float:
     return best
 
 
-def task_observations(count: int, seed: int) -> dict[str, list[str]]:
-    """``count`` text observations per task from heuristic-driven episodes."""
-    env = oasis_v0.parallel_env(obs_mode="text", num_users=1000, max_cycles=count)
+def task_observations(count: int, seed: int) -> list[dict[str, tuple[str, np.ndarray]]]:
+    """``count`` steps of heuristic-driven play: each agent's prompt (and the behaviour panel)."""
+    env = oasis_v0.parallel_env(num_users=1000, max_cycles=count)
     obs, _ = env.reset(seed=seed)
     heuristic = HeuristicPolicy(env)
-    seen = {a: [] for a in env.possible_agents}
+    steps = []
     while env.agents:
-        for agent, text in obs.items():
-            seen[agent].append(text)
+        steps.append({a: (env.text_observation(a), env.tasks["behavior_analysis"].panel.copy())
+                      for a in env.agents})
         obs, *_ = env.step(heuristic(obs))
-    return seen, env
+    return steps, env
 
 
 def generation_speed(adapters, prompts: dict[str, str]) -> None:
@@ -104,9 +99,15 @@ def generation_speed(adapters, prompts: dict[str, str]) -> None:
         bat_s.append(time.perf_counter() - t)
         bat_tokens = sum(o.completion_tokens for o in outs)
     seq, bat = statistics.median(seq_s), statistics.median(bat_s)
-    emit("batched_speedup", seq / bat, sequential_s=round(seq, 3), batched_s=round(bat, 3))
-    emit("tokens_per_s_batch1", seq_tokens / seq, tokens=seq_tokens)
-    emit("tokens_per_s_batched", bat_tokens / bat, tokens=bat_tokens, batch=len(requests))
+    emit("batched_speedup", seq / bat, sequential_s=round(seq, 3), batched_s=round(bat, 3),
+         workload="the five tasks' prompts and token budgets, end to end")
+    emit("tokens_per_s_batch1", seq_tokens / seq, tokens=seq_tokens, phase="end to end")
+    emit("tokens_per_s_batched", bat_tokens / bat, tokens=bat_tokens, batch=len(requests),
+         phase="end to end")
+    one, five = decode_rate(adapters, requests[:1]), decode_rate(adapters, requests)
+    emit("tokens_per_s_batch1", one, phase="decode")
+    emit("tokens_per_s_batched", five, phase="decode", batch=len(requests))
+    emit("batched_speedup", five / one, phase="decode", workload="same prompts, 32 tokens each")
     weight_bytes = sum(p.numel() * p.element_size() for p in adapters.model.parameters())
     bandwidth = memory_bandwidth_bytes_per_s()
     # Decoding one token reads every weight once; a batch of five shares that read.
@@ -116,28 +117,35 @@ def generation_speed(adapters, prompts: dict[str, str]) -> None:
          batch=len(requests))
 
 
-def parse_success(adapters, observations: dict[str, list[str]], env, batch: int) -> None:
-    """Share of completions the env's parser accepts, per task (untrained adapters)."""
+def decode_rate(adapters, requests, tokens: int = 32) -> float:
+    """Decode-phase tokens/s: (time for ``tokens`` new tokens - time for 1) per extra token."""
+    tok, times = adapters.tokenizer, {}
+    for n in (1, tokens):
+        fixed = [GenerationRequest(r.prompt, r.adapter, SamplingSettings(max_new_tokens=n))
+                 for r in requests]
+        runs = []
+        for _ in range(3):
+            t = time.perf_counter()
+            generate_batch(adapters.model, tok, fixed, min_new_tokens=n)
+            runs.append(time.perf_counter() - t)
+        times[n] = statistics.median(runs)
+    return len(requests) * (tokens - 1) / (times[tokens] - times[1])
+
+
+def parse_success(adapters, steps, env, batch: int) -> None:
+    """Share of completions the env's parser turns into an action, per task (untrained adapters)."""
     tok = adapters.tokenizer
-    for agent, texts in observations.items():
-        task = env.tasks[agent]
-        ok = 0
-        for lo in range(0, len(texts), batch):
-            chunk = texts[lo: lo + batch]
+    for agent in env.possible_agents:
+        task, ok = env.tasks[agent], 0
+        for lo in range(0, len(steps), batch):
+            chunk = [s[agent] for s in steps[lo: lo + batch]]
             outs = generate_batch(adapters.model, tok,
-                                  [GenerationRequest(spec(agent).prompt(tok, t), agent,
-                                                     spec(agent).sampling) for t in chunk])
-            for text, out in zip(chunk, outs):
-                if agent == "behavior_analysis":  # the panel the prompt listed
-                    task.panel = np.array([int(u) for u in _panel_ids(text)])
+                                  [GenerationRequest(spec(agent).prompt(tok, text), agent,
+                                                     spec(agent).sampling) for text, _ in chunk])
+            for (text, panel), out in zip(chunk, outs):
+                task.panel = panel  # the panel the behaviour prompt listed
                 ok += task.parse(spec(agent).answer(text, out.text)).action is not None
-        emit(f"parse_success_rate_{agent}", ok / len(texts), observations=len(texts))
-
-
-def _panel_ids(prompt: str) -> list[str]:
-    import re
-
-    return re.findall(r"^#(\d+)\b", prompt, flags=re.MULTILINE)
+        emit(f"parse_success_rate_{agent}", ok / len(steps), observations=len(steps))
 
 
 def main() -> None:
@@ -152,9 +160,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     adapter_memory(args.model)
     adapters = build_task_adapters(args.model)
-    observations, env = task_observations(args.observations, args.seed)
-    generation_speed(adapters, {a: texts[0] for a, texts in observations.items()})
-    parse_success(adapters, observations, env, args.batch)
+    steps, env = task_observations(args.observations, args.seed)
+    generation_speed(adapters, {a: text for a, (text, _) in steps[0].items()})
+    parse_success(adapters, steps, env, args.batch)
     if not args.skip_kv:
         import runpy
 

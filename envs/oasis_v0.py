@@ -169,6 +169,11 @@ class OasisParallelEnv(ParallelEnv):
         """The numeric observation of ``agent`` after the last reset or step (either mode)."""
         return self._vector_obs[agent]
 
+    def text_observation(self, agent: str) -> str:
+        """The prompt text of ``agent``'s current observation (either mode)."""
+        return _printable(self.tasks[agent].render(self._vector_obs[agent], self.platform),
+                          MAX_PROMPT_CHARS)
+
     def render(self) -> str | None:
         if self.render_mode is None:
             gymnasium.logger.warn("render() called without a render_mode; pass render_mode='ansi'")
@@ -192,8 +197,7 @@ class OasisParallelEnv(ParallelEnv):
     # ------------------------------------------------------------------ internals
     def _observations(self) -> dict[str, Any]:
         self._vector_obs = {a: self.tasks[a].observe(self.platform) for a in self.possible_agents}
-        return {a: _printable(self.tasks[a].render(self._vector_obs[a], self.platform),
-                              MAX_PROMPT_CHARS) if a in self.text_agents else self._vector_obs[a]
+        return {a: self.text_observation(a) if a in self.text_agents else self._vector_obs[a]
                 for a in self.agents}
 
     def _decode(self, actions: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict]]:

@@ -243,15 +243,16 @@ class BehaviorAnalysis(Task):
     def render(self, obs, platform):
         rows = obs.reshape(self.panel_size, self.FEATURES)
         lines = [
-            f"#{u} (online chance {r[0]:.2f}; online {100 * r[1]:.0f}% of past hours; when "
-            f"online: engaged positively {100 * r[2]:.0f}%, negatively {100 * r[3]:.0f}%, "
-            f"posted {100 * r[4]:.0f}%; notification fatigue {r[5]:.2f})"
+            f"#{u} (next {100 * r[0]:.0f}%, online {100 * r[1]:.0f}%, positive {100 * r[2]:.0f}%, "
+            f"negative {100 * r[3]:.0f}%, posts {100 * r[4]:.0f}%, fatigue {r[5]:.1f})"
             for u, r in zip(self.panel, rows)
         ]
         return (
             f"Predict what each user will do in the next hour ({platform.hour}:00). Classes: "
             "inactive, lurk (online, no reaction), positive (like, share or comment), "
             "negative (dislike, unfollow or mute), post (writes a post).\n"
+            "Per user: chance to be online next hour; share of past hours online; of those, "
+            "shares with a positive reaction, a negative one, a post; notification fatigue.\n"
             + "\n".join(lines)
             + f"\nAnswer one line per user, like 'user {self.panel[0]}: lurk'."
         )
@@ -443,8 +444,8 @@ class UserEngagement(Task):
 
     def render(self, obs, platform):
         size, fatigue, p, resp = (obs[i * T:(i + 1) * T] for i in range(4))
-        lines = [f"{name}: {100 * size[i]:.0f}% of users, fatigue {fatigue[i]:.2f}, "
-                 f"online chance {p[i] / 5:.3f}, last response {resp[i]:+.3f}"
+        lines = [f"{name}: {100 * size[i]:.0f}% of users, fatigue {fatigue[i]:.1f}, "
+                 f"online {20 * p[i]:.1f}%, last response {100 * resp[i]:+.1f}%"
                  for i, name in enumerate(TOPIC_NAMES)]
         return (
             f"You send notification campaigns to bring users back (next hour {platform.hour}:00). "
