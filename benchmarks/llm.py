@@ -132,11 +132,11 @@ def decode_rate(adapters, requests, tokens: int = 32) -> float:
     return len(requests) * (tokens - 1) / (times[tokens] - times[1])
 
 
-def parse_success(adapters, steps, env, batch: int) -> None:
+def parse_success(adapters, steps, env, batch: int, agents: list[str] | None = None) -> None:
     """Share of completions the env's parser turns into an action, per task (untrained adapters)."""
     tok = adapters.tokenizer
-    for agent in env.possible_agents:
-        task, ok = env.tasks[agent], 0
+    for agent in agents or env.possible_agents:
+        task, ok, complete = env.tasks[agent], 0, 0
         for lo in range(0, len(steps), batch):
             chunk = [s[agent] for s in steps[lo: lo + batch]]
             outs = generate_batch(adapters.model, tok,
@@ -156,11 +156,17 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-kv", action="store_true", help="skip the KV-cache figures")
+    p.add_argument("--parse-only", nargs="*", metavar="TASK",
+                   help="only the parse-success rates (of these tasks; all when none given)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    adapter_memory(args.model)
+    if args.parse_only is None:
+        adapter_memory(args.model)
     adapters = build_task_adapters(args.model)
     steps, env = task_observations(args.observations, args.seed)
+    if args.parse_only is not None:
+        parse_success(adapters, steps, env, args.batch, args.parse_only or None)
+        return
     generation_speed(adapters, {a: text for a, (text, _) in steps[0].items()})
     parse_success(adapters, steps, env, args.batch)
     if not args.skip_kv:
