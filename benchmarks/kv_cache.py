@@ -38,8 +38,8 @@ from sandbox_rl.agents.kv_cache import (
 from sandbox_rl.envs.corpus import load_corpus
 
 CONFIGS = [
-    KVCacheSettings(backend="quanto", nbits=4),  # the default
-    KVCacheSettings(backend="quanto", nbits=4, residual_length=32),
+    KVCacheSettings(backend="quanto", nbits=4),  # the default (residual_length=32)
+    KVCacheSettings(backend="quanto", nbits=4, residual_length=128),
     KVCacheSettings(backend="quanto", nbits=2),
     KVCacheSettings(backend="fp8", nbits=8),
     KVCacheSettings(backend="hqq", nbits=4),
