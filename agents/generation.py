@@ -129,9 +129,11 @@ def generate_batch(model, tokenizer, requests: Sequence[GenerationRequest],
     routing = fused_adapters(model, [r.adapter for r in requests]) if fused else nullcontext()
     with torch.random.fork_rng(devices=[]), torch.inference_mode(), routing:
         torch.manual_seed(seed)
+        # Sampling knobs are per row in the processor; generate's own stay neutral.
+        neutral = {"top_k": 0, "top_p": 1.0, "temperature": 1.0} if sample else {}
         out = model.generate(
-            input_ids=input_ids, attention_mask=attention, do_sample=sample, top_k=0,
-            top_p=1.0, temperature=1.0, max_new_tokens=int(budgets.max()),
+            input_ids=input_ids, attention_mask=attention, do_sample=sample,
+            max_new_tokens=int(budgets.max()), **neutral,
             logits_processor=LogitsProcessorList(processors),
             stopping_criteria=StoppingCriteriaList([_PerRowStop(prompt_len, budgets, stops,
                                                                 _decoder(tokenizer))]),

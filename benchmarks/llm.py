@@ -164,8 +164,12 @@ def parse_success(adapters, steps, env, batch: int, agents: list[str] | None = N
                                                      spec(agent).sampling) for text, _ in chunk])
             for (text, panel), out in zip(chunk, outs):
                 task.panel = panel  # the panel the behaviour prompt listed
-                ok += task.parse(spec(agent).answer(text, out.text)).action is not None
-        emit(f"parse_success_rate_{agent}", ok / len(steps), observations=len(steps))
+                parsed = task.parse(spec(agent).answer(text, out.text))
+                ok += parsed.action is not None
+                complete += parsed.action is not None and not parsed.reason
+        # "complete": parsed with nothing left out (e.g. every panel user predicted).
+        emit(f"parse_success_rate_{agent}", ok / len(steps), observations=len(steps),
+             complete_rate=round(complete / len(steps), 4))
 
 
 def main() -> None:
