@@ -19,9 +19,15 @@ def test_embedded_model_generates_parseable_actions_for_all_tasks():
     policy = LLMPolicy(adapters)
     calls = []
     generate = adapters.model.generate
-    adapters.model.generate = lambda *a, **kw: calls.append(kw["adapter_names"]) or generate(*a, **kw)
+
+    def counting_generate(*args, **kwargs):
+        calls.append(kwargs["input_ids"].shape[0])
+        return generate(*args, **kwargs)
+
+    adapters.model.generate = counting_generate
     actions = policy(observations)
-    assert calls == [[t.value for t in TaskType]]  # one call, each row through its adapter
+    assert calls == [5]  # one generate call with the five prompts as rows
+    assert {a: c.adapter for a, c in policy.last_completions.items()} == {a: a for a in actions}
     _, rewards, _, _, infos = env.step(actions)
     for agent in env.possible_agents:
         parsed = env.tasks[agent].parse(actions[agent])
