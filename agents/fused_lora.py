@@ -17,7 +17,7 @@ from typing import Iterator, Sequence
 import torch
 from peft.tuners.lora.layer import Linear as LoraLinear
 
-BASE = "__base__"
+BASE = "__base__"  # PEFT's name for "no adapter" in adapter_names
 
 
 def _row_weights(layer: LoraLinear, adapters: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:

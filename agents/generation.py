@@ -15,9 +15,8 @@ from typing import Callable, Sequence
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
-from sandbox_rl.agents.fused_lora import fused_adapters, supports_fusion
+from sandbox_rl.agents.fused_lora import BASE, fused_adapters, supports_fusion
 
-BASE = "__base__"  # PEFT's name for "no adapter" in adapter_names
 
 
 @dataclass(frozen=True)

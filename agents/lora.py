@@ -87,21 +87,22 @@ class TaskAdapters:
         self.model.delete_adapter(name)
         del self._settings[name]
 
+    def _named(self, name: str) -> dict[str, torch.nn.Parameter]:
+        """One adapter's LoRA parameters, keyed by their names without the adapter name."""
+        tag = f".{name}."
+        return {n.replace(tag, "."): p for n, p in self.model.named_parameters()
+                if "lora_" in n and tag in n}
+
     def parameters(self, name: str) -> list[torch.nn.Parameter]:
         """The trainable LoRA parameters of one adapter."""
-        tag = f".{name}."
-        return [p for n, p in self.model.named_parameters() if "lora_" in n and tag in n]
+        return list(self._named(name).values())
 
     def state(self, name: str) -> dict[str, torch.Tensor]:
         """A detached copy of one adapter's weights, keyed without the adapter name."""
-        tag = f".{name}."
-        return {n.replace(tag, "."): p.detach().clone()
-                for n, p in self.model.named_parameters() if "lora_" in n and tag in n}
+        return {k: p.detach().clone() for k, p in self._named(name).items()}
 
     def load_state(self, name: str, state: Mapping[str, torch.Tensor]) -> None:
-        tag = f".{name}."
-        params = {n.replace(tag, "."): p for n, p in self.model.named_parameters()
-                  if "lora_" in n and tag in n}
+        params = self._named(name)
         if params.keys() != state.keys():
             raise ValueError(f"adapter {name!r}: state keys do not match its modules")
         with torch.no_grad():

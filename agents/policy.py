@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import string
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
@@ -12,8 +11,7 @@ from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
 from sandbox_rl.agents.models import ModelSettings, load_model
 from sandbox_rl.agents.task_specs import TaskSpec, spec
 from sandbox_rl.enums import TaskType
-
-_PRINTABLE = frozenset(string.printable)
+from sandbox_rl.envs.oasis_v0 import MAX_COMPLETION_CHARS, printable
 
 
 def build_task_adapters(model: str = "embedded", lora: LoraSettings = LoraSettings(),
@@ -36,7 +34,7 @@ class LLMPolicy:
     adapters: TaskAdapters
     adapter_for: Mapping[str, str] = field(default_factory=dict)
     kv_cache: KVCacheSettings | None = None
-    max_chars: int = 2048
+    max_chars: int = MAX_COMPLETION_CHARS
     seed: int = 0
     specs: Callable[[str], TaskSpec] = spec
     last_completions: dict[str, Completion] = field(default_factory=dict)
@@ -68,4 +66,4 @@ class LLMPolicy:
 
 def to_action_text(text: str, max_chars: int) -> str:
     """A completion as a valid ``Text`` action: printable ASCII, at most ``max_chars``."""
-    return "".join(c if c in _PRINTABLE else "?" for c in text.strip())[:max_chars]
+    return printable(text.strip(), max_chars)

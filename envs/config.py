@@ -52,31 +52,32 @@ class PlatformConfig:
     start_hour: int = 8
 
     def __post_init__(self) -> None:
-        _check(self.num_users >= 10, "num_users", self.num_users, "an integer >= 10")
-        _check(self.recsys in RECOMMENDERS, "recsys", self.recsys, f"one of {RECOMMENDERS}")
-        _check(1 <= self.feed_size <= 200, "feed_size", self.feed_size, "in [1, 200]")
-        _check(self.candidate_pool >= self.feed_size, "candidate_pool", self.candidate_pool,
+        require(self.num_users >= 10, "num_users", self.num_users, "an integer >= 10")
+        require(self.recsys in RECOMMENDERS, "recsys", self.recsys, f"one of {RECOMMENDERS}")
+        require(1 <= self.feed_size <= 200, "feed_size", self.feed_size, "in [1, 200]")
+        require(self.candidate_pool >= self.feed_size, "candidate_pool", self.candidate_pool,
                ">= feed_size")
-        _check(0 < self.mean_follows < self.num_users - 1, "mean_follows", self.mean_follows,
+        require(0 < self.mean_follows < self.num_users - 1, "mean_follows", self.mean_follows,
                "in (0, num_users - 1)")
-        _check(self.homophily >= 0, "homophily", self.homophily, ">= 0")
-        _check(1 <= self.pa_batches <= 1000, "pa_batches", self.pa_batches, "in [1, 1000]")
-        _check(self.activation > 0, "activation", self.activation, "> 0")
-        _check(0 < self.mean_activity <= 0.5, "mean_activity", self.mean_activity, "in (0, 0.5]")
-        _check(0 <= self.session_continue < 1, "session_continue", self.session_continue,
+        require(self.homophily >= 0, "homophily", self.homophily, ">= 0")
+        require(1 <= self.pa_batches <= 1000, "pa_batches", self.pa_batches, "in [1, 1000]")
+        require(self.activation > 0, "activation", self.activation, "> 0")
+        require(0 < self.mean_activity <= 0.5, "mean_activity", self.mean_activity, "in (0, 0.5]")
+        require(0 <= self.session_continue < 1, "session_continue", self.session_continue,
                "in [0, 1)")
-        _check(0 <= self.mean_post_rate <= 1, "mean_post_rate", self.mean_post_rate, "in [0, 1]")
-        _check(0 <= self.event_rate <= 1, "event_rate", self.event_rate, "in [0, 1]")
-        _check(self.event_strength >= 0, "event_strength", self.event_strength, ">= 0")
-        _check(0 <= self.event_decay < 1, "event_decay", self.event_decay, "in [0, 1)")
-        _check(self.recency_hours > 0, "recency_hours", self.recency_hours, "> 0")
-        _check(0 <= self.start_hour < 24, "start_hour", self.start_hour, "in [0, 24)")
+        require(0 <= self.mean_post_rate <= 1, "mean_post_rate", self.mean_post_rate, "in [0, 1]")
+        require(0 <= self.event_rate <= 1, "event_rate", self.event_rate, "in [0, 1]")
+        require(self.event_strength >= 0, "event_strength", self.event_strength, ">= 0")
+        require(0 <= self.event_decay < 1, "event_decay", self.event_decay, "in [0, 1)")
+        require(self.recency_hours > 0, "recency_hours", self.recency_hours, "> 0")
+        require(0 <= self.start_hour < 24, "start_hour", self.start_hour, "in [0, 24)")
 
     @classmethod
     def field_names(cls) -> frozenset[str]:
         return frozenset(f.name for f in fields(cls))
 
 
-def _check(ok: bool, name: str, value: object, expected: str) -> None:
+def require(ok: bool, name: str, value: object, expected: str) -> None:
+    """Raise ValueError naming the option when ``ok`` is false."""
     if not ok:
         raise ValueError(f"invalid {name}={value!r}: expected {expected}")

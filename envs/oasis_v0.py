@@ -16,7 +16,7 @@ from pettingzoo import ParallelEnv
 from pettingzoo.utils import parallel_to_aec, wrappers
 
 from sandbox_rl.enums import TaskType
-from sandbox_rl.envs.config import PlatformConfig
+from sandbox_rl.envs.config import PlatformConfig, require
 from sandbox_rl.envs.platform import Platform, StepOutcome, StepPlan
 from sandbox_rl.envs.tasks import Task, make_tasks
 
@@ -93,11 +93,11 @@ class OasisParallelEnv(ParallelEnv):
         if unknown:
             raise ValueError(f"unknown option(s) {sorted(unknown)} for oasis_v0")
         self.config = PlatformConfig(**world)
-        _require(isinstance(max_cycles, int) and max_cycles >= 1, "max_cycles", max_cycles, ">= 1")
-        _require(obs_mode in OBS_MODES, "obs_mode", obs_mode, f"one of {OBS_MODES}")
-        _require(1 <= panel_size <= 256, "panel_size", panel_size, "in [1, 256]")
-        _require(1 <= history <= 48, "history", history, "in [1, 48]")
-        _require(render_mode in (None, *self.metadata["render_modes"]), "render_mode",
+        require(isinstance(max_cycles, int) and max_cycles >= 1, "max_cycles", max_cycles, ">= 1")
+        require(obs_mode in OBS_MODES, "obs_mode", obs_mode, f"one of {OBS_MODES}")
+        require(1 <= panel_size <= 256, "panel_size", panel_size, "in [1, 256]")
+        require(1 <= history <= 48, "history", history, "in [1, 48]")
+        require(render_mode in (None, *self.metadata["render_modes"]), "render_mode",
                  render_mode, f"None or one of {self.metadata['render_modes']}")
         self.max_cycles, self.obs_mode, self.render_mode = max_cycles, obs_mode, render_mode
         self.trace_path = trace_path
@@ -171,7 +171,7 @@ class OasisParallelEnv(ParallelEnv):
 
     def text_observation(self, agent: str) -> str:
         """The prompt text of ``agent``'s current observation (either mode)."""
-        return _printable(self.tasks[agent].render(self._vector_obs[agent], self.platform),
+        return printable(self.tasks[agent].render(self._vector_obs[agent], self.platform),
                           MAX_PROMPT_CHARS)
 
     def render(self) -> str | None:
@@ -246,12 +246,8 @@ class OasisParallelEnv(ParallelEnv):
             self._trace = None
 
 
-def _require(ok: bool, name: str, value: object, expected: str) -> None:
-    if not ok:
-        raise ValueError(f"invalid {name}={value!r}: expected {expected}")
-
-
-def _printable(text: str, limit: int) -> str:
+def printable(text: str, limit: int) -> str:
+    """``text`` inside a ``Text`` space of this env: its charset (else '?'), at most ``limit``."""
     return "".join(c if c in TEXT_CHARSET else "?" for c in text)[:limit]
 
 

@@ -23,6 +23,15 @@ CAMPAIGN_ANNOY = np.array([0.0, 0.01, 0.04, 0.10], dtype=np.float32)
 FATIGUE_PER_INTENSITY = 0.15
 FATIGUE_DECAY = 0.9
 
+# Impression actions that count as positive engagement.
+POSITIVE_ACTIONS = ("likes", "reposts", "quotes", "comments")
+
+
+def positive_mask(actions: dict[str, np.ndarray]) -> np.ndarray:
+    """Impressions with a like, repost, quote or comment."""
+    return np.logical_or.reduce([actions[name] for name in POSITIVE_ACTIONS])
+
+
 # Behaviour classes of a user in one step (the behaviour-analysis agent predicts these).
 BEHAVIOURS = ("inactive", "lurk", "positive", "negative", "post")
 
@@ -87,8 +96,7 @@ class StepOutcome:
         return int(self.viewer.size)
 
     def positive(self) -> np.ndarray:
-        a = self.actions
-        return a["likes"] | a["reposts"] | a["quotes"] | a["comments"]
+        return positive_mask(self.actions)
 
 
 @dataclass(frozen=True)
@@ -193,7 +201,8 @@ class Platform:
         viewer, shown, actions, edits, match, in_network = self._feeds_and_choices(active)
         new_posts = self._create_posts(active)
         self._apply(viewer, shown, actions, edits)
-        behaviour = self._behaviour(active, viewer, actions, edits, new_posts)
+        positive = positive_mask(actions)
+        behaviour = self._behaviour(active, viewer, positive, actions, edits, new_posts)
         engaged = np.isin(behaviour[activated], (BEHAVIOURS.index("positive"), BEHAVIOURS.index("post")))
         campaign = CampaignResult(targeted, int(activated.size), int(engaged.sum()), annoyed)
         if agent_post >= 0:
@@ -202,7 +211,7 @@ class Platform:
             step=self.t, hour=self.hour, active=active, viewer=viewer, shown=shown,
             actions=actions, match=match, in_network=in_network, follows=edits["follows"], unfollows=edits["unfollows"],
             mutes=edits["mutes"], new_posts=new_posts, agent_post=agent_post,
-            topic_volume=self._topic_volume(shown, actions, new_posts), campaign=campaign,
+            topic_volume=self._topic_volume(shown, positive, new_posts), campaign=campaign,
             behaviour=behaviour)
         u.fatigue *= FATIGUE_DECAY
         self.boost *= cfg.event_decay
@@ -317,7 +326,7 @@ class Platform:
         for name in ("follows", "unfollows", "mutes"):
             self.totals[name] += int(edits[name].size)
 
-    def _behaviour(self, active, viewer, actions, edits, new_posts) -> np.ndarray:
+    def _behaviour(self, active, viewer, positive, actions, edits, new_posts) -> np.ndarray:
         """Class of ``BEHAVIOURS`` per user, and the observable behaviour counters."""
         u, n = self.users, self.config.num_users
         cls = np.zeros(n, dtype=np.int8)
@@ -325,7 +334,7 @@ class Platform:
         neg = np.concatenate((viewer[actions["dislikes"]], edits["unfollows"] // n,
                               edits["mutes"] // n))
         cls[neg] = BEHAVIOURS.index("negative")
-        pos = viewer[actions["likes"] | actions["reposts"] | actions["quotes"] | actions["comments"]]
+        pos = viewer[positive]
         cls[pos] = BEHAVIOURS.index("positive")
         writers = self.posts.column("author")[new_posts]
         cls[writers] = BEHAVIOURS.index("post")
@@ -335,10 +344,9 @@ class Platform:
         u.post_steps[sorted_unique(writers)] += 1
         return cls
 
-    def _topic_volume(self, shown, actions, new_posts) -> np.ndarray:
+    def _topic_volume(self, shown, positive, new_posts) -> np.ndarray:
         main = self.posts.column("main_topic")
-        pos = actions["likes"] | actions["reposts"] | actions["quotes"] | actions["comments"]
-        vol = np.bincount(main[shown[pos]], minlength=NUM_TOPICS)
+        vol = np.bincount(main[shown[positive]], minlength=NUM_TOPICS)
         vol += np.bincount(main[new_posts], minlength=NUM_TOPICS)
         return vol.astype(np.float32)
 
