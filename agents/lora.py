@@ -8,6 +8,7 @@ Adapters save and load in PEFT's own format.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -134,6 +135,32 @@ class TaskAdapters:
                                                 tuple(sorted(config.target_modules)))
         self.model.eval()
 
+    @torch.no_grad()
+    def resize(self, name: str, rank: int, generator: torch.Generator | None = None) -> None:
+        """Change an adapter's rank, keeping its ``alpha / rank`` scale.
+
+        Lower: each layer's update ``B A`` becomes its best rank-``rank`` approximation
+        (truncated SVD). Higher: the update is kept exactly; new rows of A start like a fresh
+        LoRA A (Kaiming-uniform, seeded) and new columns of B at zero, so they can learn.
+        """
+        old = self._settings[name]
+        if rank == old.rank:
+            return
+        new = LoraSettings(rank, old.alpha * rank / old.rank, old.dropout, old.target_modules)
+        updates = {}
+        for key, a in self._named(name).items():
+            if ".lora_A." in key or key.endswith("lora_A.weight"):
+                b = self._named(name)[key.replace("lora_A", "lora_B")]
+                updates[key] = _resized_factors(b.float(), a.float(), rank, generator)
+        dtype = next(iter(self._named(name).values())).dtype
+        self.remove(name)
+        self.add(name, new)
+        params = self._named(name)
+        for key, (b, a) in updates.items():
+            params[key].copy_(a.to(dtype))
+            params[key.replace("lora_A", "lora_B")].copy_(b.to(dtype))
+        self.model.eval()
+
     def merged(self, name: str) -> torch.nn.Module:
         """A copy of the base model with one adapter merged in (the shared base is untouched)."""
         clone = copy.deepcopy(self.model)
@@ -146,3 +173,18 @@ class TaskAdapters:
     def base_nbytes(self) -> int:
         return sum(p.numel() * p.element_size() for n, p in self.model.named_parameters()
                    if "lora_" not in n)
+
+
+def _resized_factors(b: torch.Tensor, a: torch.Tensor, rank: int,
+                     generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """New (B, A) of ``rank`` for the product ``B A`` (the scale alpha/r stays the same)."""
+    old = a.shape[0]
+    if rank < old:
+        u, s, vh = torch.linalg.svd(b @ a, full_matrices=False)
+        root = s[:rank].sqrt()
+        return u[:, :rank] * root, root[:, None] * vh[:rank]
+    extra = torch.empty(rank - old, a.shape[1])
+    bound = 1.0 / math.sqrt(a.shape[1])  # kaiming_uniform(a=sqrt(5)) bound, as PEFT inits A
+    extra.uniform_(-bound, bound, generator=generator)
+    return (torch.cat([b, torch.zeros(b.shape[0], rank - old)], dim=1),
+            torch.cat([a, extra.to(a.device)], dim=0))

@@ -109,3 +109,25 @@ def test_copy_from_and_shared_memory():
 def test_bad_lora_settings_name_the_field(field, value):
     with pytest.raises(ValueError, match=field.split("_")[0]):
         LoraSettings(**{field: value})
+
+
+def test_resize_keeps_the_update_up_and_truncates_it_down():
+    adapters = _adapters(rank=8)
+    with torch.no_grad():
+        for p in adapters.parameters("content_generation"):
+            p.normal_(0, 0.1)
+    ids = torch.randint(0, 100, (1, 12))
+    before = _logits(adapters, "content_generation", ids)
+    other = _logits(adapters, "network_optimization", ids)
+    base = _base_state(adapters)
+    adapters.resize("content_generation", 16, torch.Generator().manual_seed(0))
+    assert adapters.settings("content_generation").rank == 16
+    assert adapters.settings("content_generation").alpha == 32.0  # alpha / rank kept
+    torch.testing.assert_close(_logits(adapters, "content_generation", ids), before)
+    small = adapters.adapter_nbytes("content_generation") // 16
+    adapters.resize("content_generation", 1)
+    assert adapters.adapter_nbytes("content_generation") == small
+    assert not torch.allclose(_logits(adapters, "content_generation", ids), before)
+    torch.testing.assert_close(_logits(adapters, "network_optimization", ids), other)
+    for key, tensor in _base_state(adapters).items():
+        assert torch.equal(tensor, base[key]), key
