@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from sandbox_rl.envs.state import ArraySpec, check_arrays
+
 
 def generate_follow_graph(
     interests: np.ndarray,
@@ -203,9 +205,46 @@ class FollowGraph:
         self._add = self._add[:0]
         self._del = self._del[:0]
 
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The CSR arrays, degrees and pending edits (aliases, not copies); ``n`` is implied."""
+        return {"keys": self.keys, "indptr": self.indptr, "followers": self.followers,
+                "following": self.following, "add": self._add, "del": self._del}
+
+    @classmethod
+    def from_state(cls, n: int, arrays: dict[str, np.ndarray]) -> "FollowGraph":
+        """A graph from a :meth:`state_dict` that :func:`check_graph_state` accepted (copied)."""
+        a = {k: v.copy() for k, v in arrays.items()}
+        return cls(n, a["keys"], a["indptr"], a["followers"], a["following"], a["add"], a["del"])
+
     def _maybe_compact(self) -> None:
         if self._add.size + self._del.size > max(4096, self.keys.size // 64):
             self.compact()
+
+
+def check_graph_state(n: int, arrays: dict[str, np.ndarray], where: str) -> None:
+    """ValueError unless ``arrays`` is a consistent :meth:`FollowGraph.state_dict` on ``n`` users."""
+    nn = n * n
+    key = ArraySpec("int64", ("E",), 0, nn)
+    check_arrays(arrays, {
+        "keys": key, "indptr": ArraySpec("int64", (n + 1,), 0),
+        "followers": ArraySpec("int64", (n,), 0), "following": ArraySpec("int64", (n,), 0),
+        "add": key._replace(shape=("A",)), "del": key._replace(shape=("D",))}, {}, where)
+    keys, add, rm = arrays["keys"], arrays["add"], arrays["del"]
+    for name in ("keys", "add", "del"):
+        if np.any(np.diff(arrays[name]) <= 0):
+            raise ValueError(f"state array {where + name!r} must be sorted and unique")
+    if not np.array_equal(arrays["indptr"], _indptr(keys, n)):
+        raise ValueError(f"state array {where}indptr does not match {where}keys")
+    if isin_sorted(rm, keys).sum() != rm.size or isin_sorted(add, keys).any():
+        raise ValueError(f"state arrays {where}add / {where}del disagree with {where}keys")
+    degree = np.bincount(keys // n, minlength=n) + np.bincount(add // n, minlength=n) \
+        - np.bincount(rm // n, minlength=n)
+    indegree = np.bincount(keys % n, minlength=n) + np.bincount(add % n, minlength=n) \
+        - np.bincount(rm % n, minlength=n)
+    if not (np.array_equal(degree, arrays["following"])
+            and np.array_equal(indegree, arrays["followers"])):
+        raise ValueError(f"state arrays {where}followers / {where}following disagree with the edges")
 
 
 def _indptr(keys: np.ndarray, n: int) -> np.ndarray:

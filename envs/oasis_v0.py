@@ -6,8 +6,9 @@ Factories follow PettingZoo's convention: ``parallel_env`` (native), ``raw_env``
 
 from __future__ import annotations
 
+import dataclasses
 import string
-from typing import Any
+from typing import Any, Mapping
 
 import gymnasium
 import numpy as np
@@ -18,7 +19,10 @@ from pettingzoo.utils import parallel_to_aec, wrappers
 from sandbox_rl.enums import TaskType
 from sandbox_rl.envs.config import PlatformConfig, require
 from sandbox_rl.envs.platform import Platform, StepOutcome, StepPlan
+from sandbox_rl.envs.state import (STATE_FORMAT, STATE_VERSION, ArraySpec, check_arrays,
+                                   check_int, check_keys, prefixed, split_arrays)
 from sandbox_rl.envs.tasks import Task, make_tasks
+from sandbox_rl.envs.topics import NUM_TOPICS
 
 OBS_MODES = ("vector", "text")
 TEXT_CHARSET = string.printable
@@ -79,6 +83,16 @@ class OasisParallelEnv(ParallelEnv):
     an existing trace file raises ValueError at reset), ``render_mode`` (None | "ansi" |
     "human"), and every field of ``PlatformConfig`` (``num_users``, ``recsys``, ...).
 
+    ## Saving and restoring
+    ``state_dict()`` returns ``(meta, arrays)``: a JSON-serialisable dict and numpy arrays that
+    hold everything the coming steps depend on (world, generator state, tasks' state, current
+    observations); ``load_state_dict(meta, arrays)`` checks it whole (a ValueError names what is
+    wrong, and the env is left untouched) and the env then continues exactly as the saved one
+    would, bit for bit. It loads into a fresh env built with the same arguments without a
+    ``reset()``. ``sandbox_rl.envs.state`` saves to disk (JSON + ``.npz``, no pickle) and takes
+    in-memory snapshots. Not state: the SQLite trace (a load closes an open trace; the next
+    ``reset()`` starts a new one), the lazily loaded text analyser and the tweet corpus.
+
     ## Version History
     * v0: initial release.
     """
@@ -100,6 +114,7 @@ class OasisParallelEnv(ParallelEnv):
         require(render_mode in (None, *self.metadata["render_modes"]), "render_mode",
                  render_mode, f"None or one of {self.metadata['render_modes']}")
         self.max_cycles, self.obs_mode, self.render_mode = max_cycles, obs_mode, render_mode
+        self._panel_size, self._history = panel_size, history
         self.trace_path = trace_path
         # An existing trace file is only replaced when asked; later resets of this env
         # replace the trace it wrote itself.
@@ -142,13 +157,7 @@ class OasisParallelEnv(ParallelEnv):
     def step(self, actions: dict[str, Any]):
         if not self.agents:
             raise RuntimeError("step() called on a finished episode; call reset() first")
-        decoded, infos = self._decode(actions)
-        plan: dict[str, Any] = {}
-        for agent, action in decoded.items():
-            self.tasks[agent].decide(action, plan)
-        outcome = self.platform.step(StepPlan(**plan))
-        rewards = {a: self.tasks[a].reward(decoded.get(a), outcome, self.platform)
-                   for a in self.agents}
+        infos, outcome, rewards = self._advance(actions, self.agents)
         if self._trace is not None:
             self._trace.write_step(self.platform, outcome)
         self.num_cycles += 1
@@ -164,6 +173,12 @@ class OasisParallelEnv(ParallelEnv):
         if self.render_mode == "human":
             self.render()
         return observations, rewards, terminations, truncations, infos
+
+    def current_observations(self) -> dict[str, Any]:
+        """The live agents' observations after the last reset, step or state load (what
+        ``reset`` / ``step`` returned), without advancing the world."""
+        return {a: self.text_observation(a) if a in self.text_agents else self._vector_obs[a]
+                for a in self.agents}
 
     def vector_observation(self, agent: str) -> np.ndarray:
         """The numeric observation of ``agent`` after the last reset or step (either mode)."""
@@ -194,11 +209,126 @@ class OasisParallelEnv(ParallelEnv):
         """A global state vector: the concatenated vector observations."""
         return np.concatenate([self._vector_obs[a] for a in self.possible_agents])
 
+    # ------------------------------------------------------------------ state
+    def constructor_kwargs(self) -> dict[str, Any]:
+        """Arguments that build an env with this one's spaces and world (no trace, no render)."""
+        text = sorted(self.text_agents, key=self.possible_agents.index)
+        return {"max_cycles": self.max_cycles, "obs_mode": self.obs_mode,
+                "panel_size": self._panel_size, "history": self._history,
+                "text_agents": text if self.obs_mode == "text" else None,
+                **dataclasses.asdict(self.config)}
+
+    def state_dict(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """``(meta, arrays)``: the JSON-serialisable scalars and copies of every array of the
+        env's state (see "Saving and restoring" in the class docstring)."""
+        meta, arrays = self._state_views()
+        return meta, {name: a.copy() for name, a in arrays.items()}
+
+    def _state_views(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """:meth:`state_dict` with arrays aliasing the env's own (valid until the next step)."""
+        if self.platform is None:
+            raise RuntimeError("state_dict() called before reset(): there is no world yet")
+        platform_meta, arrays = self.platform.state_dict()
+        arrays = prefixed("platform.", arrays)
+        task_meta = {}
+        for agent, task in self.tasks.items():
+            task_meta[agent], task_arrays = task.state_dict()
+            arrays.update(prefixed(f"tasks.{agent}.", task_arrays))
+        arrays.update(prefixed("obs.", self._vector_obs))
+        meta = {"format": STATE_FORMAT, "version": STATE_VERSION, "env": self.constructor_kwargs(),
+                "num_cycles": self.num_cycles, "agents": list(self.agents),
+                "rng": self._np_random.bit_generator.state, "platform": platform_meta,
+                "tasks": task_meta}
+        return meta, arrays
+
+    def load_state_dict(self, meta: dict, arrays: Mapping[str, np.ndarray]) -> None:
+        """Continue from a :meth:`state_dict` of an env built with the same arguments.
+
+        Everything is checked before anything changes: a wrong format version, a different
+        configuration, a missing or unexpected entry or an array of the wrong dtype, shape or
+        range raises ValueError naming it, and the env is left as it was.
+        """
+        self._check_state(meta, arrays)
+        self._apply_state(meta, arrays)
+
+    def _check_state(self, meta: Any, arrays: Mapping[str, np.ndarray]) -> None:
+        check_keys(meta, ("format", "version", "env", "num_cycles", "agents", "rng", "platform",
+                          "tasks"), "meta")
+        if meta["format"] != STATE_FORMAT or meta["version"] != STATE_VERSION:
+            raise ValueError(f"state format {meta['format']!r} version {meta['version']!r} is not "
+                             f"{STATE_FORMAT!r} version {STATE_VERSION}")
+        mine = self.constructor_kwargs()
+        theirs = meta["env"] if isinstance(meta["env"], dict) else {}
+        differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+        if differ:
+            raise ValueError("state was saved by an env with a different configuration: "
+                             + ", ".join(f"{k}={theirs.get(k)!r} (this env: {mine.get(k)!r})"
+                                         for k in differ))
+        cycles = check_int(meta["num_cycles"], "num_cycles", 0, self.max_cycles + 1)
+        live = self.possible_agents if cycles < self.max_cycles else []
+        if meta["agents"] != live:
+            raise ValueError(f"state field 'agents' is {meta['agents']!r}, expected {live!r} "
+                             f"after {cycles} of {self.max_cycles} cycles")
+        self._check_rng_state(meta["rng"])
+        if isinstance(meta["platform"], dict) and meta["platform"].get("t") != cycles:
+            raise ValueError(f"state field 'platform.t' is {meta['platform'].get('t')!r}, "
+                             f"expected num_cycles={cycles}")
+        parts = split_arrays(arrays, ("platform.", "tasks.", "obs."))
+        Platform.check_state(self.config, meta["platform"], parts["platform."])
+        check_keys(meta["tasks"], self.possible_agents, "tasks")
+        tasks = split_arrays(parts["tasks."], [a + "." for a in self.possible_agents], "tasks.")
+        dims = {"N": self.config.num_users, "T": NUM_TOPICS, "K": self._panel_size,
+                "H": self._history}
+        for agent, task in self.tasks.items():
+            task.check_state(meta["tasks"][agent], tasks[agent + "."], dims, f"tasks.{agent}.")
+        check_arrays(parts["obs."], {a: ArraySpec("float32", t.observation_space.shape)
+                                     for a, t in self.tasks.items()}, {}, "obs.")
+
+    def _check_rng_state(self, state: Any) -> None:
+        current = None if self._np_random is None else self._np_random.bit_generator
+        probe = np.random.PCG64() if current is None else type(current)()
+        try:
+            probe.state = state
+        except (TypeError, ValueError, KeyError) as err:
+            raise ValueError(f"state field 'rng' is not a {type(probe).__name__} state: "
+                             f"{err!r}") from None
+
+    def _apply_state(self, meta: dict, arrays: Mapping[str, np.ndarray]) -> None:
+        """Load a state that :meth:`_check_state` accepted (its arrays are copied)."""
+        rng = self._np_random or np.random.Generator(np.random.PCG64())
+        corpus = self.platform.corpus if self.platform is not None else _corpus(self.config)
+        parts = split_arrays(arrays, ("platform.", "tasks.", "obs."))
+        platform = Platform.from_state(self.config, rng, corpus, meta["platform"],
+                                       parts["platform."])
+        # Nothing above touched the env; from here on nothing can fail.
+        self._close_trace()
+        rng.bit_generator.state = meta["rng"]
+        self._np_random, self.platform = rng, platform
+        tasks = split_arrays(parts["tasks."], [a + "." for a in self.possible_agents])
+        for agent, task in self.tasks.items():
+            task.load_state_dict(meta["tasks"][agent], tasks[agent + "."], rng)
+        self._vector_obs = {a: parts["obs."][a].copy() for a in self.possible_agents}
+        self.num_cycles, self.agents = meta["num_cycles"], list(meta["agents"])
+
     # ------------------------------------------------------------------ internals
+    def _advance(self, actions: dict[str, Any], reward_agents) -> tuple[dict, StepOutcome, dict]:
+        """Decode ``actions``, step the world and compute the rewards of ``reward_agents``.
+
+        Observations, counters and the trace are ``step``'s business; counterfactual scoring
+        calls this alone on a scratch copy.
+        """
+        decoded, infos = self._decode(actions)
+        plan: dict[str, Any] = {}
+        for agent, action in decoded.items():
+            self.tasks[agent].decide(action, plan)
+        outcome = self.platform.step(StepPlan(**plan))
+        rewards = {a: self.tasks[a].reward(decoded.get(a), outcome, self.platform)
+                   for a in reward_agents}
+        return infos, outcome, rewards
+
     def _observations(self) -> dict[str, Any]:
         self._vector_obs = {a: self.tasks[a].observe(self.platform) for a in self.possible_agents}
-        return {a: self.text_observation(a) if a in self.text_agents else self._vector_obs[a]
-                for a in self.agents}
+        return self.current_observations()
 
     def _decode(self, actions: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict]]:
         unknown = set(actions) - set(self.agents)

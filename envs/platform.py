@@ -6,16 +6,19 @@ passed in, so the same seed and plans give the same trajectory bit for bit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
 from sandbox_rl.envs.config import PlatformConfig
-from sandbox_rl.envs.graph import FollowGraph, isin_sorted, generate_follow_graph, sorted_unique
+from sandbox_rl.envs.graph import (FollowGraph, check_graph_state, isin_sorted,
+                                   generate_follow_graph, sorted_unique)
 from sandbox_rl.envs.posts import COUNTERS, PostStore
-from sandbox_rl.envs.recsys import DEFAULT_WEIGHTS, RECOMMENDERS, FeedContext, top_k
+from sandbox_rl.envs.recsys import DEFAULT_WEIGHTS, RECOMMENDERS, WEIGHT_NAMES, FeedContext, top_k
+from sandbox_rl.envs.state import (ArraySpec, check_arrays, check_int, check_keys, prefixed,
+                                   split_arrays)
 from sandbox_rl.envs.topics import NUM_TOPICS, TOPIC_NAMES
-from sandbox_rl.envs.users import Users, generate_users
+from sandbox_rl.envs.users import Users, generate_users, users_state_spec
 
 # Campaign intensities 0..3: extra activation probability and annoyance probability.
 CAMPAIGN_BOOST = np.array([0.0, 0.08, 0.16, 0.24], dtype=np.float32)
@@ -97,6 +100,47 @@ class StepOutcome:
 
     def positive(self) -> np.ndarray:
         return positive_mask(self.actions)
+
+
+# The array fields of a StepOutcome, in the state of a platform (``actions`` is nested).
+_OUTCOME_ARRAYS = ("active", "viewer", "shown", "match", "in_network", "follows", "unfollows",
+                   "mutes", "new_posts", "topic_volume", "behaviour")
+
+
+def outcome_state(o: StepOutcome) -> tuple[dict, dict[str, np.ndarray]]:
+    """Scalars and arrays of a step outcome (arrays alias the outcome's)."""
+    meta = {"step": o.step, "hour": o.hour, "agent_post": o.agent_post,
+            "campaign": {f.name: getattr(o.campaign, f.name) for f in fields(CampaignResult)}}
+    arrays = {name: getattr(o, name) for name in _OUTCOME_ARRAYS}
+    return meta, {**arrays, **prefixed("actions.", o.actions)}
+
+
+def check_outcome_state(meta, arrays, dims: dict[str, int], where: str) -> None:
+    check_keys(meta, ("step", "hour", "agent_post", "campaign"), where.rstrip("."))
+    check_int(meta["step"], where + "step", 0)
+    check_int(meta["hour"], where + "hour", 0, 24)
+    check_int(meta["agent_post"], where + "agent_post", -1, dims["P"])
+    check_keys(meta["campaign"], [f.name for f in fields(CampaignResult)], where + "campaign")
+    for name, value in meta["campaign"].items():
+        check_int(value, f"{where}campaign.{name}", 0)
+    user, impression = ArraySpec("int64", ("I",), 0, "N"), ArraySpec("bool", ("I",))
+    edge = ArraySpec("int64", ("F",), 0, "NN")
+    check_arrays(arrays, {
+        "active": ArraySpec("int64", ("A",), 0, "N"), "viewer": user,
+        "shown": ArraySpec("int64", ("I",), 0, "P"), "match": ArraySpec("float32", ("I",)),
+        "in_network": impression, "follows": edge, "unfollows": edge._replace(shape=("U",)),
+        "mutes": edge._replace(shape=("M",)), "new_posts": ArraySpec("int64", ("C",), 0, "P"),
+        "topic_volume": ArraySpec("float32", ("T",), 0),
+        "behaviour": ArraySpec("int8", ("N",), 0, len(BEHAVIOURS)),
+        **{f"actions.{name}": impression for name in COUNTERS}}, dims, where)
+
+
+def outcome_from_state(meta: dict, arrays: dict[str, np.ndarray]) -> StepOutcome:
+    """A step outcome from checked state (arrays are copied)."""
+    actions = {name: arrays[f"actions.{name}"].copy() for name in COUNTERS}
+    return StepOutcome(step=meta["step"], hour=meta["hour"], agent_post=meta["agent_post"],
+                       campaign=CampaignResult(**meta["campaign"]), actions=actions,
+                       **{name: arrays[name].copy() for name in _OUTCOME_ARRAYS})
 
 
 @dataclass(frozen=True)
@@ -187,6 +231,77 @@ class Platform:
             network_density=self.graph.num_edges / (n * (n - 1)),
             active_users=int(last.active.size) if last is not None else 0,
             engagement_rate=engaged, trending_topics=trending, counters=dict(self.totals))
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """Scalars and arrays of the world; the arrays alias the platform's (copy to keep them).
+
+        The config, generator and corpus are not included: the env owns and checks them.
+        """
+        posts_meta, posts_arrays = self.posts.state_dict()
+        meta = {"t": self.t, "brand": self.brand, "totals": dict(self.totals),
+                "posts": posts_meta, "last": None}
+        arrays = {"boost": self.boost, "weights": self.weights, "online": self.online,
+                  "segment_order": self.segment_order, "segment_bounds": self.segment_bounds,
+                  **prefixed("users.", self.users.state_dict()),
+                  **prefixed("graph.", self.graph.state_dict()),
+                  **prefixed("muted.", self.muted.state_dict()),
+                  **prefixed("posts.", posts_arrays)}
+        if self.last is not None:
+            meta["last"], last = outcome_state(self.last)
+            arrays.update(prefixed("last.", last))
+        return meta, arrays
+
+    @staticmethod
+    def check_state(config: PlatformConfig, meta, arrays: dict[str, np.ndarray],
+                    where: str = "platform.") -> None:
+        """ValueError naming the first part of ``(meta, arrays)`` that is not a plausible
+        :meth:`state_dict` of a platform with ``config``."""
+        n, t = config.num_users, NUM_TOPICS
+        check_keys(meta, ("t", "brand", "totals", "posts", "last"), where.rstrip("."))
+        check_int(meta["t"], where + "t", 0)
+        check_int(meta["brand"], where + "brand", 0, n)
+        check_keys(meta["totals"], (*COUNTERS, "follows", "unfollows", "mutes"), where + "totals")
+        for name, value in meta["totals"].items():
+            check_int(value, f"{where}totals.{name}", 0)
+        parts = split_arrays(arrays, ("", "users.", "graph.", "muted.", "posts.", "last."), where)
+        dims = {"N": n, "T": t, "NN": n * n}
+        check_arrays(parts[""], {
+            "boost": ArraySpec("float32", (t,)), "weights": ArraySpec("float32", (len(WEIGHT_NAMES),)),
+            "online": ArraySpec("int64", ("O",), 0, n),
+            "segment_order": ArraySpec("int64", (n,), 0, n),
+            "segment_bounds": ArraySpec("int64", (t + 1,), 0, n + 1)}, dims, where)
+        check_arrays(parts["users."], users_state_spec(), dims, where + "users.")
+        check_graph_state(n, parts["graph."], where + "graph.")
+        check_graph_state(n, parts["muted."], where + "muted.")
+        PostStore.check_state(t, n, meta["posts"], parts["posts."], where + "posts.")
+        if meta["last"] is None:
+            check_arrays(parts["last."], {}, dims, where + "last.")
+        else:
+            dims["P"] = meta["posts"]["size"]
+            check_outcome_state(meta["last"], parts["last."], dims, where + "last.")
+
+    @classmethod
+    def from_state(cls, config: PlatformConfig, rng: np.random.Generator, corpus, meta: dict,
+                   arrays: dict[str, np.ndarray]) -> "Platform":
+        """The platform of a state that :meth:`check_state` accepted, without regenerating the
+        world (arrays are copied, so the state may be loaded again)."""
+        parts = split_arrays(arrays, ("", "users.", "graph.", "muted.", "posts.", "last."))
+        top = {k: v.copy() for k, v in parts[""].items()}
+        p = cls.__new__(cls)
+        p.config, p.rng = config, rng
+        p.corpus = corpus if config.attach_tweets else None
+        p.users = Users.from_state(parts["users."])
+        p.graph = FollowGraph.from_state(config.num_users, parts["graph."])
+        p.muted = FollowGraph.from_state(config.num_users, parts["muted."])
+        p.brand = meta["brand"]
+        p.segment_order, p.segment_bounds = top["segment_order"], top["segment_bounds"]
+        p.posts = PostStore.from_state(NUM_TOPICS, meta["posts"], parts["posts."])
+        p.boost, p.weights, p.online = top["boost"], top["weights"], top["online"]
+        p.t = meta["t"]
+        p.totals = {k: meta["totals"][k] for k in (*COUNTERS, "follows", "unfollows", "mutes")}
+        p.last = None if meta["last"] is None else outcome_from_state(meta["last"], parts["last."])
+        return p
 
     # ------------------------------------------------------------------ dynamics
     def step(self, plan: StepPlan = StepPlan()) -> StepOutcome:

@@ -21,6 +21,7 @@ from sandbox_rl.enums import TaskType
 from sandbox_rl.envs.platform import (BEHAVIOURS, CAMPAIGN_BOOST, AgentPost, Campaign,
                                       Platform, StepOutcome)
 from sandbox_rl.envs.recsys import WEIGHT_NAMES
+from sandbox_rl.envs.state import ArraySpec, check_arrays, check_float, check_keys
 from sandbox_rl.envs.topics import NUM_TOPICS, TOPIC_NAMES
 
 T = NUM_TOPICS
@@ -89,6 +90,20 @@ class Task:
     def parse(self, text: str) -> Parsed:
         raise NotImplementedError
 
+    # State for saving and restoring an env: scalars (JSON) and arrays. Subclasses with state
+    # override all three; ``dims`` binds N (users), T (topics), K (panel size), H (history).
+    def state_dict(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """The task's own state; arrays alias the task's (copy to keep them)."""
+        return {}, {}
+
+    def check_state(self, meta: Any, arrays: dict, dims: dict[str, int], where: str) -> None:
+        """ValueError naming what in ``(meta, arrays)`` this task could not load."""
+        check_keys(meta, (), where.rstrip("."))
+        check_arrays(arrays, {}, dims, where)
+
+    def load_state_dict(self, meta: dict, arrays: dict, rng: np.random.Generator) -> None:
+        """Set the state :meth:`check_state` accepted (arrays copied); ``rng`` is the env's."""
+
 
 class ContentGeneration(Task):
     """Writes the brand account's post each step.
@@ -117,6 +132,22 @@ class ContentGeneration(Task):
         self._last_reward = 0.0
         self._prev_shares = np.full(T, 1.0 / T)
         self._followers = platform.graph.followers_of(platform.brand)
+
+    def state_dict(self):
+        return ({"last_reward": self._last_reward},
+                {"prev_shares": self._prev_shares, "followers": self._followers})
+
+    def check_state(self, meta, arrays, dims, where):
+        check_keys(meta, ("last_reward",), where.rstrip("."))
+        check_float(meta["last_reward"], where + "last_reward", 0.0, 1.0)
+        # The shares are float64 until the first step with volume, float32 after: both occur.
+        check_arrays(arrays, {"prev_shares": ArraySpec("float32|float64", ("T",)),
+                              "followers": ArraySpec("int64", ("F",), 0, "N")}, dims, where)
+
+    def load_state_dict(self, meta, arrays, rng):
+        self._last_reward = float(meta["last_reward"])
+        self._prev_shares = arrays["prev_shares"].copy()
+        self._followers = arrays["followers"].copy()
 
     def observe(self, platform):
         o, n, brand = platform.last, platform.config.num_users, platform.brand
@@ -210,6 +241,17 @@ class BehaviorAnalysis(Task):
     def reset(self, platform, rng):
         self._rng = rng
 
+    def state_dict(self):
+        return {}, {"panel": self.panel}
+
+    def check_state(self, meta, arrays, dims, where):
+        check_keys(meta, (), where.rstrip("."))
+        check_arrays(arrays, {"panel": ArraySpec("int64", ("K",), 0, "N")}, dims, where)
+
+    def load_state_dict(self, meta, arrays, rng):
+        self.panel = arrays["panel"].copy()
+        self._rng = rng
+
     def observe(self, platform):
         self.panel = self._draw_panel(platform)
         u, users = platform.users, self.panel
@@ -289,6 +331,16 @@ class NetworkOptimization(Task):
         self.action_space = spaces.Box(0.0, 1.0, shape=(len(WEIGHT_NAMES),), dtype=np.float32)
         self.weights = np.zeros(len(WEIGHT_NAMES), dtype=np.float32)
 
+    def state_dict(self):
+        return {}, {"weights": self.weights}
+
+    def check_state(self, meta, arrays, dims, where):
+        check_keys(meta, (), where.rstrip("."))
+        check_arrays(arrays, {"weights": ArraySpec("float32", (len(WEIGHT_NAMES),))}, dims, where)
+
+    def load_state_dict(self, meta, arrays, rng):
+        self.weights = arrays["weights"].copy()
+
     def observe(self, platform):
         o = platform.last
         self.weights = platform.weights.copy()
@@ -357,6 +409,16 @@ class TrendPrediction(Task):
     def reset(self, platform, rng):
         self._shares = np.full((self.history, T), 1.0 / T)
 
+    def state_dict(self):
+        return {}, {"shares": self._shares}
+
+    def check_state(self, meta, arrays, dims, where):
+        check_keys(meta, (), where.rstrip("."))
+        check_arrays(arrays, {"shares": ArraySpec("float64", ("H", "T"))}, dims, where)
+
+    def load_state_dict(self, meta, arrays, rng):
+        self._shares = arrays["shares"].copy()
+
     def observe(self, platform):
         if platform.last is not None:
             self._shares = np.roll(self._shares, 1, axis=0)
@@ -420,6 +482,16 @@ class UserEngagement(Task):
 
     def reset(self, platform, rng):
         self._response = np.zeros(T)
+
+    def state_dict(self):
+        return {}, {"response": self._response}
+
+    def check_state(self, meta, arrays, dims, where):
+        check_keys(meta, (), where.rstrip("."))
+        check_arrays(arrays, {"response": ArraySpec("float64", ("T",))}, dims, where)
+
+    def load_state_dict(self, meta, arrays, rng):
+        self._response = arrays["response"].copy()
 
     def observe(self, platform):
         u, n = platform.users, platform.config.num_users

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
+
+from sandbox_rl.envs.state import ArraySpec
 
 # Peak hours of the chronotypes (morning, lunch, evening, night owl) and how common each is.
 _PEAKS = np.array([9, 13, 20, 23])
@@ -36,6 +38,30 @@ class Users:
     @property
     def count(self) -> int:
         return self.interests.shape[0]
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Every array, by field name (aliases, not copies)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray]) -> "Users":
+        """Users from a checked :meth:`state_dict` (arrays are copied)."""
+        return cls(**{f.name: arrays[f.name].copy() for f in fields(cls)})
+
+
+def users_state_spec() -> dict[str, ArraySpec]:
+    """The arrays of :meth:`Users.state_dict` for ``N`` users and ``T`` topics."""
+    f32 = ("float32", ("N",))
+    return {
+        "interests": ArraySpec("float32", ("N", "T")),
+        "interest_unit": ArraySpec("float32", ("N", "T")),
+        "activity": ArraySpec("float32", ("N", 24)),
+        "post_rate": ArraySpec(*f32), "engagement": ArraySpec(*f32),
+        "positivity": ArraySpec(*f32), "fatigue": ArraySpec(*f32),
+        "segment": ArraySpec("int16", ("N",), 0, "T"),
+        **{name: ArraySpec("int32", ("N",), 0) for name in
+           ("active_steps", "positive_steps", "negative_steps", "post_steps")},
+    }
 
 
 def generate_users(n: int, num_topics: int, mean_activity: float, mean_post_rate: float,
