@@ -4,6 +4,10 @@
 [--seed K] [--quiet]`` runs the PettingZoo env with every role played by its heuristic policy
 and prints the network statistics, rewards and throughput.
 
+``sandbox-rl train sb3|supersuit|rllib [--timesteps N] [--seed K] [--out DIR] ...`` runs a
+training entry point of ``sandbox_rl.training``; its flags are the fields of the entry point's
+config dataclass, and it ends with the held-out evaluation table.
+
 The env, the policies and rich are imported inside the command, so ``--help`` and argument
 errors answer at once.
 """
@@ -17,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import NoReturn
 
 from sandbox_rl.envs.config import RECOMMENDERS
@@ -71,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=_integer(0), default=0, help="random seed (default 0)")
     sim.add_argument("--quiet", action="store_true", help="hide the progress bar")
     sim.set_defaults(run=simulate)
+    _add_train(commands)
     return parser
 
 
@@ -201,3 +207,77 @@ def _fmt(value: object) -> str:
     if isinstance(value, (list, tuple)):
         return ", ".join(map(str, value)) or "-"
     return str(value)
+
+
+# ---------------------------------------------------------------------- train
+@dataclass(frozen=True)
+class Trainer:
+    """A ``sandbox-rl train`` entry point: its config dataclass, trainer and result printer."""
+
+    config: type
+    train: Callable
+    report: Callable
+    help: str
+    choices: dict[str, tuple] | None = None
+
+
+def trainers() -> dict[str, Trainer]:
+    """The train subcommands; one entry per entry point (the modules import nothing heavy)."""
+    from sandbox_rl.training import rllib, sb3, shared_policy
+
+    return {
+        "sb3": Trainer(sb3.SB3Config, sb3.train, sb3.report,
+                       "SB3 PPO on one role of SelfEvolvingOasis-v0 (extra sb3)",
+                       {"task": sb3.TASKS, "vec_env": sb3.VEC_ENVS}),
+        "supersuit": Trainer(shared_policy.SharedPolicyConfig, shared_policy.train,
+                             shared_policy.report,
+                             "one SB3 PPO policy shared by all five agents, via SuperSuit "
+                             "(extra sb3)"),
+        "rllib": Trainer(rllib.RLlibConfig, rllib.train, rllib.report,
+                         "RLlib multi-agent PPO, one module per agent (extra rllib)"),
+    }
+
+
+def _add_train(commands) -> None:
+    from sandbox_rl.training.common import add_config_arguments
+
+    train = commands.add_parser("train", help="train a policy and evaluate it on held-out worlds",
+                                description="Train a policy, then print its held-out reward "
+                                            "next to the random and heuristic baselines.")
+    kinds = train.add_subparsers(dest="trainer", required=True, metavar="TRAINER",
+                                 parser_class=_Parser)
+    for name, trainer in trainers().items():
+        sub = kinds.add_parser(name, help=trainer.help, description=trainer.help)
+        add_config_arguments(sub, trainer.config, trainer.choices)
+        sub.set_defaults(run=partial(run_training, name, trainer))
+
+
+def run_training(name: str, trainer: Trainer, args: argparse.Namespace) -> int:
+    """The ``train NAME`` command: build the config, train, print the evaluation table."""
+    from sandbox_rl.training.common import ExtraMissingError, config_from_args
+
+    prog = f"sandbox-rl train {name}"
+    try:
+        config = config_from_args(trainer.config, args)
+    except ValueError as err:
+        return _config_error(prog, err)
+    try:
+        result = trainer.train(config)
+    except (ExtraMissingError, FileExistsError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 1
+    trainer.report(result, _console())
+    return 0
+
+
+def _config_error(prog: str, err: ValueError) -> int:
+    """A config error as one line naming the flag (``invalid seed=-1`` -> ``--seed``)."""
+    from sandbox_rl.training.common import flag_of
+
+    message = str(err)
+    match = _INVALID.fullmatch(message)
+    if match:
+        option, value, expected = match.groups()
+        message = f"argument {flag_of(option)}: invalid value {value}: expected {expected}"
+    print(f"{prog}: error: {message} (see {prog} --help)", file=sys.stderr)
+    return USAGE_ERROR

@@ -61,3 +61,59 @@ def test_existing_trace_is_kept_without_overwrite(tmp_path, capsys) -> None:
     assert "--overwrite" in capsys.readouterr().err
     assert trace.read_bytes() == before
     assert main([*args, "--overwrite"]) == 0
+
+
+# ---------------------------------------------------------------------- train
+TINY_SB3 = ["--users", "200", "--episode-steps", "16", "--timesteps", "64", "--n-envs", "2",
+            "--n-steps", "32", "--batch-size", "32", "--n-epochs", "1", "--eval-seeds", "50",
+            "51", "--eval-steps", "5", "--no-progress"]
+
+
+def test_train_sb3_prints_the_evaluation_table(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(["train", "sb3", "--task", "network_optimization", "--out", str(out),
+                 *TINY_SB3]) == 0
+    text = capsys.readouterr().out
+    assert "network_optimization" in text and "heuristic" in text and "random" in text
+    assert (out / "model.zip").is_file()
+    assert main(["train", "sb3", "--out", str(out), *TINY_SB3]) == 1     # a finished run is kept
+    assert "--overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("trainer", "fields"), [
+    ("sb3", {"task": "user_engagement", "timesteps": 5, "eval_seeds": (9, 10)}),
+    ("supersuit", {"timesteps": 7, "n_envs": 3, "progress": False}),
+    ("rllib", {"address": "auto", "num_env_runners": 2}),
+])
+def test_train_flags_are_the_config_fields(trainer: str, fields: dict) -> None:
+    from sandbox_rl.cli import build_parser, trainers
+    from sandbox_rl.training.common import config_from_args
+
+    argv = ["train", trainer]
+    for name, value in fields.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + flag[2:])
+        else:
+            argv += [flag, *map(str, value if isinstance(value, tuple) else [value])]
+    config = config_from_args(trainers()[trainer].config, build_parser().parse_args(argv))
+    assert {name: getattr(config, name) for name in fields} == fields
+
+
+@pytest.mark.parametrize(("argv", "flag"), [
+    (["sb3", "--task", "foo"], "--task"),
+    (["sb3", "--timesteps", "0"], "--timesteps"),
+    (["sb3", "--seed", "2", "--eval-seeds", "3"], "--eval-seeds"),
+    (["supersuit", "--batch-size", "1"], "--batch-size"),
+    (["rllib", "--num-env-runners", "-1"], "--num-env-runners"),
+    (["rllib", "--learning-rate", "fast"], "--learning-rate"),
+])
+def test_bad_train_option_is_a_usage_error(argv: list[str], flag: str, capsys) -> None:
+    assert _exit_status(["train", *argv]) == 2
+    err = capsys.readouterr().err
+    assert flag in err and err.count("\n") == 1
+
+
+def test_train_without_a_trainer_is_a_usage_error(capsys) -> None:
+    assert _exit_status(["train"]) == 2
+    assert "TRAINER" in capsys.readouterr().err

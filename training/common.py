@@ -1,0 +1,152 @@
+"""Pieces shared by the training entry points: config checks, CLI flags from configs, run folders.
+
+Every entry point has a config dataclass whose fields are its command-line flags
+(``--eval-seeds`` for ``eval_seeds``); the help text of a flag is the field's ``help`` metadata.
+Nothing here imports an optional dependency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from sandbox_rl.envs.config import require
+
+__all__ = ["require", "field", "check_common", "add_config_arguments", "config_from_args",
+           "import_optional", "prepare_out_dir", "save_config", "ExtraMissingError"]
+
+
+class ExtraMissingError(ImportError):
+    """An optional dependency of an entry point is not installed."""
+
+
+def field(default: Any, help: str) -> Any:  # noqa: A002  (argparse's word)
+    """A dataclass field with its command-line help; tuples get a default factory."""
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use a tuple for sequence defaults")
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+def check_common(cfg: Any) -> None:
+    """Checks shared by the configs that train PPO on the Oasis env (named fields, one message)."""
+    require(isinstance(cfg.timesteps, int) and cfg.timesteps >= 1, "timesteps", cfg.timesteps,
+            "an integer >= 1")
+    require(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed", cfg.seed, "an integer >= 0")
+    require(isinstance(cfg.users, int) and cfg.users >= 10, "users", cfg.users, "an integer >= 10")
+    require(isinstance(cfg.episode_steps, int) and cfg.episode_steps >= 1, "episode_steps",
+            cfg.episode_steps, "an integer >= 1")
+    require(isinstance(cfg.eval_steps, int) and cfg.eval_steps >= 1, "eval_steps",
+            cfg.eval_steps, "an integer >= 1")
+    require(len(cfg.eval_seeds) >= 1 and all(isinstance(s, int) and s >= 0
+                                             for s in cfg.eval_seeds),
+            "eval_seeds", cfg.eval_seeds, "one or more integers >= 0")
+    require(len(set(cfg.eval_seeds)) == len(cfg.eval_seeds), "eval_seeds", cfg.eval_seeds,
+            "distinct seeds")
+    require(cfg.learning_rate > 0, "learning_rate", cfg.learning_rate, "> 0")
+    require(cfg.threads >= 1, "threads", cfg.threads, "an integer >= 1")
+    require(bool(str(cfg.out).strip()), "out", cfg.out, "a folder path")
+
+
+def check_held_out(eval_seeds: tuple[int, ...], train_seeds: range) -> None:
+    """Evaluation worlds must differ from the worlds the policy trained in."""
+    clash = sorted(set(eval_seeds) & set(train_seeds))
+    require(not clash, "eval_seeds", tuple(eval_seeds),
+            f"seeds outside the training seeds {train_seeds.start}..{train_seeds.stop - 1} "
+            f"(held-out evaluation; {clash} overlap)")
+
+
+# ---------------------------------------------------------------------- configs as flags
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type,
+                         choices: dict[str, tuple] | None = None) -> None:
+    """One flag per field of ``config_cls``, typed from its annotation, default from the field."""
+    hints = typing.get_type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        kind, default = hints[f.name], f.default
+        help_text = f.metadata.get("help", "")
+        extra: dict[str, Any] = {"choices": choices[f.name]} if choices and f.name in choices else {}
+        if kind is bool:
+            parser.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction,
+                                default=default, help=help_text)
+        elif typing.get_origin(kind) is tuple:
+            item = typing.get_args(kind)[0]
+            parser.add_argument(_flag(f.name), type=_typed(item), nargs="+", default=default,
+                                metavar=item.__name__.upper(),
+                                help=f"{help_text} (default {' '.join(map(str, default))})")
+        else:
+            base = _optional_of(kind)
+            shown = "none" if default is None else default
+            if not extra:
+                extra["metavar"] = base.__name__.upper()
+            parser.add_argument(_flag(f.name), type=_typed(base), default=default,
+                                help=f"{help_text} (default {shown})", **extra)
+
+
+def _optional_of(kind: Any) -> type:
+    """``X | None`` -> X; anything else unchanged."""
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return kind
+
+
+def _typed(kind: type):
+    """An argparse type whose error names what was expected."""
+    def parse(text: str):
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def config_from_args(config_cls: type, args: argparse.Namespace) -> Any:
+    """Build ``config_cls`` from parsed flags (sequences become tuples); validation runs here."""
+    values = {}
+    for f in dataclasses.fields(config_cls):
+        value = getattr(args, f.name)
+        values[f.name] = tuple(value) if isinstance(value, list) else value
+    return config_cls(**values)
+
+
+def flag_of(option: str) -> str:
+    """The command-line flag of a config field, for error messages."""
+    return _flag(option)
+
+
+# ---------------------------------------------------------------------- optional deps, run folders
+def import_optional(module: str, extra: str) -> types.ModuleType:
+    """Import an optional dependency, or raise an error saying which extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise ExtraMissingError(
+            f"{module} is not installed ({err}); install the extra with "
+            f"`pip install -e '.[{extra}]'`") from err
+
+
+def prepare_out_dir(out: str | Path, overwrite: bool, marker: str) -> Path:
+    """Create the run folder; refuse one holding a finished run (``marker``) unless ``overwrite``."""
+    path = Path(out)
+    if (path / marker).exists() and not overwrite:
+        raise FileExistsError(f"{path} already holds a trained run ({marker}); pass --overwrite "
+                              "or choose another --out")
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"--out {path} exists and is not a folder")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def save_config(cfg: Any, path: Path) -> None:
+    path.write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")

@@ -1,0 +1,152 @@
+"""Held-out evaluation of trained policies next to the random and heuristic baselines.
+
+Every policy plays the same worlds: one episode per evaluation seed, scored by its mean reward per
+step; a score is the mean over seeds with a 95% Student-t interval. The entry points print the
+result as a rich table and save it as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sandbox_rl.envs.baselines import mean_episode_rewards
+from sandbox_rl.envs.heuristics import heuristic_action
+
+Act = Callable[[Any], Any]
+# Given the env (after its seeded reset) and the evaluation seed, the policy to play it with.
+ActFactory = Callable[[Any, int], Act]
+BASELINES = ("heuristic", "random")
+
+
+@dataclass(frozen=True)
+class Score:
+    """One policy's mean reward per step on each evaluation seed."""
+
+    per_seed: tuple[float, ...]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.per_seed))
+
+    @property
+    def half_width(self) -> float:
+        """Half the 95% Student-t interval of the mean over seeds (0 for a single seed)."""
+        n = len(self.per_seed)
+        if n < 2:
+            return 0.0
+        from scipy import stats
+
+        sem = float(np.std(self.per_seed, ddof=1)) / math.sqrt(n)
+        return float(stats.t.ppf(0.975, n - 1) * sem)
+
+    def __str__(self) -> str:
+        return f"{self.mean:.3f} ± {self.half_width:.3f}"
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """Scores per agent (row) and policy (column) on the held-out seeds."""
+
+    title: str
+    seeds: tuple[int, ...]
+    steps: int
+    scores: dict[str, dict[str, Score]]
+
+    def as_dict(self) -> dict:
+        return {"title": self.title, "seeds": list(self.seeds), "steps": self.steps,
+                "scores": {agent: {policy: {"mean": s.mean, "ci95_half_width": s.half_width,
+                                            "per_seed": list(s.per_seed)}
+                                   for policy, s in row.items()}
+                           for agent, row in self.scores.items()}}
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.as_dict(), indent=2) + "\n")
+
+    def table(self):
+        """A rich Table: one row per agent, mean ± 95% half-width per policy."""
+        from rich.table import Table
+
+        policies = list(next(iter(self.scores.values())))
+        table = Table(title=self.title,
+                      caption=f"mean reward per step over {self.steps} steps; 95% interval over "
+                              f"held-out seeds {', '.join(map(str, self.seeds))}")
+        table.add_column("agent", no_wrap=True)
+        for policy in policies:
+            table.add_column(policy, justify="right", no_wrap=True)
+        if "learned" in policies:
+            table.add_column("learned\n- random", justify="right", no_wrap=True)
+        for agent, row in self.scores.items():
+            cells = [str(row[p]) for p in policies]
+            if "learned" in row and "random" in row:
+                cells.append(f"{row['learned'].mean - row['random'].mean:+.3f}")
+            table.add_row(agent, *cells)
+        return table
+
+    def print(self, console=None) -> None:
+        if console is None:
+            from rich.console import Console
+
+            console = Console()
+        console.print(self.table())
+
+
+def episode_mean_reward(env, player: ActFactory, seed: int) -> float:
+    """One episode of a Gymnasium env from ``reset(seed)``; the mean reward per step."""
+    obs, _ = env.reset(seed=seed)
+    act = player(env, seed)
+    total, steps, done = 0.0, 0, False
+    while not done:
+        obs, reward, terminated, truncated, _ = env.step(act(obs))
+        total, steps, done = total + float(reward), steps + 1, terminated or truncated
+    return total / max(steps, 1)
+
+
+def gym_baselines(task: str) -> dict[str, ActFactory]:
+    """The heuristic and uniformly random (seeded by the evaluation seed) players of ``task``."""
+    def random(env, seed: int) -> Act:
+        space = env.action_space
+        space.seed(seed)
+        return lambda obs: space.sample()
+
+    return {"heuristic": lambda env, seed: lambda obs: heuristic_action(task, obs),
+            "random": random}
+
+
+def evaluate_gym(make_env: Callable[[], Any], task: str, players: Mapping[str, ActFactory],
+                 seeds: Sequence[int], steps: int, title: str) -> EvalReport:
+    """Score each player of the Gymnasium env's learner role on the same seeded worlds."""
+    scores: dict[str, Score] = {}
+    for name, factory in players.items():
+        env = make_env()
+        try:
+            scores[name] = Score(tuple(episode_mean_reward(env, factory, s) for s in seeds))
+        finally:
+            env.close()
+    return EvalReport(title, tuple(seeds), steps, {task: scores})
+
+
+def evaluate_parallel(players: Mapping[str, tuple[Callable[[], Any], Callable[[dict], dict] | str]],
+                      seeds: Sequence[int], steps: int, title: str) -> EvalReport:
+    """Score multi-agent players of the PettingZoo env on the same seeded worlds.
+
+    ``players`` maps a name to (env factory, policy or ``"heuristic"`` / ``"random"``): a learned
+    policy may need the env wrapped as in training, while the baselines act on the raw env.
+    """
+    runs: dict[str, list[dict[str, float]]] = {}
+    for name, (make_env, policy) in players.items():
+        env = make_env()
+        try:
+            runs[name] = [mean_episode_rewards(env, policy, s) for s in seeds]
+        finally:
+            env.close()
+    agents = list(next(iter(runs.values()))[0])
+    scores = {a: {name: Score(tuple(r[a] for r in per_seed)) for name, per_seed in runs.items()}
+              for a in agents}
+    return EvalReport(title, tuple(seeds), steps, scores)

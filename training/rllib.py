@@ -1,0 +1,265 @@
+"""RLlib multi-agent PPO on the PettingZoo env: one RLModule per agent (extra ``rllib``).
+
+    sandbox-rl train rllib --timesteps 40000 --num-env-runners 1 --seed 0 --out runs/rllib
+    sandbox-rl train rllib --address auto ...      # on a running Ray cluster
+
+The five roles keep their own spaces (``ParallelPettingZooEnv`` exposes them per agent), and
+each maps to its own module (``MultiRLModuleSpec``) on RLlib's new API stack. Without
+``--address`` a local Ray starts; with it the driver joins that cluster, whose workers must have
+this package installed (the env is built there). Training worlds are seeded from ``seed`` (RLlib
+adds the env runner's index, and sub-envs count up from there); evaluation plays the
+deterministic modules, the heuristics and random actions on the held-out ``eval_seeds``.
+
+The run folder holds ``tb/`` (TensorBoard scalars of every iteration), ``checkpoints/`` (RLlib's
+``save_to_path`` format), ``checkpoint/`` (the final one), ``config.json`` and ``eval.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sandbox_rl.enums import TaskType
+from sandbox_rl.training.common import (check_common, check_held_out, field, import_optional,
+                                        prepare_out_dir, require, save_config)
+
+if TYPE_CHECKING:  # the env stack loads when training starts, so `--help` answers at once
+    from sandbox_rl.training.evaluation import EvalReport
+
+ENV_NAME = "sandbox_rl_oasis_v0"
+
+
+@dataclass
+class RLlibConfig:
+    """Arguments of ``sandbox-rl train rllib``; every field is checked in ``__post_init__``."""
+
+    timesteps: int = field(40_000, "env steps to sample (each gives one step to every agent)")
+    seed: int = field(0, "seed of RLlib and of the training worlds")
+    out: str = field("runs/rllib", "run folder: TensorBoard logs, checkpoints, evaluation")
+    users: int = field(1000, "simulated users per world")
+    episode_steps: int = field(200, "steps per training episode")
+    address: str | None = field(None, "address of a running Ray cluster (e.g. auto); "
+                                      "default: start Ray locally")
+    num_env_runners: int = field(1, "remote env runners (0: sample in the driver)")
+    num_envs_per_env_runner: int = field(1, "worlds per env runner")
+    num_cpus: int | None = field(None, "CPUs of a local Ray (default: all)")
+    train_batch_size: int = field(2000, "env steps per training iteration")
+    minibatch_size: int = field(250, "PPO minibatch size (agent steps of one module)")
+    num_epochs: int = field(10, "PPO epochs per iteration")
+    learning_rate: float = field(3e-4, "Adam learning rate")
+    gamma: float = field(0.9, "discount; rewards are mostly immediate")
+    entropy_coeff: float = field(0.0, "entropy bonus")
+    eval_seeds: tuple[int, ...] = field((1000, 1001, 1002), "held-out evaluation worlds")
+    eval_steps: int = field(200, "steps per evaluation episode")
+    checkpoint_every: int = field(20_000, "save a checkpoint every this many env steps")
+    threads: int = field(1, "torch threads per process")
+    progress: bool = field(True, "show a progress bar")
+    overwrite: bool = field(False, "replace a finished run in --out")
+
+    def __post_init__(self) -> None:
+        check_common(self)
+        require(self.address is None or bool(str(self.address).strip()), "address",
+                self.address, "a Ray address such as auto or ray://host:10001")
+        require(self.num_env_runners >= 0, "num_env_runners", self.num_env_runners, ">= 0")
+        require(self.num_envs_per_env_runner >= 1, "num_envs_per_env_runner",
+                self.num_envs_per_env_runner, ">= 1")
+        require(self.num_cpus is None or self.num_cpus >= 1, "num_cpus", self.num_cpus,
+                "an integer >= 1")
+        require(self.train_batch_size >= 2, "train_batch_size", self.train_batch_size, ">= 2")
+        require(1 <= self.minibatch_size <= self.train_batch_size, "minibatch_size",
+                self.minibatch_size, f"in [1, train_batch_size = {self.train_batch_size}]")
+        require(self.num_epochs >= 1, "num_epochs", self.num_epochs, "an integer >= 1")
+        require(0 <= self.gamma <= 1, "gamma", self.gamma, "in [0, 1]")
+        require(self.entropy_coeff >= 0, "entropy_coeff", self.entropy_coeff, ">= 0")
+        require(self.checkpoint_every >= 1, "checkpoint_every", self.checkpoint_every, ">= 1")
+        # The driver's runner has index 0, remote ones 1..N; a runner's sub-envs count up.
+        last = self.seed + self.num_env_runners + self.num_envs_per_env_runner
+        check_held_out(self.eval_seeds, range(self.seed, last))
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out: Path
+    report: EvalReport
+    timesteps: int
+    iterations: int
+    train_s: float
+
+
+def make_rllib_env(env_config: dict):
+    """RLlib's env creator: the vector-mode Oasis ParallelEnv as a MultiAgentEnv."""
+    from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
+
+    from sandbox_rl.envs import oasis_v0
+
+    return ParallelPettingZooEnv(oasis_v0.parallel_env(**env_config))
+
+
+def build_config(cfg: RLlibConfig):
+    """The PPOConfig: one module per agent, 1:1 agent -> module mapping."""
+    from ray.rllib.algorithms.ppo import PPOConfig
+    from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+    agents = [t.value for t in TaskType]  # the env's agents, in its order
+    env_config = {"num_users": cfg.users, "max_cycles": cfg.episode_steps}
+    return (PPOConfig()
+            .environment(ENV_NAME, env_config=env_config)
+            .multi_agent(policies=set(agents), policy_mapping_fn=_agent_is_module)
+            .rl_module(rl_module_spec=MultiRLModuleSpec(
+                rl_module_specs={a: RLModuleSpec() for a in agents}))
+            .env_runners(num_env_runners=cfg.num_env_runners,
+                         num_envs_per_env_runner=cfg.num_envs_per_env_runner,
+                         num_cpus_per_env_runner=1)
+            .training(lr=cfg.learning_rate, gamma=cfg.gamma, num_epochs=cfg.num_epochs,
+                      train_batch_size_per_learner=cfg.train_batch_size,
+                      minibatch_size=cfg.minibatch_size, entropy_coeff=cfg.entropy_coeff)
+            .debugging(seed=cfg.seed, log_level="ERROR"))
+
+
+def _agent_is_module(agent_id: str, *args: Any, **kwargs: Any) -> str:
+    return agent_id
+
+
+def train(cfg: RLlibConfig) -> TrainResult:
+    """Train the five modules, checkpoint, evaluate on held-out seeds; Ray is shut down after."""
+    ray = import_optional("ray", "rllib")
+    import_optional("ray.rllib", "rllib")
+    import torch
+    from ray.tune.registry import register_env
+
+    out = prepare_out_dir(cfg.out, cfg.overwrite, "checkpoint")
+    save_config(cfg, out / "config.json")
+    torch.set_num_threads(cfg.threads)
+    if cfg.address is None:
+        ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"OMP_NUM_THREADS": str(cfg.threads)}})
+    else:
+        ray.init(address=cfg.address, log_to_driver=False)
+    try:
+        register_env(ENV_NAME, make_rllib_env)
+        algo = build_config(cfg).build_algo()
+        try:
+            steps, iterations, train_s = _train_loop(algo, cfg, out)
+            algo.save_to_path(str((out / "checkpoint").resolve()))
+            report = evaluate(algo, cfg)
+        finally:
+            algo.stop()
+    finally:
+        ray.shutdown()
+    report.save(out / "eval.json")
+    return TrainResult(out, report, steps, iterations, train_s)
+
+
+def _train_loop(algo, cfg: RLlibConfig, out: Path) -> tuple[int, int, float]:
+    """Iterate until ``timesteps`` env steps are sampled; log scalars, checkpoint on schedule."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(out / "tb"))
+    steps, iterations, next_checkpoint = 0, 0, cfg.checkpoint_every
+    start = time.perf_counter()
+    with _progress(cfg.timesteps, cfg.progress) as advance:
+        while steps < cfg.timesteps:
+            result = algo.train()
+            iterations += 1
+            new_steps = int(result["env_runners"]["num_env_steps_sampled_lifetime"])
+            for key, value in _scalars(result):
+                writer.add_scalar(key, value, new_steps)
+            advance(new_steps - steps, result["env_runners"].get("episode_return_mean"))
+            steps = new_steps
+            if steps >= next_checkpoint and steps < cfg.timesteps:
+                algo.save_to_path(str((out / "checkpoints" / f"steps_{steps}").resolve()))
+                next_checkpoint += cfg.checkpoint_every
+    writer.close()
+    return steps, iterations, time.perf_counter() - start
+
+
+def _scalars(result: dict, prefix: str = ""):
+    """The numeric leaves of RLlib's result dict for the env runners and learners."""
+    for key, value in result.items():
+        if prefix == "" and key not in ("env_runners", "learners"):
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from _scalars(value, name + "/")
+        elif isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+            if np.isfinite(value):
+                yield name, float(value)
+
+
+class _progress:
+    """A rich progress bar over env steps with the mean episode return (nothing when off)."""
+
+    def __init__(self, total: int, show: bool) -> None:
+        self.total, self.show, self.bar = total, show, None
+
+    def __enter__(self):
+        if self.show:
+            from rich.console import Console
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeRemainingColumn)
+
+            self.bar = Progress(TextColumn("rllib ppo"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[ret]}"), TimeRemainingColumn(),
+                                console=Console(stderr=True), transient=True)
+            self.bar.__enter__()
+            self.task = self.bar.add_task("steps", total=self.total, ret="")
+        return self.advance
+
+    def advance(self, steps: int, episode_return: float | None) -> None:
+        if self.bar is not None:
+            ret = "" if episode_return is None else f"return {episode_return:.1f}"
+            self.bar.update(self.task, advance=steps, ret=ret)
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+# ---------------------------------------------------------------------- evaluation
+def module_player(modules: dict, env):
+    """Deterministic actions of each agent's RLModule, mapped to the env's bounds as RLlib does."""
+    import torch
+    from ray.rllib.utils.spaces.space_utils import unsquash_action
+
+    def act(observations: dict) -> dict:
+        actions = {}
+        with torch.no_grad():
+            for agent, obs in observations.items():
+                module = modules[agent]
+                out = module.forward_inference({"obs": torch.as_tensor(obs[None])})
+                dist = module.get_inference_action_dist_cls().from_logits(
+                    out["action_dist_inputs"])
+                action = dist.to_deterministic().sample()[0].numpy()
+                actions[agent] = unsquash_action(action, env.action_space(agent))
+        return actions
+    return act
+
+
+def evaluate(algo, cfg: RLlibConfig) -> EvalReport:
+    from sandbox_rl.envs import oasis_v0
+    from sandbox_rl.training.evaluation import evaluate_parallel
+
+    raw = partial(oasis_v0.parallel_env, num_users=cfg.users, max_cycles=cfg.eval_steps)
+    env = raw()
+    modules = {a: algo.get_module(a) for a in env.possible_agents}
+    players = {"learned": (raw, module_player(modules, env)),
+               "heuristic": (raw, "heuristic"), "random": (raw, "random")}
+    return evaluate_parallel(players, cfg.eval_seeds, cfg.eval_steps,
+                             title="RLlib PPO, one module per agent: held-out reward")
+
+
+def report(result: TrainResult, console=None) -> None:
+    if console is None:
+        from rich.console import Console
+
+        console = Console()
+    result.report.print(console)
+    console.print(f"trained {result.timesteps:,} env steps ({result.iterations} iterations) in "
+                  f"{result.train_s:.0f} s; run folder {result.out} (checkpoint/, "
+                  f"checkpoints/, tb/, eval.json)")

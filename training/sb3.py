@@ -1,0 +1,166 @@
+"""Stable-Baselines3 PPO on one role of ``SelfEvolvingOasis-v0`` (vector observations).
+
+    sandbox-rl train sb3 --task trend_prediction --timesteps 60000 --seed 0 --out runs/sb3-trend
+
+The learner plays ``task``; the other four roles are played by their heuristics. Training worlds
+are seeded ``seed .. seed + n_envs - 1``; afterwards the deterministic policy, the task's
+heuristic and uniformly random actions each play one episode on every held-out ``eval_seeds``
+world, and the table of mean reward per step (95% interval over seeds) is printed and saved.
+
+The run folder holds ``tb/`` (TensorBoard), ``checkpoints/``, ``model.zip``, ``config.json`` and
+``eval.json``. Box actions are trained in [-1, 1] (SB3 assumes symmetric, normalised action
+bounds) and mapped linearly to the env's bounds, in training and in evaluation alike.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from sandbox_rl.enums import TaskType
+from sandbox_rl.training.common import (check_common, check_held_out, field, import_optional,
+                                        prepare_out_dir, require, save_config)
+
+if TYPE_CHECKING:  # the env stack loads when training starts, so `--help` answers at once
+    import gymnasium
+
+    from sandbox_rl.training.evaluation import EvalReport
+
+VEC_ENVS = ("dummy", "subproc")
+TASKS = tuple(t.value for t in TaskType)
+
+
+@dataclass
+class SB3Config:
+    """Arguments of ``sandbox-rl train sb3``; every field is checked in ``__post_init__``."""
+
+    task: str = field("trend_prediction", "the role the learner plays")
+    timesteps: int = field(60_000, "environment steps to train for")
+    seed: int = field(0, "seed of PPO and of the training worlds (seed .. seed + n_envs - 1)")
+    out: str = field("runs/sb3", "run folder: TensorBoard logs, checkpoints, model, evaluation")
+    users: int = field(1000, "simulated users per world")
+    episode_steps: int = field(200, "steps per training episode")
+    n_envs: int = field(4, "parallel training worlds")
+    vec_env: str = field("dummy", "SB3 vector env: dummy (one process) or subproc")
+    n_steps: int = field(256, "steps per world per PPO rollout")
+    batch_size: int = field(256, "PPO minibatch size")
+    n_epochs: int = field(10, "PPO epochs per rollout")
+    learning_rate: float = field(3e-4, "Adam learning rate")
+    gamma: float = field(0.9, "discount; rewards are mostly immediate, so a short horizon "
+                              "lowers the variance of the advantages")
+    ent_coef: float = field(0.0, "entropy bonus")
+    eval_seeds: tuple[int, ...] = field((1000, 1001, 1002), "held-out evaluation worlds")
+    eval_steps: int = field(200, "steps per evaluation episode")
+    checkpoint_every: int = field(20_000, "save a checkpoint every this many steps")
+    threads: int = field(1, "torch threads")
+    progress: bool = field(True, "show a progress bar")
+    overwrite: bool = field(False, "replace a finished run in --out")
+
+    def __post_init__(self) -> None:
+        self.task = TaskType.parse(self.task).value
+        check_common(self)
+        require(self.vec_env in VEC_ENVS, "vec_env", self.vec_env, f"one of {VEC_ENVS}")
+        require(self.n_envs >= 1, "n_envs", self.n_envs, "an integer >= 1")
+        require(self.n_steps >= 2, "n_steps", self.n_steps, "an integer >= 2")
+        require(2 <= self.batch_size <= self.n_steps * self.n_envs, "batch_size",
+                self.batch_size, f"in [2, n_steps * n_envs = {self.n_steps * self.n_envs}]")
+        require(self.n_epochs >= 1, "n_epochs", self.n_epochs, "an integer >= 1")
+        require(0 <= self.gamma <= 1, "gamma", self.gamma, "in [0, 1]")
+        require(self.ent_coef >= 0, "ent_coef", self.ent_coef, ">= 0")
+        require(self.checkpoint_every >= 1, "checkpoint_every", self.checkpoint_every, ">= 1")
+        check_held_out(self.eval_seeds, range(self.seed, self.seed + self.n_envs))
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out: Path
+    report: EvalReport
+    timesteps: int
+    train_s: float
+
+
+def make_env(task: str, users: int, steps: int, normalise: bool = True) -> gymnasium.Env:
+    """The vector-mode Gymnasium env of ``task``; Box actions rescaled to [-1, 1] if asked."""
+    import gymnasium
+
+    from sandbox_rl.envs.registration import ENV_ID, register_envs
+
+    register_envs()
+    env = gymnasium.make(ENV_ID, task=task, num_users=users, max_cycles=steps, obs_mode="vector")
+    if normalise and isinstance(env.action_space, gymnasium.spaces.Box):
+        unit = np.ones(env.action_space.shape, dtype=np.float32)
+        env = gymnasium.wrappers.RescaleAction(env, -unit, unit)
+    return env
+
+
+def to_env_action(space: gymnasium.Space, action: np.ndarray) -> np.ndarray:
+    """A policy action (in [-1, 1] for Box spaces) as the raw env's action, as RescaleAction does."""
+    import gymnasium
+
+    if not isinstance(space, gymnasium.spaces.Box):
+        return action
+    unit = (np.clip(action, -1.0, 1.0) + 1.0) / 2.0
+    return (space.low + unit * (space.high - space.low)).astype(space.dtype)
+
+
+def train(cfg: SB3Config) -> TrainResult:
+    """Train PPO, save the model and checkpoints, then evaluate on the held-out seeds."""
+    sb3 = import_optional("stable_baselines3", "sb3")
+    from stable_baselines3.common.callbacks import CheckpointCallback
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+    import torch
+
+    out = prepare_out_dir(cfg.out, cfg.overwrite, "model.zip")
+    save_config(cfg, out / "config.json")
+    torch.set_num_threads(cfg.threads)
+    vec_cls = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}[cfg.vec_env]
+    venv = make_vec_env(partial(make_env, cfg.task, cfg.users, cfg.episode_steps),
+                        n_envs=cfg.n_envs, seed=cfg.seed, vec_env_cls=vec_cls)
+    model = sb3.PPO("MlpPolicy", venv, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps,
+                    batch_size=cfg.batch_size, n_epochs=cfg.n_epochs, gamma=cfg.gamma,
+                    ent_coef=cfg.ent_coef, seed=cfg.seed, tensorboard_log=str(out / "tb"),
+                    device="cpu", verbose=0)
+    checkpoints = CheckpointCallback(max(cfg.checkpoint_every // cfg.n_envs, 1),
+                                     str(out / "checkpoints"), name_prefix="ppo")
+    start = time.perf_counter()
+    try:
+        model.learn(cfg.timesteps, callback=checkpoints, progress_bar=cfg.progress,
+                    tb_log_name=f"ppo_{cfg.task}")
+    finally:
+        venv.close()
+    train_s = time.perf_counter() - start
+    model.save(out / "model.zip")
+    report = evaluate(model, cfg)
+    report.save(out / "eval.json")
+    return TrainResult(out, report, int(model.num_timesteps), train_s)
+
+
+def evaluate(model, cfg: SB3Config) -> EvalReport:
+    """The trained policy, the heuristic and random actions on the held-out worlds."""
+    from sandbox_rl.training.evaluation import evaluate_gym, gym_baselines
+
+    def learned(env, seed: int):
+        return lambda obs: to_env_action(env.action_space,
+                                         model.predict(obs, deterministic=True)[0])
+
+    players = {"learned": learned, **gym_baselines(cfg.task)}
+    return evaluate_gym(partial(make_env, cfg.task, cfg.users, cfg.eval_steps, normalise=False),
+                        cfg.task, players, cfg.eval_seeds, cfg.eval_steps,
+                        title=f"SB3 PPO, {cfg.task}: held-out reward")
+
+
+def report(result: TrainResult, console=None) -> None:
+    """Print the evaluation table and where the run lies."""
+    if console is None:
+        from rich.console import Console
+
+        console = Console()
+    result.report.print(console)
+    console.print(f"trained {result.timesteps:,} steps in {result.train_s:.0f} s; run folder "
+                  f"{result.out} (model.zip, checkpoints/, tb/, eval.json)")

@@ -1,0 +1,218 @@
+"""One SB3 PPO policy shared by all five agents of the PettingZoo env, through SuperSuit.
+
+    sandbox-rl train supersuit --timesteps 200000 --seed 0 --out runs/supersuit
+
+Parameter sharing needs one observation space and one action space for every agent; the five
+roles have Box observations of different lengths and mixed action spaces (MultiDiscrete for
+content, behaviour and engagement, Box for network and trend). The wrapper chain:
+
+1. ``action_lambda_v1``: every action space becomes ``Box(-1, 1, (k,))`` with one component per
+   action dimension. A Box dimension maps linearly to its bounds; a MultiDiscrete dimension with
+   ``n`` choices reads its component ``x`` as choice ``min(floor((x + 1) / 2 * n), n - 1)``, so
+   a uniform ``x`` is a uniform choice.
+2. ``pad_action_space_v0``: the Boxes are padded to the longest (10); each agent reads its first
+   ``k`` components.
+3. ``pad_observations_v0`` (zero padding to the longest observation, 62) and
+   ``agent_indicator_v0`` (a one-hot of the agent), so the shared network knows whose turn it is.
+
+Why a Box for everything rather than a MultiDiscrete for everything: a shared MultiDiscrete
+would have to discretise the continuous actions (recommender weights, topic scores) and give
+each agent choices it does not have, which plain SB3 PPO cannot mask; a Gaussian head per
+component serves both kinds, and the ordinal reading of categories only costs the policy a
+sharper mean where categories have no order (topics).
+
+Training worlds are seeded ``seed .. seed + n_envs - 1``; evaluation plays the shared policy,
+the heuristics and random actions on the held-out ``eval_seeds`` and prints one row per agent.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from sandbox_rl.training.common import (check_common, check_held_out, field, import_optional,
+                                        prepare_out_dir, require, save_config)
+
+if TYPE_CHECKING:  # the env stack loads when training starts, so `--help` answers at once
+    from gymnasium import spaces
+
+    from sandbox_rl.training.evaluation import EvalReport
+
+
+@dataclass
+class SharedPolicyConfig:
+    """Arguments of ``sandbox-rl train supersuit``; every field is checked in ``__post_init__``."""
+
+    timesteps: int = field(200_000, "agent-steps to train for (five per world step)")
+    seed: int = field(0, "seed of PPO and of the training worlds (seed .. seed + n_envs - 1)")
+    out: str = field("runs/supersuit", "run folder: TensorBoard logs, checkpoints, model, "
+                                       "evaluation")
+    users: int = field(1000, "simulated users per world")
+    episode_steps: int = field(200, "steps per training episode")
+    n_envs: int = field(2, "parallel training worlds (each gives five agent rows)")
+    n_steps: int = field(128, "steps per agent row per PPO rollout")
+    batch_size: int = field(256, "PPO minibatch size")
+    n_epochs: int = field(10, "PPO epochs per rollout")
+    learning_rate: float = field(3e-4, "Adam learning rate")
+    gamma: float = field(0.9, "discount; rewards are mostly immediate")
+    ent_coef: float = field(0.0, "entropy bonus")
+    eval_seeds: tuple[int, ...] = field((1000, 1001, 1002), "held-out evaluation worlds")
+    eval_steps: int = field(200, "steps per evaluation episode")
+    checkpoint_every: int = field(50_000, "save a checkpoint every this many agent-steps")
+    threads: int = field(1, "torch threads")
+    progress: bool = field(True, "show a progress bar")
+    overwrite: bool = field(False, "replace a finished run in --out")
+
+    def __post_init__(self) -> None:
+        check_common(self)
+        require(self.n_envs >= 1, "n_envs", self.n_envs, "an integer >= 1")
+        require(self.n_steps >= 2, "n_steps", self.n_steps, "an integer >= 2")
+        rows = 5 * self.n_envs * self.n_steps
+        require(2 <= self.batch_size <= rows, "batch_size", self.batch_size,
+                f"in [2, 5 * n_envs * n_steps = {rows}]")
+        require(self.n_epochs >= 1, "n_epochs", self.n_epochs, "an integer >= 1")
+        require(0 <= self.gamma <= 1, "gamma", self.gamma, "in [0, 1]")
+        require(self.ent_coef >= 0, "ent_coef", self.ent_coef, ">= 0")
+        require(self.checkpoint_every >= 1, "checkpoint_every", self.checkpoint_every, ">= 1")
+        check_held_out(self.eval_seeds, range(self.seed, self.seed + self.n_envs))
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out: Path
+    report: EvalReport
+    timesteps: int
+    train_s: float
+
+
+# ---------------------------------------------------------------------- the shared spaces
+def unit_box(space: spaces.Space) -> spaces.Box:
+    """The ``Box(-1, 1, (k,))`` that stands for a 1-D Box or MultiDiscrete action space."""
+    from gymnasium import spaces
+
+    if not isinstance(space, (spaces.Box, spaces.MultiDiscrete)) or len(space.shape) != 1:
+        raise ValueError(f"parameter sharing supports 1-D Box and MultiDiscrete actions, "
+                         f"got {space}")
+    return spaces.Box(-1.0, 1.0, shape=space.shape, dtype=np.float32)
+
+
+def from_unit(action: np.ndarray, space: spaces.Space) -> np.ndarray:
+    """A shared-policy action in [-1, 1]^k as an action of ``space`` (see the module doc)."""
+    from gymnasium import spaces
+
+    u = (np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0) + 1.0) / 2.0
+    if isinstance(space, spaces.MultiDiscrete):
+        return np.minimum((u * space.nvec).astype(np.int64), space.nvec - 1)
+    return (space.low + u * (space.high - space.low)).astype(space.dtype)
+
+
+def shared_spaces(env):
+    """Wrap a vector-mode Oasis ParallelEnv so every agent has the same spaces (SuperSuit)."""
+    ss = import_optional("supersuit", "sb3")
+    env = ss.action_lambda_v1(env, from_unit, unit_box)
+    env = ss.pad_action_space_v0(env)
+    env = ss.pad_observations_v0(env)
+    return ss.agent_indicator_v0(env)
+
+
+def make_shared_env(users: int, steps: int):
+    from sandbox_rl.envs import oasis_v0
+
+    return shared_spaces(oasis_v0.parallel_env(num_users=users, max_cycles=steps))
+
+
+def make_vec_env(cfg: SharedPolicyConfig):
+    """The shared-space env as an SB3 VecEnv: n_envs worlds x five agent rows."""
+    ss = import_optional("supersuit", "sb3")
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    venv = ss.pettingzoo_env_to_vec_env_v1(make_shared_env(cfg.users, cfg.episode_steps))
+    venv = ss.concat_vec_envs_v1(venv, cfg.n_envs, num_cpus=0, base_class="stable_baselines3")
+    return VecMonitor(seedable(venv))
+
+
+def seedable(venv):
+    """SuperSuit's SB3 wrapper forwards ``seed()`` to a Gymnasium VectorEnv, which has none, so
+    ``PPO(seed=...)`` fails; keep the seed for the next reset instead, as SB3's own VecEnvs do."""
+    from supersuit.vector.sb3_vector_wrapper import SB3VecEnvWrapper
+
+    class SeedableSB3VecEnv(SB3VecEnvWrapper):
+        pending_seed: int | None = None
+
+        def seed(self, seed: int | None = None):
+            self.pending_seed = seed
+            return [None] * self.num_envs
+
+        def reset(self, seed=None, options=None):
+            seed, self.pending_seed = (self.pending_seed if seed is None else seed), None
+            observations, self.reset_infos = self.venv.reset(seed=seed, options=options)
+            return observations
+
+    return SeedableSB3VecEnv(venv.venv)
+
+
+# ---------------------------------------------------------------------- train and evaluate
+def train(cfg: SharedPolicyConfig) -> TrainResult:
+    """Train the shared PPO policy, save model and checkpoints, evaluate on held-out seeds."""
+    sb3 = import_optional("stable_baselines3", "sb3")
+    from stable_baselines3.common.callbacks import CheckpointCallback
+    import torch
+
+    out = prepare_out_dir(cfg.out, cfg.overwrite, "model.zip")
+    save_config(cfg, out / "config.json")
+    torch.set_num_threads(cfg.threads)
+    venv = make_vec_env(cfg)
+    model = sb3.PPO("MlpPolicy", venv, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps,
+                    batch_size=cfg.batch_size, n_epochs=cfg.n_epochs, gamma=cfg.gamma,
+                    ent_coef=cfg.ent_coef, seed=cfg.seed, tensorboard_log=str(out / "tb"),
+                    device="cpu", verbose=0)
+    checkpoints = CheckpointCallback(max(cfg.checkpoint_every // venv.num_envs, 1),
+                                     str(out / "checkpoints"), name_prefix="ppo_shared")
+    start = time.perf_counter()
+    try:
+        model.learn(cfg.timesteps, callback=checkpoints, progress_bar=cfg.progress,
+                    tb_log_name="ppo_shared")
+    finally:
+        venv.close()
+    train_s = time.perf_counter() - start
+    model.save(out / "model.zip")
+    report = evaluate(model, cfg)
+    report.save(out / "eval.json")
+    return TrainResult(out, report, int(model.num_timesteps), train_s)
+
+
+def shared_player(model):
+    """The deterministic shared policy as a multi-agent policy of the wrapped env."""
+    def act(observations: dict) -> dict:
+        agents = list(observations)
+        actions, _ = model.predict(np.stack([observations[a] for a in agents]), deterministic=True)
+        return dict(zip(agents, actions))
+    return act
+
+
+def evaluate(model, cfg: SharedPolicyConfig) -> EvalReport:
+    from sandbox_rl.envs import oasis_v0
+    from sandbox_rl.training.evaluation import evaluate_parallel
+
+    raw = partial(oasis_v0.parallel_env, num_users=cfg.users, max_cycles=cfg.eval_steps)
+    players = {"learned": (partial(make_shared_env, cfg.users, cfg.eval_steps),
+                           shared_player(model)),
+               "heuristic": (raw, "heuristic"), "random": (raw, "random")}
+    return evaluate_parallel(players, cfg.eval_seeds, cfg.eval_steps,
+                             title="SuperSuit + SB3 PPO, one policy for five agents: "
+                                   "held-out reward")
+
+
+def report(result: TrainResult, console=None) -> None:
+    if console is None:
+        from rich.console import Console
+
+        console = Console()
+    result.report.print(console)
+    console.print(f"trained {result.timesteps:,} agent-steps in {result.train_s:.0f} s; run "
+                  f"folder {result.out} (model.zip, checkpoints/, tb/, eval.json)")
