@@ -1,0 +1,500 @@
+"""TRL PPO on one task adapter of a shared multi-adapter ``PeftModel``, plus online adaptation.
+
+:class:`PPOLearner` runs ``trl.experimental.ppo.PPOTrainer`` (trl 1.12.0, the last release with it)
+on the ``TaskAdapters`` model itself; no copy of the model is made. How the pieces fit TRL:
+
+- **One adapter of many.** TRL treats a ``PeftModel`` policy as "train the active adapter, use the
+  adapter-disabled model as the reference policy". So each update activates the chosen adapter
+  with ``set_adapter``, leaves only that adapter's LoRA parameters with ``requires_grad`` and gives
+  TRL an optimiser over those parameters alone (and the value head): the base and the other
+  adapters are never in an optimiser, so they stay bit-identical. The KL penalty is therefore to
+  the base model, as in TRL's own PEFT recipe. Afterwards the active adapter, every
+  ``requires_grad`` flag, the dropout probabilities (TRL zeroes them so that rollout and training
+  log-probabilities agree), the generation config (TRL overwrites ``eos_token_id``) and the
+  train/eval mode are put back. Training runs PEFT's normal forward; an update inside
+  ``agents.fused_lora.fused_adapters`` (which replaces layer forwards) is refused.
+- **The reward "model".** TRL scores a rollout with ``get_reward(model, query_response, ...)``:
+  ``model.score(getattr(model, model.base_model_prefix)(...).hidden_states[-1])`` read at the
+  completion's last token. :class:`_RewardModel` is the thinnest module with that shape: its
+  "backbone" splits each row into query and completion, maps the query back to its prompt index
+  by its token ids, decodes the completion and calls ``reward_fn(indices, texts)`` (the caller's
+  counterfactual step of the simulation); the reward is broadcast over the sequence and ``score``
+  is the identity. Queries are padded to one fixed length (the longest prompt of the update) so
+  the query/completion boundary is known without TRL passing it. Identical prompt texts are
+  indistinguishable by tokens; they are scored with the index of their first occurrence.
+- **Padding.** TRL finds padding by value (``ids == pad_token_id``). SmolLM2 pads with its
+  ``<|im_end|>``, which ends every ChatML turn of a prompt and is the stop token, so PPO uses a
+  copy of the tokenizer whose pad is a token that no prompt contains (the pad if it qualifies,
+  else the unknown token).
+- **The value model.** TRL needs a critic with a ``backbone`` and a ``score`` head. It is a linear
+  head per adapter (hidden size + 1 parameters, zero-initialised) on the last hidden state of the
+  shared base with every adapter disabled, run without gradient: no second copy of the 135M
+  model, no stored activations for the critic's trunk and no value gradient pulling the task
+  adapter. The price is one extra adapter-free forward per rollout batch and per mini-batch.
+- **Optimiser state.** One ``AdamW`` per adapter (and its value head), created on first use and
+  handed to every later ``PPOTrainer`` of that adapter, so updates continue its moments.
+  :meth:`PPOLearner.optimizer_state` flattens it (and the value head) into named tensors for
+  safetensors.
+- **Randomness.** TRL seeds the global torch RNG and shuffles with NumPy's global RNG; both are
+  seeded per update from ``(settings.seed, adapter, update count)`` and restored afterwards.
+
+:meth:`PPOLearner.reward_weighted_update` is the online adaptation between PPO updates: one
+plain-torch gradient step of the reward-weighted log-likelihood (advantage = reward - mean) on
+given (prompt, completion, reward) tuples. Not TRL: it is a single cheap step on completions the
+environment already produced, with no rollouts, reference or value model to pay for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import math
+import tempfile
+import time
+import zlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from sandbox_rl.agents.lora import TaskAdapters
+
+RewardFn = Callable[[Sequence[int], Sequence[str]], Sequence[float]]
+_HEAD = "value_head"
+
+
+@dataclass(frozen=True)
+class PPOSettings:
+    """Hyper-parameters of one PPO update.
+
+    Each update samples ``rollouts_per_update`` completions per PPO batch (prompts are cycled to
+    fill whole batches, so every prompt is used at least once) and takes ``ppo_epochs`` passes of
+    ``rollouts_per_update // mini_batch_size`` optimiser steps over each batch.
+    """
+
+    learning_rate: float = 1e-4
+    rollouts_per_update: int = 8
+    mini_batch_size: int = 4
+    ppo_epochs: int = 1
+    kl_coef: float = 0.05
+    temperature: float = 0.7
+    max_new_tokens: int = 48
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        def whole(name: str, low: int, high: int | None = None) -> int:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low or (
+                    high is not None and value > high):
+                bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+                raise ValueError(f"invalid {name}={value!r}: expected an integer {bound}")
+            return value
+
+        def real(name: str, positive: bool) -> None:
+            value = getattr(self, name)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(
+                value) and (value > 0 if positive else value >= 0)
+            if not ok:
+                raise ValueError(f"invalid {name}={value!r}: expected a finite number "
+                                 f"{'> 0' if positive else '>= 0'}")
+
+        real("learning_rate", positive=True)
+        real("kl_coef", positive=False)
+        real("temperature", positive=True)
+        rollouts = whole("rollouts_per_update", 2)  # advantage whitening needs two samples
+        if rollouts % whole("mini_batch_size", 1) != 0:
+            raise ValueError(f"invalid mini_batch_size={self.mini_batch_size!r}: it must divide "
+                             f"rollouts_per_update={rollouts}")
+        whole("ppo_epochs", 1)
+        whole("max_new_tokens", 1, 4096)
+        whole("seed", 0)
+
+
+@dataclass(frozen=True)
+class PPOStats:
+    """What one :meth:`PPOLearner.update` did (losses and KL averaged over its PPO batches)."""
+
+    mean_reward: float  # of reward_fn on the sampled completions, before the KL penalty
+    kl: float  # summed over completion tokens, policy vs base (adapter disabled)
+    policy_loss: float
+    value_loss: float
+    optimizer_steps: int
+    rollouts: int
+    seconds: float
+
+
+class _Hidden(NamedTuple):
+    hidden_states: tuple[torch.Tensor, ...]
+
+
+class _RewardBackbone(nn.Module):
+    """Calls ``reward_fn`` on the decoded completions of a batch of query-completion rows."""
+
+    def __init__(self, queries: dict[tuple[int, ...], int], context_length: int, tokenizer,
+                 reward_fn: RewardFn) -> None:
+        super().__init__()
+        self.queries, self.context_length = queries, context_length
+        self.tokenizer, self.reward_fn = tokenizer, reward_fn
+        self.rewards: list[float] = []
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_) -> _Hidden:
+        cut = self.context_length
+        indices, texts = [], []
+        for ids, mask in zip(input_ids.tolist(), attention_mask.tolist()):
+            query = tuple(t for t, m in zip(ids[:cut], mask[:cut]) if m)
+            if query not in self.queries:
+                raise RuntimeError("PPO produced a query that is none of the update's prompts")
+            indices.append(self.queries[query])
+            completion = [t for t, m in zip(ids[cut:], mask[cut:]) if m]
+            texts.append(self.tokenizer.decode(completion, skip_special_tokens=True))
+        rewards = _checked_rewards(self.reward_fn(indices, texts), len(texts))
+        self.rewards.extend(rewards)
+        scores = torch.tensor(rewards, dtype=torch.float32, device=input_ids.device)
+        return _Hidden((scores[:, None, None].expand(-1, input_ids.shape[1], 1),))
+
+
+class _RewardModel(nn.Module):
+    base_model_prefix = "backbone"
+
+    def __init__(self, backbone: _RewardBackbone) -> None:
+        super().__init__()
+        self.backbone, self.score = backbone, nn.Identity()
+
+
+class _FrozenBase(nn.Module):
+    """The shared base model's body with every adapter disabled, run without gradient."""
+
+    def __init__(self, peft_model) -> None:
+        super().__init__()
+        # Not a registered submodule: the value model's parameters must be its head alone.
+        object.__setattr__(self, "peft_model", peft_model)
+
+    def forward(self, **kwargs):
+        base = self.peft_model.get_base_model()
+        body = getattr(base, base.base_model_prefix)
+        with torch.no_grad(), self.peft_model.disable_adapter():
+            return body(**kwargs)
+
+
+class _ValueModel(nn.Module):
+    base_model_prefix = "backbone"
+
+    def __init__(self, backbone: _FrozenBase, score: nn.Linear) -> None:
+        super().__init__()
+        self.backbone, self.score = backbone, score
+
+
+def _checked_rewards(values: Sequence[float], expected: int) -> list[float]:
+    rewards = [float(v) for v in values]
+    if len(rewards) != expected:
+        raise ValueError(f"reward_fn returned {len(rewards)} rewards for {expected} completions")
+    if not all(math.isfinite(r) for r in rewards):
+        raise ValueError(f"reward_fn returned a non-finite reward: {rewards}")
+    return rewards
+
+
+def _seed(*parts: int | str) -> int:
+    """A 31-bit seed from integers and names (names hashed stably, not with ``hash``)."""
+    words = [p if isinstance(p, int) else zlib.crc32(p.encode()) for p in parts]
+    return int(np.random.SeedSequence(words).generate_state(1)[0] >> 1)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's and NumPy's global RNGs (TRL draws from both); restore them afterwards."""
+    devices = [device] if device.type == "cuda" else []
+    numpy_state = np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            np.random.seed(seed)
+            yield
+    finally:
+        np.random.set_state(numpy_state)
+
+
+class PPOLearner:
+    """TRL PPO updates and reward-weighted steps of one named adapter at a time.
+
+    Args:
+        adapters: the task adapters whose shared ``PeftModel`` is trained in place.
+        settings: PPO hyper-parameters (see :class:`PPOSettings`).
+    """
+
+    def __init__(self, adapters: "TaskAdapters", settings: PPOSettings = PPOSettings()) -> None:
+        if not isinstance(settings, PPOSettings):
+            raise ValueError(f"settings must be a PPOSettings, got {type(settings).__name__}")
+        self.adapters, self.settings = adapters, settings
+        self._optimizers: dict[str, torch.optim.AdamW] = {}
+        self._heads: dict[str, nn.Linear] = {}
+        self._updates: dict[str, int] = {}
+        self._tokenizers: dict[str, object] = {}
+
+    # -- PPO ------------------------------------------------------------------------------------
+
+    def update(self, adapter: str, prompts: Sequence[str], reward_fn: RewardFn) -> PPOStats:
+        """One PPO update of ``adapter`` on rollouts from ``prompts`` scored by ``reward_fn``.
+
+        ``prompts`` are in the model's chat format, ready for generation. ``reward_fn(indices,
+        texts)`` gets, for each sampled completion, the index of its prompt and its decoded text,
+        and returns one finite reward per completion.
+        """
+        self._check_adapter(adapter)
+        prompts = self._check_prompts(prompts)
+        if not callable(reward_fn):
+            raise ValueError(f"reward_fn must be callable, got {type(reward_fn).__name__}")
+        from datasets import Dataset
+        from transformers import DataCollatorWithPadding
+
+        ids = [self.adapters.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        tokenizer = self._ppo_tokenizer(ids)
+        queries: dict[tuple[int, ...], int] = {}
+        for i, seq in enumerate(ids):
+            queries.setdefault(tuple(seq), i)
+        rollouts = self.settings.rollouts_per_update
+        rows = [ids[i % len(ids)] for i in range(math.ceil(len(ids) / rollouts) * rollouts)]
+        width = max(len(seq) for seq in ids)
+        reward = _RewardBackbone(queries, width, tokenizer, reward_fn)
+        count = self._updates.get(adapter, 0)
+        start = time.perf_counter()
+        with self._training(adapter), tempfile.TemporaryDirectory(prefix="ppo-") as out:
+            seed = _seed(self.settings.seed, adapter, count)
+            trainer = self._trainer(adapter, out, tokenizer, Dataset.from_dict({"input_ids": rows}),
+                                    DataCollatorWithPadding(tokenizer, padding="max_length",
+                                                            max_length=width),
+                                    _RewardModel(reward), seed)
+            steps = [0]
+            hook = self._optimizers[adapter].register_step_post_hook(
+                lambda *_: steps.__setitem__(0, steps[0] + 1))
+            try:
+                # TRL prints a banner and every log line to stdout; the stats are returned instead.
+                with _seeded(seed + 1, trainer.accelerator.device), \
+                        contextlib.redirect_stdout(io.StringIO()):
+                    trainer.train()
+            finally:
+                hook.remove()
+            logs = [e for e in trainer.state.log_history if "loss/policy_avg" in e]
+        self._updates[adapter] = count + 1
+        return PPOStats(
+            mean_reward=float(np.mean(reward.rewards)),
+            kl=float(np.mean([e["objective/kl"] for e in logs])),
+            policy_loss=float(np.mean([e["loss/policy_avg"] for e in logs])),
+            value_loss=float(np.mean([e["loss/value_avg"] for e in logs])),
+            optimizer_steps=steps[0], rollouts=len(reward.rewards),
+            seconds=time.perf_counter() - start)
+
+    def _trainer(self, adapter: str, out: str, tokenizer, dataset, collator, reward_model,
+                 seed: int):
+        from trl.experimental.ppo import PPOConfig, PPOTrainer
+        from transformers import PrinterCallback, ProgressCallback
+
+        s, model = self.settings, self.adapters.model
+        device = next(model.parameters()).device
+        config = PPOConfig(
+            output_dir=out, use_cpu=device.type == "cpu", bf16=False, report_to="none",
+            save_strategy="no", disable_tqdm=True, seed=seed, learning_rate=s.learning_rate,
+            per_device_train_batch_size=s.rollouts_per_update, gradient_accumulation_steps=1,
+            num_mini_batches=s.rollouts_per_update // s.mini_batch_size,
+            local_rollout_forward_batch_size=s.rollouts_per_update, num_ppo_epochs=s.ppo_epochs,
+            kl_coef=s.kl_coef, temperature=s.temperature, response_length=s.max_new_tokens,
+            total_episodes=len(dataset), num_sample_generations=0, stop_token="eos")
+        optimizer = self._optimizer(adapter)
+        constant = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+        with _seeded(seed, device):  # TRL seeds the global RNG in __init__ and draws in train()
+            trainer = PPOTrainer(
+                args=config, processing_class=tokenizer, model=model, ref_model=None,
+                reward_model=reward_model, train_dataset=dataset,
+                value_model=_ValueModel(_FrozenBase(model), self._head(adapter)),
+                data_collator=collator, optimizers=(optimizer, constant))
+        for callback in (PrinterCallback, ProgressCallback):
+            trainer.remove_callback(callback)
+        return trainer
+
+    # -- online adaptation ------------------------------------------------------------------------
+
+    def reward_weighted_update(self, adapter: str, prompts: Sequence[str],
+                               completions: Sequence[str], rewards: Sequence[float],
+                               lr: float) -> float:
+        """One gradient step on ``-mean((r - mean r) * mean log p(completion | prompt))``.
+
+        Plain SGD on ``adapter``'s LoRA parameters (gradient norm clipped to 1: one step on a few
+        samples can have a large gradient); LoRA dropout is active as in any fine-tuning step.
+        Returns the loss before the step (0.0, and no step, when all rewards are equal).
+        """
+        self._check_adapter(adapter)
+        prompts = self._check_prompts(prompts)
+        if isinstance(completions, str) or len(completions) != len(prompts):
+            raise ValueError(f"completions must be a sequence of {len(prompts)} strings")
+        rewards = _checked_rewards(rewards, len(prompts))
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"invalid lr={lr!r}: expected a finite number > 0")
+        advantages = torch.tensor(rewards) - float(np.mean(rewards))
+        if not bool(advantages.any()):
+            return 0.0
+        params = self.adapters.parameters(adapter)
+        device = params[0].device
+        count = self._updates.get(adapter, 0)
+        with self._training(adapter), _seeded(_seed(self.settings.seed, adapter, count, 1), device):
+            self.adapters.model.train()
+            loss = -(advantages.to(device) * self._mean_logprobs(prompts, completions)).mean()
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+            scale = min(1.0, 1.0 / (float(torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(g) for g in grads]))) + 1e-12))
+            with torch.no_grad():
+                for p, g in zip(params, grads):
+                    p.sub_(lr * scale * g)
+        return float(loss)
+
+    def _mean_logprobs(self, prompts: Sequence[str], completions: Sequence[str]) -> torch.Tensor:
+        """Each completion's mean token log-probability given its prompt (0 for empty ones)."""
+        tok = self.adapters.tokenizer
+        pairs = [(tok(p, add_special_tokens=False)["input_ids"],
+                  tok(c, add_special_tokens=False)["input_ids"]) for p, c in zip(prompts, completions)]
+        width = max(len(p) + len(c) for p, c in pairs)
+        device = next(self.adapters.model.parameters()).device
+        ids = torch.zeros(len(pairs), width, dtype=torch.long, device=device)
+        attention = torch.zeros_like(ids)
+        target = torch.zeros(len(pairs), width, dtype=torch.bool, device=device)
+        for row, (p, c) in enumerate(pairs):  # right padding keeps default positions correct
+            ids[row, :len(p) + len(c)] = torch.tensor(p + c, device=device)
+            attention[row, :len(p) + len(c)] = 1
+            target[row, len(p):len(p) + len(c)] = True
+        logits = self.adapters.model(input_ids=ids, attention_mask=attention).logits[:, :-1]
+        logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
+        mask = target[:, 1:].float()
+        return (logp * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+    # -- optimiser state ----------------------------------------------------------------------------
+
+    def optimizer_state(self, adapter: str) -> dict[str, torch.Tensor]:
+        """The adapter's AdamW moments and step counts, and its value head, as named tensors.
+
+        Keys: ``"<param>/exp_avg"``, ``"<param>/exp_avg_sq"``, ``"<param>/step"`` for each LoRA
+        parameter (named as in ``TaskAdapters.state``) and value-head weight (``value_head.*``),
+        plus the head's weights themselves under ``value_head.weight`` / ``value_head.bias``.
+        Empty before the adapter's first update.
+        """
+        self._check_adapter(adapter)
+        if adapter not in self._optimizers:
+            return {}
+        optimizer = self._optimizers[adapter]
+        state = {f"{_HEAD}.{k}": v.detach().clone() for k, v in self._heads[adapter].state_dict().items()}
+        for name, param in self._named_trainables(adapter).items():
+            for key, value in optimizer.state.get(param, {}).items():
+                state[f"{name}/{key}"] = torch.as_tensor(value).detach().clone()
+        return state
+
+    def load_optimizer_state(self, adapter: str, state: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`optimizer_state` returned (an empty dict resets the adapter's)."""
+        self._check_adapter(adapter)
+        self._optimizers.pop(adapter, None)
+        self._heads.pop(adapter, None)
+        if not state:
+            return
+        head = self._head(adapter)
+        head_keys = {f"{_HEAD}.{k}" for k in head.state_dict()}
+        if not head_keys <= state.keys():
+            raise ValueError(f"optimizer state of {adapter!r} lacks {sorted(head_keys - state.keys())}")
+        head.load_state_dict({k.removeprefix(f"{_HEAD}."): state[k] for k in head_keys})
+        optimizer = self._optimizer(adapter)
+        params = self._named_trainables(adapter)
+        for key in state.keys() - head_keys:
+            name, _, slot = key.rpartition("/")
+            if name not in params or slot not in ("exp_avg", "exp_avg_sq", "step"):
+                raise ValueError(f"optimizer state of {adapter!r} has unknown entry {key!r}")
+            param = params[name]
+            value = state[key].to(torch.float32 if slot == "step" else param.dtype)
+            if slot != "step" and value.shape != param.shape:
+                raise ValueError(f"optimizer state {key!r} has shape {tuple(value.shape)}, "
+                                 f"parameter has {tuple(param.shape)}")
+            optimizer.state[param][slot] = value.to(param.device).clone()
+
+    # -- helpers ------------------------------------------------------------------------------------
+
+    def _check_adapter(self, adapter: str) -> None:
+        if adapter not in self.adapters.names:
+            raise ValueError(f"unknown adapter {adapter!r}; known: {', '.join(self.adapters.names)}")
+
+    @staticmethod
+    def _check_prompts(prompts: Sequence[str]) -> list[str]:
+        if isinstance(prompts, str) or not prompts:
+            raise ValueError("prompts must be a non-empty sequence of strings")
+        bad = [i for i, p in enumerate(prompts) if not isinstance(p, str) or not p]
+        if bad:
+            raise ValueError(f"prompts must be non-empty strings; bad indices {bad}")
+        return list(prompts)
+
+    def _ppo_tokenizer(self, prompt_ids: list[list[int]]):
+        """A copy of the tokenizer whose pad token is neither the stop token nor in a prompt."""
+        tok = self.adapters.tokenizer
+        used = set().union(*prompt_ids) | {tok.eos_token_id}
+        for pad in (tok.pad_token, tok.unk_token):
+            if pad is not None and tok.convert_tokens_to_ids(pad) not in used:
+                break
+        else:
+            raise ValueError("PPO needs a pad token that is not the eos token and appears in no "
+                             f"prompt; pad {tok.pad_token!r} and unknown {tok.unk_token!r} do not")
+        if pad not in self._tokenizers:
+            copy_ = copy.deepcopy(tok)
+            copy_.pad_token, copy_.padding_side = pad, "left"
+            self._tokenizers[pad] = copy_
+        return self._tokenizers[pad]
+
+    def _head(self, adapter: str) -> nn.Linear:
+        if adapter not in self._heads:
+            ref = self.adapters.parameters(adapter)[0]
+            head = nn.Linear(self.adapters.model.config.hidden_size, 1, device=ref.device,
+                             dtype=ref.dtype)
+            nn.init.zeros_(head.weight)  # a zero critic to start; no random draw needed
+            nn.init.zeros_(head.bias)
+            self._heads[adapter] = head
+        return self._heads[adapter]
+
+    def _named_trainables(self, adapter: str) -> dict[str, nn.Parameter]:
+        named = dict(zip(self.adapters.state(adapter), self.adapters.parameters(adapter)))
+        named.update({f"{_HEAD}.{k}": p for k, p in self._head(adapter).named_parameters()})
+        return named
+
+    def _optimizer(self, adapter: str) -> torch.optim.AdamW:
+        params = list(self._named_trainables(adapter).values())
+        current = self._optimizers.get(adapter)
+        # A removed and re-added adapter has new parameter objects: its old state is meaningless.
+        if current is None or [p for g in current.param_groups for p in g["params"]] != params:
+            current = torch.optim.AdamW(params, lr=self.settings.learning_rate, weight_decay=0.0)
+            self._optimizers[adapter] = current
+        return current
+
+    @contextlib.contextmanager
+    def _training(self, adapter: str) -> Iterator[None]:
+        """Make ``adapter`` the only trainable, active adapter; put everything back afterwards."""
+        from peft.tuners.lora.layer import Linear as LoraLinear
+
+        model = self.adapters.model
+        if any("forward" in m.__dict__ for m in model.modules() if isinstance(m, LoraLinear)):
+            raise RuntimeError("cannot train inside agents.fused_lora.fused_adapters: the LoRA "
+                               "layers' forward is replaced there")
+        was_training, active = model.training, model.active_adapter
+        flags = [(p, p.requires_grad) for p in model.parameters()]
+        dropout = [(m, m.p) for m in model.modules() if isinstance(m, nn.Dropout)]
+        config = copy.deepcopy(model.generation_config)
+        try:
+            model.set_adapter(adapter)
+            for p, _ in flags:
+                p.requires_grad_(False)
+            for p in self.adapters.parameters(adapter):
+                p.requires_grad_(True)
+            yield
+        finally:
+            model.set_adapter(active)
+            for p, flag in flags:
+                p.requires_grad_(flag)
+            for m, p in dropout:
+                m.p = p
+            model.get_base_model().generation_config = config
+            model.train(was_training)
+
