@@ -1,0 +1,129 @@
+"""The main job (``make run``): a self-evolving simulation written to a run folder.
+
+    <out>/logs/metrics.jsonl, <out>/logs/tensorboard/   per-step metrics (monitoring)
+    <out>/state/                                        the saved sandbox (load_state reads it)
+    <out>/plots/{scores,events,network}.png             per-task score, evolution events, growth
+    <out>/summary.json                                  the summary table's numbers
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sandbox_rl.enums import EvolutionStrategy, TaskType
+
+
+@dataclass
+class EvolveRunConfig:
+    """Arguments of ``sandbox-rl evolve``."""
+
+    steps: int = 20
+    strategy: str = "multi_model"
+    model: str = "embedded"
+    users: int = 1000
+    pool_size: int = 3
+    evolution_interval: int = 5
+    seed: int = 0
+    out: str = "runs/latest"
+    overwrite: bool = False
+    online_adaptation: bool = True
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.steps, int) and self.steps >= 1):
+            raise ValueError(f"invalid steps={self.steps!r}: expected an integer >= 1")
+        EvolutionStrategy(self.strategy)  # ValueError names the bad value
+        if not self.out:
+            raise ValueError("invalid out='': expected a folder")
+
+
+def run_evolution(args: EvolveRunConfig) -> dict:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sandbox_rl.core.monitoring import step_record
+    from sandbox_rl.core.plots import plot_run
+    from sandbox_rl.core.self_evolving_oasis import create_self_evolving_oasis
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        if not args.overwrite:
+            raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
+        shutil.rmtree(out)
+    console = Console(stderr=True, quiet=args.quiet)
+    start = time.perf_counter()
+    with console.status(f"loading {args.model} with {5 * args.pool_size} adapters"):
+        sandbox = create_self_evolving_oasis(
+            evolution_strategy=args.strategy, model_pool_size=args.pool_size,
+            evolution_interval=args.evolution_interval, num_users=args.users, seed=args.seed,
+            enable_online_adaptation=args.online_adaptation,
+            task_distribution={t: args.model for t in TaskType}, fallback_model=None,
+            log_dir=str(out / "logs"))
+    setup_s = time.perf_counter() - start
+    records = []
+    columns = (TextColumn("[bold]evolve"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[scores]}"))
+    with Progress(*columns, console=console, transient=False) as progress:
+        bar = progress.add_task("steps", total=args.steps, scores="")
+        for _ in range(args.steps):
+            result = sandbox.simulate_step()
+            records.append(step_record(result))
+            scores = " ".join(f"{t[:4]}={r['performance_score']:.2f}"
+                              for t, r in result["tasks"].items())
+            progress.update(bar, advance=1, scores=scores)
+    saved = sandbox.save_state(out / "state")
+    sandbox.close()
+    if not saved:
+        raise RuntimeError(f"could not save the state to {out / 'state'} (see the log)")
+    plots = plot_run(records, out / "plots")
+    summary = summarise(records, sandbox, setup_s, time.perf_counter() - start, args)
+    summary["plots"] = [str(p) for p in plots]
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    print_summary(summary, Console(quiet=args.quiet))
+    return summary
+
+
+def summarise(records, sandbox, setup_s: float, total_s: float, args: EvolveRunConfig) -> dict:
+    half = max(len(records) // 2, 1)
+    tasks = {}
+    for task in records[0]["scores"]:
+        scores = [r["scores"][task] for r in records]
+        tasks[task] = {"mean": sum(scores) / len(scores),
+                       "first_half": sum(scores[:half]) / len(scores[:half]),
+                       "second_half": sum(scores[half:]) / max(len(scores[half:]), 1),
+                       "parse_errors": sum(task in r["parse_errors"] for r in records)}
+    events: dict[str, int] = {}
+    for r in records:
+        for e in r["events"]:
+            events[e["type"]] = events.get(e["type"], 0) + 1
+    stats = sandbox.evolving_llm.get_evolution_stats()
+    return {"config": asdict(args), "tasks": tasks, "events": events,
+            "evolution_step": stats["evolution_step"], "network": records[-1]["network"],
+            "seconds_setup": round(setup_s, 1), "seconds_total": round(total_s, 1),
+            "seconds_per_step": round(sum(r["seconds"] for r in records) / len(records), 2),
+            "peak_rss_bytes": records[-1]["peak_rss_bytes"], "out": args.out}
+
+
+def print_summary(summary: dict, console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"Self-evolving run ({summary['config']['strategy']}, "
+                        f"{summary['config']['steps']} steps, {summary['config']['model']})")
+    for col in ("task", "mean score", "first half", "second half", "parse errors"):
+        table.add_column(col, justify="left" if col == "task" else "right")
+    for task, t in summary["tasks"].items():
+        table.add_row(task, f"{t['mean']:.3f}", f"{t['first_half']:.3f}",
+                      f"{t['second_half']:.3f}", str(t["parse_errors"]))
+    console.print(table)
+    net = summary["network"]
+    console.print(f"evolution steps {summary['evolution_step']}, events "
+                  f"{summary['events'] or 'none'}; users {net.get('total_users')}, posts "
+                  f"{net.get('total_posts')}, edges {net.get('total_edges')}, density "
+                  f"{net.get('network_density', 0):.4f}")
+    console.print(f"{summary['seconds_per_step']} s/step, {summary['seconds_total']} s total, "
+                  f"peak RSS {summary['peak_rss_bytes'] / 2**30:.2f} GiB; run folder "
+                  f"{summary['out']} (logs/, state/, plots/, summary.json)")

@@ -1,0 +1,184 @@
+"""The documented API (the user guide): a social simulation whose LLM agents evolve as it runs.
+
+    from sandbox_rl.core.self_evolving_oasis import create_self_evolving_oasis
+    sandbox = create_self_evolving_oasis(evolution_strategy="multi_model", model_pool_size=3)
+    result = sandbox.simulate_step()
+
+Each ``simulate_step`` advances the Oasis env (``sandbox_rl.envs.oasis_v0`` in text mode) by one
+step with all five task agents acting through their current models and adapters, batched per
+base model; each task's ``performance_score`` is that agent's reward from the simulation. Every
+``evolution_interval`` steps the configured strategy runs (``sandbox_rl.core.strategies``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+from sandbox_rl.core import state as state_io
+from sandbox_rl.core.config import SelfEvolvingConfig
+from sandbox_rl.core.evolving_llm import Experience, SelfEvolvingLLM, TaskResponse
+from sandbox_rl.core.monitoring import Monitor
+from sandbox_rl.enums import EvolutionStrategy, TaskType
+from sandbox_rl.envs import oasis_v0
+from sandbox_rl.envs.counterfactual import Counterfactual
+from sandbox_rl.envs.state import snapshot
+
+__all__ = ["EvolutionStrategy", "SelfEvolvingConfig", "SelfEvolvingLLM", "SelfEvolvingOasis",
+           "TaskResponse", "TaskType", "create_self_evolving_oasis"]
+
+log = logging.getLogger(__name__)
+
+# The env runs as one long episode; a sandbox that reaches it starts a new episode.
+EPISODE_STEPS = 1_000_000
+
+
+def _make_env(config: SelfEvolvingConfig):
+    env = oasis_v0.parallel_env(num_users=config.num_users, max_cycles=EPISODE_STEPS,
+                                obs_mode="text", attach_tweets=False)
+    env.reset(seed=config.seed)
+    return env
+
+
+class SelfEvolvingOasis:
+    """A self-evolving Oasis sandbox. Build it with :func:`create_self_evolving_oasis`."""
+
+    def __init__(self, config: SelfEvolvingConfig) -> None:
+        self.config = config
+        self.env = _make_env(config)
+        self._counterfactual = Counterfactual(self.env)
+        self.evolving_llm = SelfEvolvingLLM(config, scorer=self)
+        self.monitor = Monitor(config.log_dir) if config.enable_monitoring else None
+        self.step_count = 0
+
+    # ------------------------------------------------------------------ simulation
+    def simulate_step(self) -> dict[str, Any]:
+        """Advance the simulation one step; returns ``step``, ``tasks`` (per task: response,
+        performance_score, model_name, adapter, ...), ``network_state``, ``evolution_stats``
+        and ``events`` (what the strategy did this step)."""
+        start = time.perf_counter()
+        if not self.env.agents:
+            self.env.reset()
+        llm = self.evolving_llm
+        tasks = [TaskType(a) for a in self.env.agents]
+        observations = {t: self.env.text_observation(t.value) for t in tasks}
+        snap = snapshot(self.env) if llm.strategy.needs_snapshots else None
+        members = {t: llm.route(t) for t in tasks}
+        responses = llm.generate(observations, members)
+        actions = {t.value: responses[t].text for t in tasks}
+        _, rewards, _, _, infos = self.env.step(actions)
+        experiences = [Experience(t, members[t].adapter, self.step_count, observations[t],
+                                  llm.prompt_of(t, members[t], observations[t]),
+                                  responses[t].completion, float(rewards[t.value]), actions, snap)
+                       for t in tasks]
+        events = llm.observe_step(experiences, members)
+        self.step_count += 1
+        result = {
+            "step": self.step_count,
+            "tasks": {t.value: llm.result(t, members[t], responses[t], rewards[t.value],
+                                          infos[t.value].get("parse_error", ""))
+                      for t in tasks},
+            "network_state": self.get_network_stats(),
+            "evolution_stats": llm.get_evolution_stats(),
+            "events": events,
+            "seconds": round(time.perf_counter() - start, 3),
+        }
+        if self.monitor is not None:
+            self.monitor.log(result)
+        return result
+
+    def get_network_stats(self) -> dict[str, Any]:
+        """The platform's statistics: total_users, total_posts, total_edges,
+        total_interactions, network_density, active_users, engagement_rate, ..."""
+        return self.env.platform.stats().as_dict()
+
+    # ------------------------------------------------------------------ scoring (Scorer)
+    def observation(self, task: TaskType) -> str:
+        return self.env.text_observation(task.value)
+
+    def score_now(self, task: TaskType, action: str) -> float:
+        return self._counterfactual.score_action(task.value, action)
+
+    def score_on(self, experience: Experience, action: str) -> float:
+        actions = {**experience.actions, experience.task.value: action}
+        return self._counterfactual.rewards(experience.snapshot, actions,
+                                            [experience.task.value])[experience.task.value]
+
+    # ------------------------------------------------------------------ state
+    def save_state(self, path: str | os.PathLike) -> bool:
+        """Write the whole sandbox to the directory ``path`` (replaced atomically). Returns
+        False, with the reason logged, when it cannot be written."""
+        try:
+            state_io.save(self, path)
+        except (OSError, ValueError, RuntimeError) as err:
+            log.error("save_state(%r) failed: %s", str(path), err)
+            return False
+        return True
+
+    def load_state(self, path: str | os.PathLike) -> bool:
+        """Replace this sandbox by the one saved at ``path``. Everything is read and checked
+        first; on a missing, corrupt or incompatible state it returns False with the reason
+        logged and the sandbox is left as it was."""
+        try:
+            folder, _ = state_io.read_verified(path)
+            parts = state_io.read_parts(folder)
+            built = self._build_from(parts, folder)
+        except (ValueError, KeyError, TypeError, OSError, RuntimeError) as err:
+            log.error("load_state(%r) failed, sandbox unchanged: %s", str(path), err)
+            return False
+        self._swap(built, parts)
+        return True
+
+    def _build_from(self, parts: dict[str, Any], folder) -> dict[str, Any]:
+        """New env, LLM and strategy holding the saved state; the live sandbox untouched."""
+        import torch
+
+        config = parts["config"]
+        env = oasis_v0.parallel_env(num_users=config.num_users, max_cycles=EPISODE_STEPS,
+                                    obs_mode="text", attach_tweets=False)
+        env.load_state_dict(*parts["env"])
+        llm = SelfEvolvingLLM(config, scorer=self)
+        for name, group in llm.groups.items():
+            if group.adapters is not None:
+                group.adapters.load(folder / "adapters" / state_io.slug(name))
+        body = parts["body"]
+        llm.load_state_json(body["llm"], parts["snapshots"])
+        llm.strategy.load_state_dict(body["strategy"], parts["tensors"])
+        rng = parts["tensors"].get("rng/torch")
+        if rng is None or rng.dtype != torch.uint8:
+            raise ValueError("tensors.safetensors has no torch RNG state")
+        return {"config": config, "env": env, "llm": llm, "step": int(body["step_count"]),
+                "rng": rng}
+
+    def _swap(self, built: dict[str, Any], parts: dict[str, Any]) -> None:
+        import torch
+
+        if self.monitor is not None:
+            self.monitor.close()
+        self.config, self.env, self.evolving_llm = built["config"], built["env"], built["llm"]
+        self._counterfactual = Counterfactual(self.env)
+        self.step_count = built["step"]
+        self.monitor = Monitor(self.config.log_dir) if self.config.enable_monitoring else None
+        torch.set_rng_state(built["rng"])
+
+    def close(self) -> None:
+        if self.monitor is not None:
+            self.monitor.close()
+        self.env.close()
+
+
+def create_self_evolving_oasis(evolution_strategy: EvolutionStrategy | str = "multi_model",
+                               enable_lora: bool = True, enable_kv_cache_compression: bool = True,
+                               **config_fields: Any) -> SelfEvolvingOasis:
+    """A sandbox configured by ``SelfEvolvingConfig``'s fields (see its docstring); an unknown
+    field or a bad value raises ValueError naming it."""
+    unknown = set(config_fields) - SelfEvolvingConfig.field_names()
+    if unknown:
+        raise ValueError(f"unknown option(s) {sorted(unknown)}; expected SelfEvolvingConfig "
+                         f"fields: {', '.join(sorted(SelfEvolvingConfig.field_names()))}")
+    config = SelfEvolvingConfig(evolution_strategy=evolution_strategy, enable_lora=enable_lora,
+                                enable_kv_cache_compression=enable_kv_cache_compression,
+                                **config_fields)
+    return SelfEvolvingOasis(config)

@@ -1,0 +1,114 @@
+"""What every strategy shares: incumbent routing, online adaptation, learners, state."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any, Sequence
+
+import torch
+
+from sandbox_rl.core.pool import Member, ModelGroup
+from sandbox_rl.enums import EvolutionStrategy
+
+if TYPE_CHECKING:
+    from sandbox_rl.core.evolving_llm import Experience, SelfEvolvingLLM
+
+log = logging.getLogger(__name__)
+
+ONLINE_BATCH = 4  # (prompt, completion, reward) tuples per online reward-weighted step
+
+
+class Strategy:
+    """Base strategy: routes each task to its incumbent (the member with the best recent mean
+    reward) and, with ``enable_online_adaptation``, takes a small reward-weighted step on an
+    adapter each time it has gathered ``ONLINE_BATCH`` fresh tuples."""
+
+    kind: EvolutionStrategy
+    needs_snapshots = False  # whether experiences must keep the env state for counterfactuals
+
+    def __init__(self, llm: "SelfEvolvingLLM") -> None:
+        self.llm = llm
+        self.config = llm.config
+        self._learners: dict[str, Any] = {}
+        self._pending: dict[str, list] = defaultdict(list)
+        self.online_updates = 0
+
+    # ------------------------------------------------------------------ routing
+    def route(self, members: Sequence[Member]) -> Member:
+        return max(members, key=lambda m: (m.mean if m.pulls else -1.0, -m.index))
+
+    # ------------------------------------------------------------------ learning
+    def learner(self, group: ModelGroup):
+        """The group's PPO learner (TRL), created on first use."""
+        if group.adapters is None:
+            raise ValueError(f"{self.kind.value} trains LoRA adapters: set enable_lora=True")
+        if group.name not in self._learners:
+            from sandbox_rl.training.ppo import PPOLearner, PPOSettings
+
+            settings = PPOSettings(learning_rate=self.config.adaptation_learning_rate,
+                                   seed=self.config.seed)
+            self._learners[group.name] = PPOLearner(group.adapters, settings)
+        return self._learners[group.name]
+
+    def after_step(self, experiences: Sequence["Experience"]) -> list[dict]:
+        if not (self.config.enable_online_adaptation and self.config.enable_lora):
+            return []
+        events = []
+        for exp in experiences:
+            pending = self._pending[exp.adapter]
+            pending.append(exp)
+            if len(pending) < ONLINE_BATCH:
+                continue
+            group = self.llm.group_of[exp.task]
+            loss = self.learner(group).reward_weighted_update(
+                exp.adapter, [e.prompt for e in pending], [e.completion for e in pending],
+                [e.reward for e in pending], self.config.adaptation_learning_rate)
+            self.online_updates += 1
+            events.append({"type": "online_update", "task": exp.task.value,
+                           "adapter": exp.adapter, "loss": float(loss),
+                           "mean_reward": sum(e.reward for e in pending) / len(pending)})
+            pending.clear()
+        return events
+
+    def evolve(self) -> list[dict]:
+        return []
+
+    def pending(self) -> dict[str, list]:
+        """Tuples gathered for the next online step, per adapter."""
+        return {a: list(es) for a, es in self._pending.items() if es}
+
+    def set_pending(self, pending: dict[str, list]) -> None:
+        self._pending.clear()
+        self._pending.update({a: list(es) for a, es in pending.items()})
+
+    def adapter_changed(self, group: ModelGroup, adapter: str) -> None:
+        """An adapter was replaced or resized: its optimiser state no longer applies."""
+        self._pending.pop(adapter, None)
+        learner = self._learners.get(group.name)
+        if learner is not None:
+            learner.reset_optimizer(adapter)
+
+    # ------------------------------------------------------------------ stats and state
+    def stats(self) -> dict[str, Any]:
+        return {"online_updates": self.online_updates}
+
+    def state_dict(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """JSON metadata and tensors (optimiser states) of the strategy."""
+        tensors = {}
+        for group_name, learner in self._learners.items():
+            for adapter in learner.adapters.names:
+                for key, value in learner.optimizer_state(adapter).items():
+                    tensors[f"optimizer/{group_name}/{adapter}/{key}"] = value
+        return {"kind": self.kind.value, "online_updates": self.online_updates}, tensors
+
+    def load_state_dict(self, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        self.online_updates = int(meta["online_updates"])
+        self._pending.clear()
+        states: dict[tuple[str, str], dict[str, torch.Tensor]] = defaultdict(dict)
+        for key, value in tensors.items():
+            if key.startswith("optimizer/"):
+                _, group_name, adapter, rest = key.split("/", 3)
+                states[(group_name, adapter)][rest] = value
+        for (group_name, adapter), state in states.items():
+            self.learner(self.llm.groups[group_name]).load_optimizer_state(adapter, state)

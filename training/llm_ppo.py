@@ -1,0 +1,156 @@
+"""LLM PPO: train the task LoRA adapters with TRL PPO on the env's rewards (``sandbox-rl train
+llm-ppo``).
+
+For each task: training episodes (seeds ``train_seeds``) give the prompts and the snapshots
+their completions are scored against (``training/task_episodes.py``); ``updates`` PPO updates
+(``training/ppo.py``, ``trl.experimental.ppo``) train the task's adapter; the trained and the
+untrained adapter (PEFT's fresh adapter: the base model) then answer every step of held-out
+episodes (seeds ``eval_seeds``) greedily, scored by counterfactual env steps. The adapters are
+saved in PEFT's format under ``<out>/adapters`` and the table under ``<out>/results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sandbox_rl.enums import TaskType
+
+ALL_TASKS = tuple(t.value for t in TaskType)
+
+
+@dataclass
+class LLMPPOConfig:
+    model: str = "embedded"
+    tasks: tuple[str, ...] = ALL_TASKS
+    updates: int = 3
+    prompts_per_update: int = 8
+    train_seeds: tuple[int, ...] = (0, 1)
+    eval_seeds: tuple[int, ...] = (1000, 1001, 1002)
+    steps: int = 8  # env steps per episode
+    users: int = 1000
+    learning_rate: float = 1e-4
+    kl_coef: float = 0.05
+    lora_rank: int = 8
+    seed: int = 0
+    threads: int = 2
+    out: str = "runs/llm_ppo"
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        self.tasks = tuple(TaskType.parse(t).value for t in self.tasks)
+        for name in ("updates", "prompts_per_update", "steps", "users", "lora_rank", "threads"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"invalid {name}={value!r}: expected an integer >= 1")
+        self.train_seeds, self.eval_seeds = tuple(self.train_seeds), tuple(self.eval_seeds)
+        if not self.train_seeds or not self.eval_seeds:
+            raise ValueError("train_seeds and eval_seeds must not be empty")
+        if set(self.train_seeds) & set(self.eval_seeds):
+            raise ValueError(f"eval_seeds {self.eval_seeds} overlap train_seeds "
+                             f"{self.train_seeds}: evaluation must be held out")
+
+
+@dataclass
+class TaskResult:
+    task: str
+    untrained: list[float] = field(default_factory=list)  # mean reward per eval seed
+    trained: list[float] = field(default_factory=list)
+    untrained_parse: float = 0.0
+    trained_parse: float = 0.0
+    updates: list[dict] = field(default_factory=list)
+
+
+def train_llm_ppo(cfg: LLMPPOConfig) -> dict[str, TaskResult]:
+    import torch
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
+    from sandbox_rl.agents.models import load_model
+    from sandbox_rl.agents.task_specs import spec
+    from sandbox_rl.training.ppo import PPOLearner, PPOSettings
+    from sandbox_rl.training.task_episodes import collect_episode, evaluate, greedy
+
+    torch.set_num_threads(cfg.threads)
+    console = Console(stderr=True, quiet=cfg.quiet)
+    adapters = TaskAdapters(load_model(cfg.model), list(cfg.tasks), LoraSettings(rank=cfg.lora_rank))
+    results: dict[str, TaskResult] = {}
+    with Progress(console=console) as progress:
+        bar = progress.add_task("llm-ppo", total=len(cfg.tasks) * (cfg.updates + 2))
+        for task in cfg.tasks:
+            s = spec(task)
+            learner = PPOLearner(adapters, PPOSettings(
+                learning_rate=cfg.learning_rate, kl_coef=cfg.kl_coef, seed=cfg.seed,
+                rollouts_per_update=cfg.prompts_per_update,
+                mini_batch_size=min(4, cfg.prompts_per_update),
+                max_new_tokens=s.sampling.max_new_tokens,
+                temperature=s.sampling.temperature or 0.7))
+            train = [collect_episode(task, seed, cfg.steps, cfg.users) for seed in cfg.train_seeds]
+            held_out = [collect_episode(task, seed, cfg.steps, cfg.users) for seed in cfg.eval_seeds]
+            result = results[task] = TaskResult(task)
+            result.untrained, result.untrained_parse = _per_seed(adapters, task, held_out, greedy(s))
+            progress.advance(bar)
+            pool = [(e, i) for e in train for i in range(len(e.steps))]
+            rng = np.random.default_rng(cfg.seed)
+            for update in range(cfg.updates):
+                picks = [pool[j] for j in rng.choice(len(pool), cfg.prompts_per_update,
+                                                     replace=len(pool) < cfg.prompts_per_update)]
+                prompts = [s.prompt(adapters.tokenizer, e.steps[i].observation) for e, i in picks]
+
+                def reward_fn(indices, texts, picks=picks):
+                    return [picks[k][0].score(picks[k][1], s.answer(picks[k][0].steps[picks[k][1]]
+                                                                   .observation, text))
+                            for k, text in zip(indices, texts)]
+
+                stats = learner.update(task, prompts, reward_fn)
+                result.updates.append(asdict(stats))
+                progress.update(bar, advance=1, description=f"{task} update {update + 1}: "
+                                                            f"reward {stats.mean_reward:.3f}")
+            result.trained, result.trained_parse = _per_seed(adapters, task, held_out, greedy(s))
+            progress.advance(bar)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    adapters.save(out / "adapters")
+    (out / "results.json").write_text(json.dumps(
+        {"config": asdict(cfg), "results": {t: asdict(r) for t, r in results.items()}}, indent=1))
+    print_table(results, cfg, Console(quiet=cfg.quiet))
+    return results
+
+
+def _per_seed(adapters, task, episodes, task_spec):
+    from sandbox_rl.training.task_episodes import evaluate
+
+    evals = [evaluate(adapters, task, [e], task_spec) for e in episodes]
+    return [e.mean_reward for e in evals], float(np.mean([e.parse_rate for e in evals]))
+
+
+def print_table(results: dict[str, TaskResult], cfg: LLMPPOConfig, console) -> None:
+    from rich.table import Table
+
+    from sandbox_rl.training.evaluation import Score
+
+    table = Table(title=f"LLM PPO on {cfg.model}: held-out reward (seeds {list(cfg.eval_seeds)}, "
+                        f"{cfg.steps} steps each, greedy), mean ± 95% interval over seeds")
+    for col in ("task", "untrained", "trained", "difference", "parse untrained",
+                "parse trained"):
+        table.add_column(col, justify="left" if col == "task" else "right")
+    for task, r in results.items():
+        diff = Score(tuple(np.subtract(r.trained, r.untrained)))
+        table.add_row(task, str(Score(tuple(r.untrained))), str(Score(tuple(r.trained))),
+                      str(diff), f"{r.untrained_parse:.2f}", f"{r.trained_parse:.2f}")
+    console.print(table)
+    console.print(f"adapters saved in PEFT format under {cfg.out}/adapters; "
+                  f"numbers in {cfg.out}/results.json")
+
+
+def main(cfg: LLMPPOConfig) -> int:
+    start = time.perf_counter()
+    train_llm_ppo(cfg)
+    if not cfg.quiet:
+        print(f"done in {time.perf_counter() - start:.0f} s")
+    return 0

@@ -1,0 +1,109 @@
+"""Episodes of one LLM task for training and held-out evaluation, scored by the simulation.
+
+``collect_episode`` plays a text-mode Oasis env in which the other four roles follow their
+heuristic policies and the measured task does its no-op, and keeps, for every step, the task's
+text observation, a snapshot of the env just before the step and the other roles' actions. A
+completion for step ``t`` is then scored by the env's own reward function in a counterfactual
+step from that snapshot with those actions (``envs/counterfactual.py``): every adapter, member or
+checkpoint is judged on exactly the same situations, and the measured task never changes the
+world the others see.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from sandbox_rl.agents.generation import GenerationRequest, SamplingSettings, generate_batch
+from sandbox_rl.agents.task_specs import TaskSpec, spec
+from sandbox_rl.enums import TaskType
+from sandbox_rl.envs import oasis_v0
+from sandbox_rl.envs.counterfactual import Counterfactual
+from sandbox_rl.envs.heuristics import heuristic_action
+from sandbox_rl.envs.oasis_v0 import MAX_COMPLETION_CHARS, printable
+from sandbox_rl.envs.state import EnvSnapshot, snapshot
+
+
+@dataclass(frozen=True)
+class TaskStep:
+    observation: str
+    snapshot: EnvSnapshot
+    others: dict  # the other roles' (heuristic, structured) actions of that step
+
+
+@dataclass
+class TaskEpisode:
+    task: TaskType
+    seed: int
+    steps: list[TaskStep]
+    scorer: Counterfactual
+
+    def score(self, index: int, answer: str) -> float:
+        """The reward of the text answer ``answer`` at step ``index``."""
+        step = self.steps[index]
+        actions = {**step.others, self.task.value: printable(answer.strip(), MAX_COMPLETION_CHARS)}
+        return self.scorer.rewards(step.snapshot, actions, [self.task.value])[self.task.value]
+
+
+def collect_episode(task: TaskType | str, seed: int, steps: int, num_users: int = 1000,
+                    **world) -> TaskEpisode:
+    task = TaskType.parse(task)
+    env = oasis_v0.parallel_env(num_users=num_users, max_cycles=steps, obs_mode="text",
+                                text_agents=[task.value], **world)
+    env.reset(seed=seed)
+    collected = []
+    while env.agents:
+        others = {a: heuristic_action(a, env.vector_observation(a))
+                  for a in env.agents if a != task.value}
+        collected.append(TaskStep(env.text_observation(task.value), snapshot(env), others))
+        env.step(others)  # the measured task's no-op
+    return TaskEpisode(task, seed, collected, Counterfactual(env))
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    mean_reward: float
+    parse_rate: float
+    rewards: tuple[float, ...]
+
+
+def evaluate(adapters, adapter: str | None, episodes: Sequence[TaskEpisode],
+             task_spec: TaskSpec | None = None, batch: int = 8, seed: int = 0,
+             cache_factory=None) -> Evaluation:
+    """Mean counterfactual reward and parse rate of ``adapter``'s answers over every step of
+    ``episodes`` (decoding as ``task_spec`` says; default the task's spec)."""
+    rewards, parsed = [], 0
+    for episode in episodes:
+        s = task_spec or spec(episode.task)
+        task = episode.scorer.scratch.tasks[episode.task.value]
+        for lo in range(0, len(episode.steps), batch):
+            chunk = list(range(lo, min(lo + batch, len(episode.steps))))
+            requests = [GenerationRequest(s.prompt(adapters.tokenizer,
+                                                   episode.steps[i].observation),
+                                          adapter, s.sampling) for i in chunk]
+            outs = generate_batch(adapters.model, adapters.tokenizer, requests, cache_factory,
+                                  seed=seed + lo, multi_adapter=adapter is not None)
+            for i, out in zip(chunk, outs):
+                answer = s.answer(episode.steps[i].observation, out.text)
+                rewards.append(episode.score(i, answer))
+                parsed += _parses(task, episode.steps[i], answer)
+    return Evaluation(float(np.mean(rewards)), parsed / len(rewards), tuple(rewards))
+
+
+def _parses(task, step: TaskStep, answer: str) -> bool:
+    """Whether the env's parser turns ``answer`` into an action (the behaviour panel of that
+    step restored first, as its prompt listed it)."""
+    if hasattr(task, "panel"):
+        task.panel = np.asarray(step.snapshot.arrays.get("tasks.behavior_analysis.panel",
+                                                         task.panel))
+    return task.parse(answer).action is not None
+
+
+def greedy(task_spec: TaskSpec) -> TaskSpec:
+    """The spec decoded greedily (evaluation without sampling noise)."""
+    from dataclasses import replace
+
+    s = task_spec.sampling
+    return replace(task_spec, sampling=SamplingSettings(s.max_new_tokens, 0.0, 1.0, s.stop))
