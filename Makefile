@@ -13,10 +13,11 @@ CACHE := $(or $(SANDBOX_RL_CACHE),$(HOME)/.cache/sandbox_rl)
 CORPUS := $(CACHE)/tweets.npz
 VADER_SDIST := $(CACHE)/sdist/vaderSentiment-3.3.2.tar.gz
 
-.PHONY: help setup run test test-all bench clean
+.PHONY: help setup setup-rllib run test test-all bench clean
 
 help:
 	@echo "make setup     create .venv and the data cache ($(CACHE))"
+	@echo "make setup-rllib  also install the rllib extra (ray[rllib]) into .venv"
 	@echo "make run       simulate 10,000 users for 48 steps, trace in runs/latest/"
 	@echo "make test      fast tests;  make test-all  includes slow ones"
 	@echo "make bench     environment throughput benchmark"
@@ -41,6 +42,10 @@ $(VADER_SDIST): | $(STAMP)
 # Order-only on the venv: reinstalling packages does not change the corpus, its sources do.
 $(CORPUS): envs/corpus.py envs/text_features.py envs/topics.py | $(VADER_SDIST) $(STAMP)
 	$(BIN)/python -m sandbox_rl.envs.corpus prepare --sdist $(VADER_SDIST) --cache $(CACHE)
+
+# ray[rllib] 2.60 pins gymnasium==1.2.2, inside this package's range (DESIGN.md section 7).
+setup-rllib: setup
+	$(PIP) install -e '.[dev,rllib]'
 
 run: setup
 	$(BIN)/sandbox-rl simulate --users 10000 --steps 48 --seed 0 --trace runs/latest/trace.db --overwrite

@@ -18,8 +18,9 @@ from typing import Any
 
 from sandbox_rl.envs.config import require
 
-__all__ = ["require", "field", "check_common", "add_config_arguments", "config_from_args",
-           "import_optional", "prepare_out_dir", "save_config", "ExtraMissingError"]
+__all__ = ["ExtraMissingError", "add_config_arguments", "check_common", "check_held_out",
+           "config_from_args", "field", "flag_of", "import_optional", "prepare_out_dir",
+           "require", "save_config"]
 
 
 class ExtraMissingError(ImportError):

@@ -47,7 +47,7 @@ class Score:
         return float(stats.t.ppf(0.975, n - 1) * sem)
 
     def __str__(self) -> str:
-        return f"{self.mean:.3f} ± {self.half_width:.3f}"
+        return _cell(self)
 
 
 @dataclass(frozen=True)
@@ -60,33 +60,48 @@ class EvalReport:
     scores: dict[str, dict[str, Score]]
 
     def as_dict(self) -> dict:
+        def score(s: Score) -> dict:
+            return {"mean": s.mean, "ci95_half_width": s.half_width, "per_seed": list(s.per_seed)}
+
         return {"title": self.title, "seeds": list(self.seeds), "steps": self.steps,
-                "scores": {agent: {policy: {"mean": s.mean, "ci95_half_width": s.half_width,
-                                            "per_seed": list(s.per_seed)}
-                                   for policy, s in row.items()}
-                           for agent, row in self.scores.items()}}
+                "scores": {agent: {policy: score(s) for policy, s in row.items()}
+                           for agent, row in self.scores.items()},
+                "paired_differences": {agent: {f"learned - {b}": score(d)
+                                               for b, d in self.differences(agent).items()}
+                                       for agent in self.scores}}
+
+    def differences(self, agent: str) -> dict[str, Score]:
+        """Learned minus each baseline, seed by seed (the same worlds, so the pairing is fair)."""
+        row = self.scores[agent]
+        if "learned" not in row:
+            return {}
+        learned = row["learned"].per_seed
+        return {b: Score(tuple(x - y for x, y in zip(learned, row[b].per_seed)))
+                for b in BASELINES if b in row}
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.as_dict(), indent=2) + "\n")
 
     def table(self):
-        """A rich Table: one row per agent, mean ± 95% half-width per policy."""
+        """A rich Table: one row per agent, mean ± 95% half-width per policy and difference."""
         from rich.table import Table
 
         policies = list(next(iter(self.scores.values())))
         table = Table(title=self.title,
-                      caption=f"mean reward per step over {self.steps} steps; 95% interval over "
-                              f"held-out seeds {', '.join(map(str, self.seeds))}")
-        table.add_column("agent", no_wrap=True)
+                      caption=f"mean reward per step, {self.steps} steps per episode; mean ± 95% "
+                              f"interval over held-out seeds {', '.join(map(str, self.seeds))} "
+                              "(differences paired by seed)")
+        table.add_column("agent", no_wrap=True, min_width=max(map(len, self.scores)))
         for policy in policies:
-            table.add_column(policy, justify="right", no_wrap=True)
-        if "learned" in policies:
-            table.add_column("learned\n- random", justify="right", no_wrap=True)
+            table.add_column(policy, justify="right")
+        diff_names = list(self.differences(next(iter(self.scores))))
+        for baseline in diff_names:
+            table.add_column(f"learned -\n{baseline}", justify="right")
         for agent, row in self.scores.items():
-            cells = [str(row[p]) for p in policies]
-            if "learned" in row and "random" in row:
-                cells.append(f"{row['learned'].mean - row['random'].mean:+.3f}")
-            table.add_row(agent, *cells)
+            diffs = self.differences(agent)
+            # Mean over the interval on two lines, so the table fits an 80-column terminal.
+            table.add_row(agent, *(_cell(row[p], "\n") for p in policies),
+                          *(_cell(diffs[b], "\n", signed=True) for b in diff_names))
         return table
 
     def print(self, console=None) -> None:
@@ -150,3 +165,7 @@ def evaluate_parallel(players: Mapping[str, tuple[Callable[[], Any], Callable[[d
     scores = {a: {name: Score(tuple(r[a] for r in per_seed)) for name, per_seed in runs.items()}
               for a in agents}
     return EvalReport(title, tuple(seeds), steps, scores)
+
+
+def _cell(score: Score, sep: str = " ", signed: bool = False) -> str:
+    return f"{score.mean:{'+' if signed else ''}.3f}{sep}±{score.half_width:.3f}"

@@ -54,6 +54,8 @@ class SB3Config:
     gamma: float = field(0.9, "discount; rewards are mostly immediate, so a short horizon "
                               "lowers the variance of the advantages")
     ent_coef: float = field(0.0, "entropy bonus")
+    log_std_init: float = field(0.0, "initial log standard deviation of Box actions (in the "
+                                     "[-1, 1] action scale)")
     eval_seeds: tuple[int, ...] = field((1000, 1001, 1002), "held-out evaluation worlds")
     eval_steps: int = field(200, "steps per evaluation episode")
     checkpoint_every: int = field(20_000, "save a checkpoint every this many steps")
@@ -125,7 +127,7 @@ def train(cfg: SB3Config) -> TrainResult:
     model = sb3.PPO("MlpPolicy", venv, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps,
                     batch_size=cfg.batch_size, n_epochs=cfg.n_epochs, gamma=cfg.gamma,
                     ent_coef=cfg.ent_coef, seed=cfg.seed, tensorboard_log=str(out / "tb"),
-                    device="cpu", verbose=0)
+                    policy_kwargs={"log_std_init": cfg.log_std_init}, device="cpu", verbose=0)
     checkpoints = CheckpointCallback(max(cfg.checkpoint_every // cfg.n_envs, 1),
                                      str(out / "checkpoints"), name_prefix="ppo")
     start = time.perf_counter()

@@ -28,6 +28,7 @@ the heuristics and random actions on the held-out ``eval_seeds`` and prints one 
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -133,7 +134,10 @@ def make_vec_env(cfg: SharedPolicyConfig):
 
     venv = ss.pettingzoo_env_to_vec_env_v1(make_shared_env(cfg.users, cfg.episode_steps))
     venv = ss.concat_vec_envs_v1(venv, cfg.n_envs, num_cpus=0, base_class="stable_baselines3")
-    return VecMonitor(seedable(venv))
+    with warnings.catch_warnings():
+        # SB3 asks the vector env for render_mode, which SuperSuit's does not forward; harmless.
+        warnings.filterwarnings("ignore", message="The `render_mode` attribute is not defined")
+        return VecMonitor(seedable(venv))
 
 
 def seedable(venv):
