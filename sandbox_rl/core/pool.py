@@ -91,6 +91,11 @@ class ModelGroup:
         return self.adapters.model if self.adapters is not None else self.loaded.model
 
 
+def slug(model_name: str) -> str:
+    """A file and key name for a model name (Hugging Face ids contain '/')."""
+    return model_name.replace("/", "--")
+
+
 def adapter_name(task: TaskType, index: int) -> str:
     return f"{task.value}__{index}"
 

@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from sandbox_rl.core.pool import slug
+
 if TYPE_CHECKING:
     from sandbox_rl.core.self_evolving_oasis import SelfEvolvingOasis
 
@@ -41,11 +43,6 @@ VERSION = 1
 
 class StateError(ValueError):
     """A state directory is missing, corrupt or incompatible; the message says which part."""
-
-
-def slug(model_name: str) -> str:
-    """A folder name for a model name (Hugging Face ids contain '/')."""
-    return model_name.replace("/", "--")
 
 
 def sha256(path: Path) -> str:

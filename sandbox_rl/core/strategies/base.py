@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
-from sandbox_rl.core.pool import Member, ModelGroup
+from sandbox_rl.core.pool import Member, ModelGroup, slug
 from sandbox_rl.enums import EvolutionStrategy
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ class Strategy:
         for group_name, learner in self._learners.items():
             for adapter in learner.adapters.names:
                 for key, value in learner.optimizer_state(adapter).items():
-                    tensors[f"optimizer/{group_name}/{adapter}/{key}"] = value
+                    tensors[f"optimizer/{slug(group_name)}/{adapter}/{key}"] = value
         return {"kind": self.kind.value, "online_updates": self.online_updates}, tensors
 
     def load_state_dict(self, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
@@ -110,5 +110,6 @@ class Strategy:
             if key.startswith("optimizer/"):
                 _, group_name, adapter, rest = key.split("/", 3)
                 states[(group_name, adapter)][rest] = value
-        for (group_name, adapter), state in states.items():
-            self.learner(self.llm.groups[group_name]).load_optimizer_state(adapter, state)
+        groups = {slug(name): group for name, group in self.llm.groups.items()}
+        for (group_slug, adapter), state in states.items():
+            self.learner(groups[group_slug]).load_optimizer_state(adapter, state)

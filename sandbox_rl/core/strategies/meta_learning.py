@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from sandbox_rl.core.pool import ModelGroup
+from sandbox_rl.core.pool import ModelGroup, slug
 from sandbox_rl.core.strategies.base import Strategy
 from sandbox_rl.enums import EvolutionStrategy
 
@@ -93,13 +93,14 @@ class MetaLearning(Strategy):
         meta, tensors = super().state_dict()
         for group_name, weights in self.meta.items():
             for key, value in weights.items():
-                tensors[f"meta/{group_name}/{key}"] = value
+                tensors[f"meta/{slug(group_name)}/{key}"] = value
         return {**meta, "meta_updates": self.meta_updates}, tensors
 
     def load_state_dict(self, meta, tensors) -> None:
         super().load_state_dict(meta, tensors)
         self.meta_updates = int(meta["meta_updates"])
+        names = {slug(name): name for name in self.meta}
         for key, value in tensors.items():
             if key.startswith("meta/"):
-                _, group_name, name = key.split("/", 2)
-                self.meta[group_name][name] = value.clone()
+                _, group_slug, name = key.split("/", 2)
+                self.meta[names[group_slug]][name] = value.clone()
