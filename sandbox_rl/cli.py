@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--quiet", action="store_true", help="hide the progress bar")
     sim.set_defaults(run=simulate)
     _add_train(commands)
+    _add_evolve(commands)
     return parser
 
 
@@ -209,6 +210,39 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
+# ---------------------------------------------------------------------- evolve
+def _add_evolve(commands) -> None:
+    from sandbox_rl.core.run import EvolveRunConfig
+    from sandbox_rl.enums import EvolutionStrategy
+    from sandbox_rl.training.common import add_config_arguments
+
+    evolve = commands.add_parser(
+        "evolve", help="run a self-evolving simulation (LLM agents) into a run folder",
+        description="Run the self-evolving sandbox: five LLM task agents act in the world, "
+                    "evolve by the chosen strategy, and the run folder gets metrics, the saved "
+                    "state, plots and a summary.")
+    add_config_arguments(evolve, EvolveRunConfig,
+                         {"strategy": tuple(s.value for s in EvolutionStrategy)})
+    evolve.set_defaults(run=run_evolve)
+
+
+def run_evolve(args: argparse.Namespace) -> int:
+    from sandbox_rl.core.run import EvolveRunConfig, run_evolution
+    from sandbox_rl.training.common import config_from_args
+
+    prog = "sandbox-rl evolve"
+    try:
+        config = config_from_args(EvolveRunConfig, args)
+    except ValueError as err:
+        return _config_error(prog, err)
+    try:
+        run_evolution(config)
+    except (FileExistsError, ValueError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 # ---------------------------------------------------------------------- train
 @dataclass(frozen=True)
 class Trainer:
@@ -223,7 +257,7 @@ class Trainer:
 
 def trainers() -> dict[str, Trainer]:
     """The train subcommands; one entry per entry point (the modules import nothing heavy)."""
-    from sandbox_rl.training import rllib, sb3, shared_policy
+    from sandbox_rl.training import llm_ppo, rllib, sb3, shared_policy
 
     return {
         "sb3": Trainer(sb3.SB3Config, sb3.train, sb3.report,
@@ -235,6 +269,9 @@ def trainers() -> dict[str, Trainer]:
                              "(extra sb3)"),
         "rllib": Trainer(rllib.RLlibConfig, rllib.train, rllib.report,
                          "RLlib multi-agent PPO, one module per agent (extra rllib)"),
+        "llm-ppo": Trainer(llm_ppo.LLMPPOConfig, llm_ppo.train, llm_ppo.report,
+                           "TRL PPO on the task LoRA adapters, scored by the env; trained vs "
+                           "untrained on held-out worlds"),
     }
 
 

@@ -13,56 +13,66 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
 
 import numpy as np
 
 from sandbox_rl.enums import TaskType
+from sandbox_rl.training.common import field, require
 
 ALL_TASKS = tuple(t.value for t in TaskType)
 
 
 @dataclass
 class LLMPPOConfig:
-    model: str = "embedded"
-    tasks: tuple[str, ...] = ALL_TASKS
-    updates: int = 3
-    prompts_per_update: int = 8
-    train_seeds: tuple[int, ...] = (0, 1)
-    eval_seeds: tuple[int, ...] = (1000, 1001, 1002)
-    steps: int = 8  # env steps per episode
-    users: int = 1000
-    learning_rate: float = 1e-4
-    kl_coef: float = 0.05
-    lora_rank: int = 8
-    seed: int = 0
-    threads: int = 2
-    out: str = "runs/llm_ppo"
-    quiet: bool = False
+    """Arguments of ``sandbox-rl train llm-ppo`` (one flag per field)."""
+
+    model: str = field("embedded", "base model of the task adapters")
+    tasks: tuple[str, ...] = field(ALL_TASKS, "tasks whose adapters are trained")
+    updates: int = field(3, "PPO updates per task")
+    prompts_per_update: int = field(8, "prompts (rollouts) per PPO update")
+    train_seeds: tuple[int, ...] = field((0, 1), "world seeds of the training episodes")
+    eval_seeds: tuple[int, ...] = field((1000, 1001, 1002), "held-out world seeds")
+    steps: int = field(8, "env steps per episode")
+    users: int = field(1000, "simulated users")
+    learning_rate: float = field(1e-4, "AdamW learning rate of the adapters")
+    kl_coef: float = field(0.05, "KL penalty toward the base model")
+    lora_rank: int = field(8, "LoRA rank of the adapters")
+    seed: int = field(0, "seed of the learner and the prompt sampling")
+    threads: int = field(2, "torch CPU threads")
+    out: str = field("runs/llm_ppo", "folder for the adapters (PEFT format) and results.json")
+    quiet: bool = field(False, "hide the progress bar")
 
     def __post_init__(self) -> None:
-        self.tasks = tuple(TaskType.parse(t).value for t in self.tasks)
-        for name in ("updates", "prompts_per_update", "steps", "users", "lora_rank", "threads"):
+        try:
+            self.tasks = tuple(TaskType.parse(t).value for t in self.tasks)
+        except ValueError as err:
+            require(False, "tasks", self.tasks, str(err))
+        for name in ("updates", "prompts_per_update", "steps", "lora_rank", "threads"):
             value = getattr(self, name)
-            if not (isinstance(value, int) and value >= 1):
-                raise ValueError(f"invalid {name}={value!r}: expected an integer >= 1")
+            require(isinstance(value, int) and value >= 1, name, value, "an integer >= 1")
+        require(isinstance(self.users, int) and self.users >= 50, "users", self.users,
+                "an integer >= 50")
+        require(self.learning_rate > 0, "learning_rate", self.learning_rate, "> 0")
+        require(self.kl_coef >= 0, "kl_coef", self.kl_coef, ">= 0")
         self.train_seeds, self.eval_seeds = tuple(self.train_seeds), tuple(self.eval_seeds)
-        if not self.train_seeds or not self.eval_seeds:
-            raise ValueError("train_seeds and eval_seeds must not be empty")
-        if set(self.train_seeds) & set(self.eval_seeds):
-            raise ValueError(f"eval_seeds {self.eval_seeds} overlap train_seeds "
-                             f"{self.train_seeds}: evaluation must be held out")
+        require(bool(self.train_seeds), "train_seeds", self.train_seeds, "one or more seeds")
+        require(bool(self.eval_seeds), "eval_seeds", self.eval_seeds, "one or more seeds")
+        clash = sorted(set(self.train_seeds) & set(self.eval_seeds))
+        require(not clash, "eval_seeds", self.eval_seeds,
+                f"seeds not in train_seeds (held-out evaluation; {clash} overlap)")
 
 
 @dataclass
 class TaskResult:
     task: str
-    untrained: list[float] = field(default_factory=list)  # mean reward per eval seed
-    trained: list[float] = field(default_factory=list)
+    untrained: list[float] = dc_field(default_factory=list)  # mean reward per eval seed
+    trained: list[float] = dc_field(default_factory=list)
     untrained_parse: float = 0.0
     trained_parse: float = 0.0
-    updates: list[dict] = field(default_factory=list)
+    updates: list[dict] = dc_field(default_factory=list)
 
 
 def train_llm_ppo(cfg: LLMPPOConfig) -> dict[str, TaskResult]:
@@ -118,7 +128,6 @@ def train_llm_ppo(cfg: LLMPPOConfig) -> dict[str, TaskResult]:
     adapters.save(out / "adapters")
     (out / "results.json").write_text(json.dumps(
         {"config": asdict(cfg), "results": {t: asdict(r) for t, r in results.items()}}, indent=1))
-    print_table(results, cfg, Console(quiet=cfg.quiet))
     return results
 
 
@@ -127,6 +136,16 @@ def _per_seed(adapters, task, episodes, task_spec):
 
     evals = [evaluate(adapters, task, [e], task_spec) for e in episodes]
     return [e.mean_reward for e in evals], float(np.mean([e.parse_rate for e in evals]))
+
+
+def train(cfg: LLMPPOConfig) -> tuple[LLMPPOConfig, dict[str, TaskResult]]:
+    """The ``train llm-ppo`` entry point."""
+    return cfg, train_llm_ppo(cfg)
+
+
+def report(result: tuple[LLMPPOConfig, dict[str, TaskResult]], console) -> None:
+    cfg, results = result
+    print_table(results, cfg, console)
 
 
 def print_table(results: dict[str, TaskResult], cfg: LLMPPOConfig, console) -> None:
@@ -146,11 +165,3 @@ def print_table(results: dict[str, TaskResult], cfg: LLMPPOConfig, console) -> N
     console.print(table)
     console.print(f"adapters saved in PEFT format under {cfg.out}/adapters; "
                   f"numbers in {cfg.out}/results.json")
-
-
-def main(cfg: LLMPPOConfig) -> int:
-    start = time.perf_counter()
-    train_llm_ppo(cfg)
-    if not cfg.quiet:
-        print(f"done in {time.perf_counter() - start:.0f} s")
-    return 0

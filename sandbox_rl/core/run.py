@@ -15,30 +15,34 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sandbox_rl.enums import EvolutionStrategy, TaskType
+from sandbox_rl.envs.config import require
+from sandbox_rl.training.common import field
 
 
 @dataclass
 class EvolveRunConfig:
-    """Arguments of ``sandbox-rl evolve``."""
+    """Arguments of ``sandbox-rl evolve`` (one flag per field)."""
 
-    steps: int = 20
-    strategy: str = "multi_model"
-    model: str = "embedded"
-    users: int = 1000
-    pool_size: int = 3
-    evolution_interval: int = 5
-    seed: int = 0
-    out: str = "runs/latest"
-    overwrite: bool = False
-    online_adaptation: bool = True
-    quiet: bool = False
+    steps: int = field(20, "env steps to simulate")
+    strategy: str = field("multi_model", "evolution strategy")
+    model: str = field("embedded", "model of all five task agents")
+    users: int = field(1000, "simulated users")
+    pool_size: int = field(3, "members (adapters) per task")
+    evolution_interval: int = field(5, "env steps between evolution steps")
+    online_adaptation: bool = field(True, "small reward-weighted adapter updates between them")
+    seed: int = field(0, "world and model seed")
+    out: str = field("runs/latest", "run folder")
+    overwrite: bool = field(False, "replace a non-empty run folder")
+    quiet: bool = field(False, "no progress bar or summary")
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.steps, int) and self.steps >= 1):
-            raise ValueError(f"invalid steps={self.steps!r}: expected an integer >= 1")
-        EvolutionStrategy(self.strategy)  # ValueError names the bad value
-        if not self.out:
-            raise ValueError("invalid out='': expected a folder")
+        for name in ("steps", "users", "pool_size", "evolution_interval"):
+            value = getattr(self, name)
+            require(isinstance(value, int) and value >= 1, name, value, "an integer >= 1")
+        require(self.strategy in {s.value for s in EvolutionStrategy}, "strategy", self.strategy,
+                "one of " + ", ".join(s.value for s in EvolutionStrategy))
+        require(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        require(bool(str(self.out).strip()), "out", self.out, "a folder path")
 
 
 def run_evolution(args: EvolveRunConfig) -> dict:
