@@ -7,6 +7,9 @@ adapter weights are gathered once per ``generate`` call into stacked tensors, an
 adds ``x @ A_row^T @ B_row^T * scale`` with two ``torch.bmm`` calls. Ranks may differ: smaller
 ranks are zero-padded, which leaves the product unchanged. Written by hand because PEFT has no
 fused multi-adapter kernel for plain (non-variant) LoRA.
+
+A decode loop that drops finished rows (or prefills one row at a time) keeps the stacked
+weights in step with the rows it feeds through ``FusedRouting.select``.
 """
 
 from __future__ import annotations
@@ -36,15 +39,47 @@ def _row_weights(layer: LoraLinear, adapters: Sequence[str]) -> tuple[torch.Tens
     return a_rows, b_rows
 
 
-def _fused_forward(layer: LoraLinear, a_rows: torch.Tensor, b_rows: torch.Tensor):
+class _LayerRows:
+    """One layer's stacked weights for every row, and the (transposed) ones of the rows in use."""
+
+    def __init__(self, a_rows: torch.Tensor, b_rows: torch.Tensor) -> None:
+        self.a_all = a_rows.transpose(1, 2).contiguous()
+        self.b_all = b_rows.transpose(1, 2).contiguous()
+        self.a_t, self.b_t = self.a_all, self.b_all
+
+    def select(self, rows: torch.Tensor | None) -> None:
+        if rows is None:
+            self.a_t, self.b_t = self.a_all, self.b_all
+        else:
+            self.a_t, self.b_t = self.a_all[rows], self.b_all[rows]
+
+
+def _fused_forward(layer: LoraLinear, weights: _LayerRows):
     def forward(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         kwargs.pop("adapter_names", None)
         result = layer.base_layer(x, *args, **kwargs)
-        update = torch.bmm(torch.bmm(x.to(a_rows.dtype), a_rows.transpose(1, 2)),
-                           b_rows.transpose(1, 2))
+        update = torch.bmm(torch.bmm(x.to(weights.a_t.dtype), weights.a_t), weights.b_t)
         return result + update.to(result.dtype)
 
     return forward
+
+
+class FusedRouting:
+    """Handle of a ``fused_adapters`` block: which of its rows the next forward pass holds."""
+
+    def __init__(self, layers: list[_LayerRows], rows: int) -> None:
+        self._layers, self.rows = layers, rows
+
+    def select(self, rows: Sequence[int] | None) -> None:
+        """The next batches hold rows ``rows`` (indices into the block's adapters, in that
+        order); ``None``: all rows again."""
+        index = None
+        if rows is not None:
+            if any(not 0 <= r < self.rows for r in rows) or not rows:
+                raise ValueError(f"rows must be a non-empty subset of range({self.rows}), got {list(rows)}")
+            index = torch.as_tensor(list(rows), dtype=torch.long)
+        for layer in self._layers:
+            layer.select(index if index is None else index.to(layer.a_all.device))
 
 
 def supports_fusion(model) -> bool:
@@ -54,18 +89,21 @@ def supports_fusion(model) -> bool:
 
 
 @contextmanager
-def fused_adapters(model, adapters: Sequence[str | None]) -> Iterator[None]:
-    """Within the block, row ``i`` of every batch goes through adapter ``adapters[i]``.
+def fused_adapters(model, adapters: Sequence[str | None]) -> Iterator[FusedRouting]:
+    """Within the block, row ``i`` of every batch goes through adapter ``adapters[i]`` (or,
+    after ``routing.select(rows)``, row ``j`` through ``adapters[rows[j]]``).
 
-    The batch size must stay ``len(adapters)`` (no beam search or multiple return sequences).
+    The batch must match the selected rows (no beam search or multiple return sequences).
     """
     names = [a or BASE for a in adapters]
     layers = [m for m in model.modules() if isinstance(m, LoraLinear)]
+    held: list[_LayerRows] = []
     try:
         with torch.no_grad():
             for layer in layers:
-                layer.forward = _fused_forward(layer, *_row_weights(layer, names))
-        yield
+                held.append(_LayerRows(*_row_weights(layer, names)))
+                layer.forward = _fused_forward(layer, held[-1])
+        yield FusedRouting(held, len(names))
     finally:
         for layer in layers:
             layer.__dict__.pop("forward", None)

@@ -224,6 +224,29 @@ def model_fingerprint(model) -> str:
     return digest.hexdigest()
 
 
+def adapter_fingerprint(model, adapter: str | None) -> str:
+    """Identifies one LoRA adapter's current weights: a digest of every LoRA tensor of ``adapter``
+    (name, shape, bytes) and its per-layer scaling. ``None`` (or a model without that adapter): the
+    base alone. Hashing the bytes rather than trusting a version counter catches every way
+    trainers change weights (optimiser steps, ``copy_``, edits through ``.data``, reloads); it costs
+    about a millisecond per megabyte of adapter."""
+    from peft.tuners.lora.layer import LoraLayer
+
+    digest = hashlib.sha256(f"adapter:{adapter}".encode())
+    if adapter is None:
+        return digest.hexdigest()
+    tag = f".{adapter}."
+    for name, param in model.named_parameters():
+        if "lora_" in name and tag in name:
+            data = param.detach().contiguous().cpu()
+            digest.update(f"{name}{tuple(data.shape)}{data.dtype}".encode())
+            digest.update(data.view(torch.uint8).numpy().tobytes())
+    for name, module in model.named_modules():
+        if isinstance(module, LoraLayer) and adapter in module.scaling:
+            digest.update(f"{name}:{module.scaling[adapter]!r}".encode())
+    return digest.hexdigest()
+
+
 def _ids_list(ids) -> list[int]:
     if isinstance(ids, torch.Tensor):
         if ids.dim() == 2:
@@ -344,9 +367,11 @@ class PrefixCache:
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: str | Path, model=None, prefix_ids=None) -> PrefixCache:
+    def load(cls, path: str | Path, model=None, prefix_ids=None, fingerprint: str | None = None
+             ) -> PrefixCache:
         """Load a saved prefix cache; with ``model`` and/or ``prefix_ids``, refuse (``ValueError``) one
-        computed for another model or another prefix."""
+        computed for another model or another prefix; with ``fingerprint`` (then ``model`` only
+        places it), refuse one stored under another fingerprint (e.g. of other adapter weights)."""
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as handle:
@@ -360,8 +385,11 @@ class PrefixCache:
         if prefix_ids is not None and _ids_list(prefix_ids) != stored_ids:
             raise ValueError(f"{path} holds the cache of another prefix ({len(stored_ids)} tokens)")
         prefix = cls(stored_ids, keys, values, metadata["fingerprint"])
+        if fingerprint is not None and prefix.fingerprint != fingerprint:
+            raise ValueError(f"{path} was computed with other weights (fingerprint mismatch)")
         if model is not None:
-            prefix.check(model)
+            if fingerprint is None:
+                prefix.check(model)
             prefix = prefix.to(model.device)
         return prefix
 
@@ -372,36 +400,59 @@ class PrefixCache:
 
 
 class PrefixCacheStore:
-    """Prefix caches of one model keyed by name (a task), computed on first use, persisted as
-    ``<directory>/<fingerprint[:16]>/<name>.safetensors`` and reloaded from there. A stored prefix
-    whose ids no longer match (the prompt changed) is recomputed and overwritten."""
+    """Prefix caches of one model keyed by name (a task, or an adapter and its prompt prefix),
+    computed on first use, persisted as ``<directory>/<fingerprint[:16]>/<name>.safetensors`` and
+    reloaded from there (``persist=False``: memory only). A stored prefix whose ids or fingerprint
+    no longer match (the prompt or the adapter weights changed) is recomputed and overwritten.
 
-    def __init__(self, model, directory: str | Path | None = None):
+    ``get`` computes with the model as it stands (the base, or PEFT's active adapter);
+    ``lookup``/``put`` serve callers that compute the states themselves under a fingerprint of
+    their own (``generate_batch`` routes each prefix through its row's adapter and keys it with
+    ``adapter_fingerprint``)."""
+
+    def __init__(self, model, directory: str | Path | None = None, persist: bool = True):
         self.model = model
         self.fingerprint = model_fingerprint(model)
         root = Path(directory) if directory is not None else cache_dir() / "prefix_cache"
         self.directory = root / self.fingerprint[:16]
+        self.persist = persist
         self._memory: dict[str, PrefixCache] = {}
+        self.computed = 0  # prefixes computed (not found in memory or on disk), for tests and benchmarks
 
     def path(self, name: str) -> Path:
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             raise ValueError(f"prefix cache names are [A-Za-z0-9_.-]+, got {name!r}")
         return self.directory / f"{name}.safetensors"
 
-    def get(self, name: str, prefix_ids) -> PrefixCache:
+    def combined(self, fingerprint: str) -> str:
+        """The fingerprint of this store's base model combined with ``fingerprint`` (of an adapter)."""
+        return hashlib.sha256(f"{self.fingerprint}:{fingerprint}".encode()).hexdigest()
+
+    def lookup(self, name: str, prefix_ids, fingerprint: str) -> PrefixCache | None:
+        """The cache stored under ``name`` when it holds ``prefix_ids`` under ``fingerprint``."""
         ids = _ids_list(prefix_ids)
         cached = self._memory.get(name)
-        if cached is not None and cached.prefix_ids == ids:
+        if cached is not None and cached.prefix_ids == ids and cached.fingerprint == fingerprint:
             return cached
         path = self.path(name)
-        prefix = None
-        if path.exists():
-            try:
-                prefix = PrefixCache.load(path, self.model, ids)
-            except ValueError:
-                prefix = None  # another prompt (or a stale file): recompute below
-        if prefix is None:
-            prefix = PrefixCache.compute(self.model, ids)
-            prefix.save(path)
+        if not (self.persist and path.exists()):
+            return None
+        try:
+            prefix = PrefixCache.load(path, self.model, ids, fingerprint=fingerprint)
+        except ValueError:
+            return None  # another prompt or other weights: the caller recomputes
         self._memory[name] = prefix
+        return prefix
+
+    def put(self, name: str, prefix: PrefixCache) -> None:
+        self.computed += 1
+        if self.persist:
+            prefix.save(self.path(name))
+        self._memory[name] = prefix
+
+    def get(self, name: str, prefix_ids) -> PrefixCache:
+        prefix = self.lookup(name, prefix_ids, self.fingerprint)
+        if prefix is None:
+            prefix = PrefixCache.compute(self.model, prefix_ids)
+            self.put(name, prefix)
         return prefix

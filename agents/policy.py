@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Mapping
 
 from sandbox_rl.agents.generation import Completion, GenerationRequest, generate_batch
-from sandbox_rl.agents.kv_cache import KVCacheSettings, make_cache
+from sandbox_rl.agents.kv_cache import KVCacheSettings, PrefixCacheStore, make_cache
 from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
 from sandbox_rl.agents.models import ModelSettings, load_model
 from sandbox_rl.agents.task_specs import TaskSpec, spec
@@ -29,6 +30,10 @@ class LLMPolicy:
     (``adapter_for[agent]``, default the agent's own name). ``kv_cache`` switches generation to
     a compressed (quantised) KV cache. Completions are cut to the env's action length and
     charset. ``last_completions`` keeps the raw completions of the last call.
+
+    ``prefix_cache``: reuse the keys and values of each task's fixed system turn, per adapter;
+    a cache is recomputed when its adapter's weights change (adapters may be trained between
+    calls). ``prefix_cache_dir``: also persist them there (default: memory only).
     """
 
     adapters: TaskAdapters
@@ -39,22 +44,34 @@ class LLMPolicy:
     specs: Callable[[str], TaskSpec] = spec
     last_completions: dict[str, Completion] = field(default_factory=dict)
     _calls: int = 0
+    prefix_cache: bool = True
+    prefix_cache_dir: str | Path | None = None
+    _store: PrefixCacheStore | None = field(default=None, repr=False)
 
     def requests(self, observations: Mapping[str, str]) -> list[GenerationRequest]:
         tok = self.adapters.tokenizer
         return [GenerationRequest(self.specs(a).prompt(tok, obs), self.adapter_for.get(a, a),
-                                  self.specs(a).sampling)
+                                  self.specs(a).sampling, self.specs(a).prefix(tok))
                 for a, obs in observations.items()]
 
     def __call__(self, observations: Mapping[str, str]) -> dict[str, str]:
         completions = generate_batch(self.adapters.model, self.adapters.tokenizer,
                                      self.requests(observations), self._cache_factory(),
-                                     seed=self.seed + self._calls)
+                                     seed=self.seed + self._calls,
+                                     prefix_caches=self.prefix_caches())
         self._calls += 1
         self.last_completions = dict(zip(observations, completions))
         return {a: to_action_text(self.specs(a).answer(observations[a], c.text), self.max_chars)
                 for a, c in self.last_completions.items()}
 
+    def prefix_caches(self) -> PrefixCacheStore | None:
+        """The store of this policy's prefix caches (``None`` when switched off)."""
+        if not self.prefix_cache:
+            return None
+        if self._store is None or self._store.model is not self.adapters.model:
+            self._store = PrefixCacheStore(self.adapters.model, self.prefix_cache_dir,
+                                           persist=self.prefix_cache_dir is not None)
+        return self._store
 
     def _cache_factory(self) -> Callable[[], object] | None:
         settings = self.kv_cache

@@ -4,6 +4,7 @@ limit, parse-success rates of the untrained adapters, and the KV-cache figures.
 One JSON line per figure: ``{"metric": NAME, "value": NUMBER, ...}``.
 
     python benchmarks/llm.py [--model embedded] [--observations 200] [--threads 2] [--skip-kv]
+    python benchmarks/llm.py --speed-only [--mix-steps 3] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from sandbox_rl.agents.generation import GenerationRequest, SamplingSettings, generate_batch
+from sandbox_rl.agents.kv_cache import PrefixCacheStore
 from sandbox_rl.agents.policy import build_task_adapters
 from sandbox_rl.agents.task_specs import spec
 from sandbox_rl.envs import oasis_v0
@@ -83,27 +85,75 @@ def task_observations(count: int, seed: int) -> list[dict[str, tuple[str, np.nda
     return steps, env
 
 
-def generation_speed(adapters, prompts: dict[str, str]) -> None:
+def real_mix(adapters, steps: list[dict[str, str]]) -> list[list[GenerationRequest]]:
+    """Each step's five requests as the LLM policy sends them: the task's own prompt (with its
+    fixed system turn marked as the cacheable prefix), token budget, sampling and stops."""
     tok = adapters.tokenizer
-    requests = [GenerationRequest(spec(a).prompt(tok, o), a, spec(a).sampling)
-                for a, o in prompts.items()]
-    generate_batch(adapters.model, tok, requests[:1])  # warm-up
-    seq_s, bat_s, seq_tokens, bat_tokens = [], [], 0, 0
-    for _ in range(3):
+    return [[GenerationRequest(spec(a).prompt(tok, o), a, spec(a).sampling, spec(a).prefix(tok))
+             for a, o in step.items()] for step in steps]
+
+
+def generation_speed(adapters, steps: list[dict[str, str]], repeats: int) -> None:
+    """The real five-task mix, batched vs sequential, interleaved pair by pair; the sequential
+    baseline is the same code path (``generate_batch``) with one request per call."""
+    tok, model = adapters.tokenizer, adapters.model
+    mixes = real_mix(adapters, steps)
+    store = PrefixCacheStore(model, persist=False)
+    generate_batch(model, tok, mixes[0], prefix_caches=store)  # warm-up; fills the prefix caches
+    for label, caches in (("prefix caches", store), ("no prefix cache", None)):
+        pairs, seq_tokens, bat_tokens, longest = [], 0, 0, 0
+        for _ in range(repeats):
+            for requests in mixes:
+                t = time.perf_counter()
+                outs = [generate_batch(model, tok, [r], prefix_caches=caches)[0] for r in requests]
+                seq = time.perf_counter() - t
+                t = time.perf_counter()
+                batched = generate_batch(model, tok, requests, prefix_caches=caches)
+                pairs.append((seq, time.perf_counter() - t))
+                seq_tokens += sum(o.completion_tokens for o in outs)
+                bat_tokens += sum(o.completion_tokens for o in batched)
+                longest += max(o.completion_tokens for o in batched)
+        seq, bat = (statistics.median(x) for x in zip(*pairs))
+        emit("batched_speedup", statistics.median(s / b for s, b in pairs), sequential_s=round(seq, 3),
+             batched_s=round(bat, 3), pairs=len(pairs), prefill=label,
+             workload="the five tasks' prompts, budgets and stops, end to end (median of pairs)",
+             tokens_sum_over_max=round(bat_tokens / longest, 3))
+        emit("tokens_per_s_batch1", seq_tokens / sum(s for s, _ in pairs), tokens=seq_tokens,
+             phase="end to end", prefill=label)
+        emit("tokens_per_s_batched", bat_tokens / sum(b for _, b in pairs), tokens=bat_tokens,
+             batch=len(mixes[0]), phase="end to end", prefill=label)
+    speedup_bound(adapters, mixes, store)
+
+
+def speedup_bound(adapters, mixes, store) -> None:
+    """What bounds the real-mix speedup: prefill is compute-bound, so batching saves none of it;
+    only decode steps are shared, and the batch decodes as long as its longest row. Bound =
+    (prefill + sum of lengths x batch-1 step) / (prefill + longest x batch-1 step), i.e. as if a
+    batched step cost no more than a batch-1 step."""
+    tok, model = adapters.tokenizer, adapters.model
+    step_s = 1 / decode_rate(adapters, mixes[0][:1])
+    prefill, lengths, prompt_tokens = [], [], 0
+    for requests in mixes:
+        one = [GenerationRequest(r.prompt, r.adapter, SamplingSettings(max_new_tokens=1), r.prefix)
+               for r in requests]
         t = time.perf_counter()
-        outs = [generate_batch(adapters.model, tok, [r])[0] for r in requests]
-        seq_s.append(time.perf_counter() - t)
-        seq_tokens = sum(o.completion_tokens for o in outs)
-        t = time.perf_counter()
-        outs = generate_batch(adapters.model, tok, requests)
-        bat_s.append(time.perf_counter() - t)
-        bat_tokens = sum(o.completion_tokens for o in outs)
-    seq, bat = statistics.median(seq_s), statistics.median(bat_s)
-    emit("batched_speedup", seq / bat, sequential_s=round(seq, 3), batched_s=round(bat, 3),
-         workload="the five tasks' prompts and token budgets, end to end")
-    emit("tokens_per_s_batch1", seq_tokens / seq, tokens=seq_tokens, phase="end to end")
-    emit("tokens_per_s_batched", bat_tokens / bat, tokens=bat_tokens, batch=len(requests),
-         phase="end to end")
+        for r in one:
+            prompt_tokens += generate_batch(model, tok, [r], prefix_caches=store)[0].prompt_tokens
+        prefill.append(time.perf_counter() - t)
+        lengths.append([o.completion_tokens for o in generate_batch(model, tok, requests)])
+    p = statistics.mean(prefill)
+    total, longest = statistics.mean(map(sum, lengths)), statistics.mean(map(max, lengths))
+    flops = 2 * sum(q.numel() for n, q in model.named_parameters() if "embed" not in n)
+    emit("batched_speedup_bound", (p + total * step_s) / (p + longest * step_s),
+         prefill_s=round(p, 3), decode_step_batch1_s=round(step_s, 4),
+         tokens_sum=round(total, 1), tokens_longest=round(longest, 1),
+         prefill_gflop_per_s=round(flops * prompt_tokens / len(mixes) / p / 1e9, 1),
+         note="prefix caches on; prefill FLOPs excluding embeddings and the untied-only head")
+
+
+def generation_figures(adapters, steps: list[dict[str, str]], repeats: int) -> None:
+    generation_speed(adapters, steps, repeats)
+    requests = real_mix(adapters, steps[:1])[0]
     equal_work(adapters, requests[0].prompt)
     one, five = decode_rate(adapters, requests[:1]), decode_rate(adapters, requests)
     emit("tokens_per_s_batch1", one, phase="decode")
@@ -179,19 +229,25 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=20, help="prompts per generate call in parse tests")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mix-steps", type=int, default=3, help="env steps of the real five-task mix timed")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved timing rounds over those steps")
+    p.add_argument("--speed-only", action="store_true", help="only the generation-speed figures")
     p.add_argument("--skip-kv", action="store_true", help="skip the KV-cache figures")
     p.add_argument("--parse-only", nargs="*", metavar="TASK",
                    help="only the parse-success rates (of these tasks; all when none given)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    if args.parse_only is None:
+    if args.parse_only is None and not args.speed_only:
         adapter_memory(args.model)
     adapters = build_task_adapters(args.model)
-    steps, env = task_observations(args.observations, args.seed)
+    steps, env = task_observations(max(args.observations, args.mix_steps), args.seed)
     if args.parse_only is not None:
         parse_success(adapters, steps, env, args.batch, args.parse_only or None)
         return
-    generation_speed(adapters, {a: text for a, (text, _) in steps[0].items()})
+    generation_figures(adapters, [{a: text for a, (text, _) in step.items()}
+                                  for step in steps[:args.mix_steps]], args.repeats)
+    if args.speed_only:
+        return
     parse_success(adapters, steps, env, args.batch)
     if not args.skip_kv:
         import runpy

@@ -233,3 +233,38 @@ def test_prefix_cache_store_computes_persists_and_reloads(model, tmp_path):
     assert PrefixCache.load(path).prefix_ids == changed[0].tolist()
     with pytest.raises(ValueError, match="names"):
         store.path("../escape")
+
+
+def test_adapter_fingerprint_follows_weights_and_scaling():
+    from peft.tuners.lora.layer import LoraLayer
+
+    from sandbox_rl.agents.kv_cache import adapter_fingerprint
+    from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
+    from sandbox_rl.agents.models import load_model
+
+    adapters = TaskAdapters(load_model("tiny-llama"), ["a", "b"], LoraSettings(rank=2))
+    model = adapters.model
+    before = {n: adapter_fingerprint(model, n) for n in ("a", "b", None)}
+    assert len(set(before.values())) == 3
+    assert adapter_fingerprint(model, "a") == before["a"], "deterministic"
+    with torch.no_grad():
+        adapters.parameters("a")[0].data[0, 0] += 1e-3  # through .data: no version bump
+    assert adapter_fingerprint(model, "a") != before["a"]
+    assert adapter_fingerprint(model, "b") == before["b"]
+    layer = next(m for m in model.modules() if isinstance(m, LoraLayer) and "b" in m.scaling)
+    layer.scaling["b"] *= 2
+    assert adapter_fingerprint(model, "b") != before["b"]
+
+
+def test_store_lookup_refuses_other_fingerprints(model, tmp_path):
+    store = PrefixCacheStore(model, tmp_path)
+    prefix = PrefixCache.compute(model, random_ids(12, seed=4))
+    prefix.fingerprint = store.combined("adapter-v1")
+    store.put("task.x", prefix)
+    assert store.lookup("task.x", prefix.prefix_ids, store.combined("adapter-v1")) is prefix
+    assert store.lookup("task.x", prefix.prefix_ids, store.combined("adapter-v2")) is None
+    reloaded = PrefixCacheStore(model, tmp_path)
+    assert reloaded.lookup("task.x", prefix.prefix_ids, store.combined("adapter-v1")) is not None
+    assert reloaded.lookup("task.x", prefix.prefix_ids, store.combined("adapter-v2")) is None
+    assert PrefixCacheStore(model, tmp_path, persist=False).lookup(
+        "task.x", prefix.prefix_ids, store.combined("adapter-v1")) is None
