@@ -203,12 +203,10 @@ class SelfEvolvingLLM:
             "performance": {t.value: v for t, v in self.performance.items()},
             "members": {t.value: [m.to_json() for m in ms] for t, ms in self.members.items()},
             "experiences": [_experience_json(e, snapshot_index) for e in self.experiences],
-            "pending": {a: [self._experience_position(e) for e in es]
+            # Online steps use rewards only: their tuples are kept without env snapshots.
+            "pending": {a: [_experience_json(e, {}) for e in es]
                         for a, es in self.strategy.pending().items()},
         }
-
-    def _experience_position(self, exp: Experience) -> int:
-        return next(i for i, e in enumerate(self.experiences) if e is exp)
 
     def load_state_json(self, data: Mapping[str, Any], snapshots: Sequence[Any]) -> None:
         """Inverse of ``state_json`` (on a freshly built instance; raises on inconsistency)."""
@@ -226,9 +224,8 @@ class SelfEvolvingLLM:
         self.experiences.clear()
         for item in data["experiences"]:
             self.experiences.append(_experience_from_json(item, snapshots))
-        listed = list(self.experiences)
-        self.strategy.set_pending({a: [listed[i] for i in idx]
-                                   for a, idx in data["pending"].items()})
+        self.strategy.set_pending({a: [_experience_from_json(i, snapshots) for i in items]
+                                   for a, items in data["pending"].items()})
 
     # ------------------------------------------------------------------ stats
     def get_evolution_stats(self) -> dict[str, Any]:
@@ -268,7 +265,7 @@ def _experience_json(exp: Experience, snapshot_index: Mapping[int, int]) -> dict
     return {"task": exp.task.value, "adapter": exp.adapter, "step": exp.step,
             "observation": exp.observation, "prompt": exp.prompt, "completion": exp.completion,
             "reward": exp.reward, "actions": exp.actions,
-            "snapshot": snapshot_index.get(id(exp.snapshot)) if exp.snapshot is not None else None}
+            "snapshot": snapshot_index.get(id(exp.snapshot))}
 
 
 def _experience_from_json(item: Mapping[str, Any], snapshots: Sequence[Any]) -> Experience:

@@ -20,8 +20,8 @@ ONLINE_BATCH = 4  # (prompt, completion, reward) tuples per online reward-weight
 
 
 class Strategy:
-    """Base strategy: routes each task to its incumbent (the member with the best recent mean
-    reward) and, with ``enable_online_adaptation``, takes a small reward-weighted step on an
+    """Base strategy: routes each task to a member not tried yet, else to its incumbent (the
+    member with the best recent mean reward) and, with ``enable_online_adaptation``, takes a small reward-weighted step on an
     adapter each time it has gathered ``ONLINE_BATCH`` fresh tuples."""
 
     kind: EvolutionStrategy
@@ -36,7 +36,10 @@ class Strategy:
 
     # ------------------------------------------------------------------ routing
     def route(self, members: Sequence[Member]) -> Member:
-        return max(members, key=lambda m: (m.mean if m.pulls else -1.0, -m.index))
+        untried = [m for m in members if m.pulls == 0]
+        if untried:
+            return untried[0]
+        return max(members, key=lambda m: (m.mean, -m.index))
 
     # ------------------------------------------------------------------ learning
     def learner(self, group: ModelGroup):

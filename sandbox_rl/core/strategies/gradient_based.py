@@ -8,6 +8,8 @@ state that prompt came from, with the other agents' actions of that step.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sandbox_rl.core.pool import member_spec
 from sandbox_rl.core.strategies.base import Strategy
 from sandbox_rl.enums import EvolutionStrategy
@@ -48,7 +50,13 @@ class GradientBased(Strategy):
                                                         MAX_COMPLETION_CHARS))
                     for i, text in zip(indices, completions)]
 
-        stats = self.learner(group).update(member.adapter, [e.prompt for e in found], reward_fn)
+        learner = self.learner(group)
+        # Rollouts decode within the task's own budget and at the member's temperature; the
+        # learner's other settings (learning rate, KL, batch) are shared by the group.
+        sampling = member_spec(member).sampling
+        learner.settings = replace(learner.settings, max_new_tokens=sampling.max_new_tokens,
+                                   temperature=sampling.temperature or 0.7)
+        stats = learner.update(member.adapter, [e.prompt for e in found], reward_fn)
         self.ppo_updates += 1
         summary = {k: (round(v, 5) if isinstance(v, float) else v)
                    for k, v in vars(stats).items()}
