@@ -47,7 +47,9 @@ def test_every_guide_block_runs_on_a_tiny_model(monkeypatch, tmp_path, capsys):
     assert (tmp_path / "data" / "final_state" / "manifest.json").is_file()
     assert all(0.0 <= r["performance_score"] <= 1.0 for r in ns["result"]["tasks"].values())
     assert "=== 最终结果 ===" in out and "总步骤: 20" in out
-    assert ns["evolution_stats"]["evolution_step"] >= 1
+    assert "步骤 10: 进化步骤 3" in out  # basic usage: 10 steps, evolution_interval=3
+    assert "进化步骤: 6" in out  # the complete example: 20 steps, evolution_interval=3
+    assert ns["evolution_stats"]["evolution_strategy"] == "multi_model"
 
 
 @pytest.mark.slow
