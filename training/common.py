@@ -19,6 +19,7 @@ from typing import Any
 from sandbox_rl.envs.config import require
 
 __all__ = ["ExtraMissingError", "add_config_arguments", "check_common", "check_held_out",
+           "check_sb3_ppo",
            "config_from_args", "field", "flag_of", "import_optional", "prepare_out_dir",
            "require", "save_config"]
 
@@ -52,6 +53,20 @@ def check_common(cfg: Any) -> None:
     require(cfg.learning_rate > 0, "learning_rate", cfg.learning_rate, "> 0")
     require(cfg.threads >= 1, "threads", cfg.threads, "an integer >= 1")
     require(bool(str(cfg.out).strip()), "out", cfg.out, "a folder path")
+
+
+def check_sb3_ppo(cfg: Any, rows: int, rows_expr: str) -> None:
+    """Checks of SB3 PPO's own settings, shared by the SB3 entry points; ``rows`` is the
+    rollout size ``batch_size`` must fit in (``rows_expr`` says how it is computed)."""
+    require(cfg.n_envs >= 1, "n_envs", cfg.n_envs, "an integer >= 1")
+    require(cfg.n_steps >= 2, "n_steps", cfg.n_steps, "an integer >= 2")
+    require(2 <= cfg.batch_size <= rows, "batch_size", cfg.batch_size,
+            f"in [2, {rows_expr} = {rows}]")
+    require(cfg.n_epochs >= 1, "n_epochs", cfg.n_epochs, "an integer >= 1")
+    require(0 <= cfg.gamma <= 1, "gamma", cfg.gamma, "in [0, 1]")
+    require(cfg.ent_coef >= 0, "ent_coef", cfg.ent_coef, ">= 0")
+    require(cfg.checkpoint_every >= 1, "checkpoint_every", cfg.checkpoint_every, ">= 1")
+    check_held_out(cfg.eval_seeds, range(cfg.seed, cfg.seed + cfg.n_envs))
 
 
 def check_held_out(eval_seeds: tuple[int, ...], train_seeds: range) -> None:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sandbox_rl.enums import TaskType
-from sandbox_rl.training.common import (check_common, check_held_out, field, import_optional,
+from sandbox_rl.training.common import (check_common, check_sb3_ppo, field, import_optional,
                                         prepare_out_dir, require, save_config)
 
 if TYPE_CHECKING:  # the env stack loads when training starts, so `--help` answers at once
@@ -67,15 +67,7 @@ class SB3Config:
         self.task = TaskType.parse(self.task).value
         check_common(self)
         require(self.vec_env in VEC_ENVS, "vec_env", self.vec_env, f"one of {VEC_ENVS}")
-        require(self.n_envs >= 1, "n_envs", self.n_envs, "an integer >= 1")
-        require(self.n_steps >= 2, "n_steps", self.n_steps, "an integer >= 2")
-        require(2 <= self.batch_size <= self.n_steps * self.n_envs, "batch_size",
-                self.batch_size, f"in [2, n_steps * n_envs = {self.n_steps * self.n_envs}]")
-        require(self.n_epochs >= 1, "n_epochs", self.n_epochs, "an integer >= 1")
-        require(0 <= self.gamma <= 1, "gamma", self.gamma, "in [0, 1]")
-        require(self.ent_coef >= 0, "ent_coef", self.ent_coef, ">= 0")
-        require(self.checkpoint_every >= 1, "checkpoint_every", self.checkpoint_every, ">= 1")
-        check_held_out(self.eval_seeds, range(self.seed, self.seed + self.n_envs))
+        check_sb3_ppo(self, self.n_steps * self.n_envs, "n_steps * n_envs")
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sandbox_rl.training.common import (check_common, check_held_out, field, import_optional,
-                                        prepare_out_dir, require, save_config)
+from sandbox_rl.training.common import (check_common, check_sb3_ppo, field, import_optional,
+                                        prepare_out_dir, save_config)
 
 if TYPE_CHECKING:  # the env stack loads when training starts, so `--help` answers at once
     from gymnasium import spaces
@@ -71,16 +71,7 @@ class SharedPolicyConfig:
 
     def __post_init__(self) -> None:
         check_common(self)
-        require(self.n_envs >= 1, "n_envs", self.n_envs, "an integer >= 1")
-        require(self.n_steps >= 2, "n_steps", self.n_steps, "an integer >= 2")
-        rows = 5 * self.n_envs * self.n_steps
-        require(2 <= self.batch_size <= rows, "batch_size", self.batch_size,
-                f"in [2, 5 * n_envs * n_steps = {rows}]")
-        require(self.n_epochs >= 1, "n_epochs", self.n_epochs, "an integer >= 1")
-        require(0 <= self.gamma <= 1, "gamma", self.gamma, "in [0, 1]")
-        require(self.ent_coef >= 0, "ent_coef", self.ent_coef, ">= 0")
-        require(self.checkpoint_every >= 1, "checkpoint_every", self.checkpoint_every, ">= 1")
-        check_held_out(self.eval_seeds, range(self.seed, self.seed + self.n_envs))
+        check_sb3_ppo(self, 5 * self.n_envs * self.n_steps, "5 * n_envs * n_steps")
 
 
 @dataclass(frozen=True)
