@@ -450,6 +450,20 @@ class PrefixCacheStore:
             prefix.save(self.path(name))
         self._memory[name] = prefix
 
+    def items(self) -> list[tuple[str, PrefixCache]]:
+        """The prefix caches held in memory, by name (to save them with a larger state)."""
+        return sorted(self._memory.items())
+
+    def restore(self, name: str, path: str | Path) -> None:
+        """Hold the prefix cache saved at ``path`` under ``name``, on the model's device; its
+        ids and fingerprint are checked at each lookup, as for any stored cache."""
+        self.path(name)  # checks the name
+        prefix = PrefixCache.load(path)
+        device = self.model.device
+        prefix.keys = [k.to(device) for k in prefix.keys]
+        prefix.values = [v.to(device) for v in prefix.values]
+        self._memory[name] = prefix
+
     def get(self, name: str, prefix_ids) -> PrefixCache:
         prefix = self.lookup(name, prefix_ids, self.fingerprint)
         if prefix is None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Protocol, Sequence
 
 from sandbox_rl.agents.generation import Completion, GenerationRequest, generate_batch
-from sandbox_rl.agents.kv_cache import KVCacheSettings, make_cache
+from sandbox_rl.agents.kv_cache import KVCacheSettings, PrefixCacheStore, make_cache
 from sandbox_rl.agents.lora import LoraSettings
 from sandbox_rl.agents.models import ModelSettings
 from sandbox_rl.agents.policy import to_action_text
@@ -89,6 +89,7 @@ class SelfEvolvingLLM:
         self.experiences: deque[Experience] = deque(maxlen=max(64, 4 * config.evolution_interval))
         self.events: list[dict] = []
         self.performance: dict[TaskType, list[float]] = {t: [] for t in TaskType}
+        self.prefix_stores: dict[str, PrefixCacheStore] = {}
         self.strategy = make_strategy(config.evolution_strategy, self)
 
     # ------------------------------------------------------------------ acting
@@ -107,7 +108,8 @@ class SelfEvolvingLLM:
             completions = generate_batch(
                 group.model, group.tokenizer, requests, self._cache_factory(group),
                 seed=self.config.seed * 100_003 + self.generate_calls,
-                multi_adapter=group.adapters is not None)
+                multi_adapter=group.adapters is not None,
+                prefix_caches=self.prefix_store(group))
             for task, completion in zip(tasks, completions):
                 out[task] = self._response(members[task], prompts[task], completion)
         self.generate_calls += 1
@@ -116,7 +118,14 @@ class SelfEvolvingLLM:
     def _request(self, group: ModelGroup, member: Member, observation: str) -> GenerationRequest:
         task_spec = member_spec(member)
         return GenerationRequest(task_spec.prompt(group.tokenizer, observation), member.adapter,
-                                 task_spec.sampling)
+                                 task_spec.sampling, task_spec.prefix(group.tokenizer))
+
+    def prefix_store(self, group: ModelGroup) -> PrefixCacheStore:
+        """The group's prefix caches (each task's system turn, per adapter; in memory, saved
+        with the state; an adapter that trains gets its prefix recomputed)."""
+        if group.name not in self.prefix_stores:
+            self.prefix_stores[group.name] = PrefixCacheStore(group.model, persist=False)
+        return self.prefix_stores[group.name]
 
     def _response(self, member: Member, observation: str, completion: Completion) -> TaskResponse:
         text = to_action_text(member_spec(member).answer(observation, completion.text),

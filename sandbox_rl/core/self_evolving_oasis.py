@@ -143,6 +143,10 @@ class SelfEvolvingOasis:
         for name, group in llm.groups.items():
             if group.adapters is not None:
                 group.adapters.load(folder / "adapters" / state_io.slug(name))
+        for name, group in llm.groups.items():
+            saved = folder / "prefix_cache" / state_io.slug(name)
+            for path in sorted(saved.glob("*.safetensors")) if saved.is_dir() else []:
+                llm.prefix_store(group).restore(path.stem, path)
         body = parts["body"]
         llm.load_state_json(body["llm"], parts["snapshots"])
         llm.strategy.load_state_dict(body["strategy"], parts["tensors"])

@@ -11,6 +11,7 @@ Layout of a state directory::
     env/                    the env state (envs/state.py: JSON + npz)
     snapshots/<i>/          env snapshots the gathered tuples are scored against
     adapters/<model>/       PEFT adapters of each base model (PEFT's own format)
+    prefix_cache/<model>/   the system-prompt prefix caches, per adapter (safetensors)
 
 A save is written to a temporary directory beside the target and renamed into place, so an
 interrupted save leaves the previous state (or nothing), never half of one. A load reads and
@@ -75,6 +76,9 @@ def save(sandbox: "SelfEvolvingOasis", path: str | os.PathLike) -> Path:
         for name, group in llm.groups.items():
             if group.adapters is not None:
                 group.adapters.save(tmp / "adapters" / slug(name))
+        for name, store in llm.prefix_stores.items():
+            for key, prefix in store.items():
+                prefix.save(tmp / "prefix_cache" / slug(name) / f"{key}.safetensors")
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
         manifest = {"format": FORMAT, "version": VERSION, "step": sandbox.step_count,
                     "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -95,6 +95,8 @@ def test_save_and_load_continue_the_same_trajectory(tmp_path):
     b = _sandbox(tmp_path, seed=99, model_pool_size=3)  # another config: the state brings its own
     assert b.load_state(tmp_path / "state")
     assert b.step_count == 3 and b.config.seed == 3 and b.config.model_pool_size == 2
+    saved = sorted(p.stem for p in (tmp_path / "state" / "prefix_cache" / "tiny-llama").iterdir())
+    assert saved and saved == [name for name, _ in b.evolving_llm.prefix_stores["tiny-llama"].items()]
     for _ in range(3):
         ra, rb = a.simulate_step(), b.simulate_step()
         assert {t: r["response"].text for t, r in ra["tasks"].items()} == \
