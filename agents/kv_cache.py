@@ -105,6 +105,14 @@ def make_cache(model_config, settings: KVCacheSettings):
     )
 
 
+def cache_factory(model_config, settings: KVCacheSettings | None):
+    """A maker of fresh caches to pass as ``cache_factory`` to ``generate_batch``; ``None``
+    when compression is off (generation then uses its default dense cache)."""
+    if settings is None or not settings.enabled:
+        return None
+    return lambda: make_cache(model_config, settings)
+
+
 def _check_group_size(model_config, q_group_size: int) -> None:
     # Along axis 0 the backends group the flattened [heads, seq, head_dim] states of each sequence, so
     # a group size dividing one token's states (kv heads x head_dim) works at every length; any other

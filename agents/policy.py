@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from sandbox_rl.agents.generation import Completion, GenerationRequest, generate_batch
-from sandbox_rl.agents.kv_cache import KVCacheSettings, PrefixCacheStore, make_cache
+from sandbox_rl.agents.kv_cache import KVCacheSettings, PrefixCacheStore, cache_factory
 from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
 from sandbox_rl.agents.models import ModelSettings, load_model
 from sandbox_rl.agents.task_specs import TaskSpec, spec
@@ -74,11 +74,7 @@ class LLMPolicy:
         return self._store
 
     def _cache_factory(self) -> Callable[[], object] | None:
-        settings = self.kv_cache
-        if settings is None or not settings.enabled:
-            return None
-        config = self.adapters.model.config
-        return lambda: make_cache(config, settings)
+        return cache_factory(self.adapters.model.config, self.kv_cache)
 
 
 def to_action_text(text: str, max_chars: int) -> str:

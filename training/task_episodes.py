@@ -17,12 +17,13 @@ from typing import Sequence
 import numpy as np
 
 from sandbox_rl.agents.generation import GenerationRequest, SamplingSettings, generate_batch
+from sandbox_rl.agents.policy import to_action_text
 from sandbox_rl.agents.task_specs import TaskSpec, spec
 from sandbox_rl.enums import TaskType
 from sandbox_rl.envs import oasis_v0
 from sandbox_rl.envs.counterfactual import Counterfactual
 from sandbox_rl.envs.heuristics import heuristic_action
-from sandbox_rl.envs.oasis_v0 import MAX_COMPLETION_CHARS, printable
+from sandbox_rl.envs.oasis_v0 import MAX_COMPLETION_CHARS
 from sandbox_rl.envs.state import EnvSnapshot, snapshot
 
 
@@ -43,7 +44,7 @@ class TaskEpisode:
     def score(self, index: int, answer: str) -> float:
         """The reward of the text answer ``answer`` at step ``index``."""
         step = self.steps[index]
-        actions = {**step.others, self.task.value: printable(answer.strip(), MAX_COMPLETION_CHARS)}
+        actions = {**step.others, self.task.value: to_action_text(answer, MAX_COMPLETION_CHARS)}
         return self.scorer.rewards(step.snapshot, actions, [self.task.value])[self.task.value]
 
 

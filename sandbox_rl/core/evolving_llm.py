@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Protocol, Sequence
 
 from sandbox_rl.agents.generation import Completion, GenerationRequest, generate_batch
-from sandbox_rl.agents.kv_cache import KVCacheSettings, PrefixCacheStore, make_cache
+from sandbox_rl.agents.kv_cache import KVCacheSettings, PrefixCacheStore, cache_factory
 from sandbox_rl.agents.lora import LoraSettings
 from sandbox_rl.agents.models import ModelSettings
 from sandbox_rl.agents.policy import to_action_text
@@ -106,7 +106,8 @@ class SelfEvolvingLLM:
                 continue
             requests = [self._request(group, members[t], prompts[t]) for t in tasks]
             completions = generate_batch(
-                group.model, group.tokenizer, requests, self._cache_factory(group),
+                group.model, group.tokenizer, requests,
+                cache_factory(group.model.config, group.kv_cache),
                 seed=self.config.seed * 100_003 + self.generate_calls,
                 multi_adapter=group.adapters is not None,
                 prefix_caches=self.prefix_store(group))
@@ -132,12 +133,6 @@ class SelfEvolvingLLM:
                               MAX_COMPLETION_CHARS)
         return TaskResponse(text, completion.text, completion.completion_tokens,
                             completion.finish_reason)
-
-    def _cache_factory(self, group: ModelGroup):
-        settings = group.kv_cache
-        if settings is None or not settings.enabled:
-            return None
-        return lambda: make_cache(group.model.config, settings)
 
     def prompt_of(self, task: TaskType, member: Member, observation: str) -> str:
         """The full prompt ``member`` generates from for ``observation``."""

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from sandbox_rl.agents.policy import to_action_text
 from sandbox_rl.core.pool import member_spec
 from sandbox_rl.core.strategies.base import Strategy
 from sandbox_rl.enums import EvolutionStrategy
-from sandbox_rl.envs.oasis_v0 import MAX_COMPLETION_CHARS, printable
+from sandbox_rl.envs.oasis_v0 import MAX_COMPLETION_CHARS
 
 MAX_PROMPTS = 16  # most recent prompts of a task an update trains on
 
@@ -46,8 +47,8 @@ class GradientBased(Strategy):
         answer = member_spec(member).answer
 
         def reward_fn(indices, completions):
-            return [scorer.score_on(found[i], printable(answer(found[i].observation, text).strip(),
-                                                        MAX_COMPLETION_CHARS))
+            return [scorer.score_on(found[i], to_action_text(answer(found[i].observation, text),
+                                                             MAX_COMPLETION_CHARS))
                     for i, text in zip(indices, completions)]
 
         learner = self.learner(group)
