@@ -93,3 +93,17 @@ def test_online_adaptation_updates_adapters_between_evolution_steps(tmp_path):
     assert len(online) == 5  # every task's single member gathered 4 tuples
     after = _weights(sandbox, "lora_")
     assert any(not torch.equal(before[n], after[n]) for n in before)
+
+
+def test_meta_learning_state_round_trips(tmp_path):
+    a = _sandbox(tmp_path, "meta_learning", enable_online_adaptation=True)
+    for _ in range(2):
+        a.simulate_step()
+    assert a.save_state(tmp_path / "state")
+    b = _sandbox(tmp_path, "meta_learning", seed=7)
+    assert b.load_state(tmp_path / "state")
+    meta_a, meta_b = (next(iter(s.evolving_llm.strategy.meta.values())) for s in (a, b))
+    assert all(torch.equal(meta_a[k], meta_b[k]) for k in meta_a)
+    ra, rb = a.simulate_step(), b.simulate_step()
+    assert {t: r["response"].text for t, r in ra["tasks"].items()} == \
+           {t: r["response"].text for t, r in rb["tasks"].items()}

@@ -99,8 +99,10 @@ class Strategy:
     def state_dict(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         """JSON metadata and tensors (optimiser states) of the strategy."""
         tensors = {}
+        # Members only: a strategy's scratch adapters start afresh each time they are used.
+        members = {m.adapter for ms in self.llm.members.values() for m in ms}
         for group_name, learner in self._learners.items():
-            for adapter in learner.adapters.names:
+            for adapter in sorted(members & set(learner.adapters.names)):
                 for key, value in learner.optimizer_state(adapter).items():
                     tensors[f"optimizer/{slug(group_name)}/{adapter}/{key}"] = value
         return {"kind": self.kind.value, "online_updates": self.online_updates}, tensors
