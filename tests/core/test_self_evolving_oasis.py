@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 
 import numpy as np
 import pytest
@@ -108,12 +109,21 @@ def test_save_and_load_continue_the_same_trajectory(tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+@pytest.fixture(scope="module")
+def saved_state(tmp_path_factory):
+    """One saved state for the damaged-state tests (each damages its own copy)."""
+    folder = tmp_path_factory.mktemp("saved")
+    sandbox = _sandbox(folder)
+    sandbox.simulate_step()
+    assert sandbox.save_state(folder / "state")
+    return folder / "state"
+
+
 @pytest.mark.parametrize("damage", ["missing", "corrupt", "manifest", "version"])
-def test_bad_state_returns_false_and_leaves_the_sandbox_unchanged(tmp_path, damage, caplog):
-    a = _sandbox(tmp_path)
-    a.simulate_step()
-    a.save_state(tmp_path / "state")
+def test_bad_state_returns_false_and_leaves_the_sandbox_unchanged(tmp_path, damage, caplog,
+                                                                  saved_state):
     state = tmp_path / "state"
+    shutil.copytree(saved_state, state)
     if damage == "missing":
         (state / "env" / "env_state.npz").unlink()
     elif damage == "corrupt":
