@@ -149,12 +149,12 @@ def evaluate(model, cfg: SB3Config) -> EvalReport:
                         title=f"SB3 PPO, {cfg.task}: held-out reward")
 
 
-def report(result: TrainResult, console=None) -> None:
-    """Print the evaluation table and where the run lies."""
+def report(result: TrainResult, console=None, unit: str = "steps") -> None:
+    """Print the evaluation table and where the run lies (``unit`` of ``timesteps``)."""
     if console is None:
         from rich.console import Console
 
         console = Console()
     result.report.print(console)
-    console.print(f"trained {result.timesteps:,} steps in {result.train_s:.0f} s; run folder "
+    console.print(f"trained {result.timesteps:,} {unit} in {result.train_s:.0f} s; run folder "
                   f"{result.out} (model.zip, checkpoints/, tb/, eval.json)")

@@ -31,13 +31,14 @@ import time
 import warnings
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sandbox_rl.training.common import (check_common, check_sb3_ppo, field, import_optional,
                                         prepare_out_dir, save_config)
+from sandbox_rl.training import sb3
+from sandbox_rl.training.sb3 import TrainResult
 
 if TYPE_CHECKING:  # the env stack loads when training starts, so `--help` answers at once
     from gymnasium import spaces
@@ -72,14 +73,6 @@ class SharedPolicyConfig:
     def __post_init__(self) -> None:
         check_common(self)
         check_sb3_ppo(self, 5 * self.n_envs * self.n_steps, "5 * n_envs * n_steps")
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    out: Path
-    report: EvalReport
-    timesteps: int
-    train_s: float
 
 
 # ---------------------------------------------------------------------- the shared spaces
@@ -204,10 +197,4 @@ def evaluate(model, cfg: SharedPolicyConfig) -> EvalReport:
 
 
 def report(result: TrainResult, console=None) -> None:
-    if console is None:
-        from rich.console import Console
-
-        console = Console()
-    result.report.print(console)
-    console.print(f"trained {result.timesteps:,} agent-steps in {result.train_s:.0f} s; run "
-                  f"folder {result.out} (model.zip, checkpoints/, tb/, eval.json)")
+    sb3.report(result, console, unit="agent-steps")
