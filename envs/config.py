@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+import numpy as np
+
 RECOMMENDERS = ("twitter", "reddit", "random")
 
 
@@ -31,6 +33,10 @@ class PlatformConfig:
         recency_hours: time constant of the recency term of the recommenders.
         attach_tweets: give simulated posts a real tweet of their topic as text.
         start_hour: hour of day of step 0.
+        topic_mix: overall popularity of each topic (one weight per topic of
+            ``envs/topics.py``, in its order; normalised to sum 1), or None to draw it per world
+            from the seed. Fixing it shifts what users are interested in, and so what they post
+            and what trends: a "new topic mix" scenario.
     """
 
     num_users: int = 1000
@@ -50,8 +56,11 @@ class PlatformConfig:
     recency_hours: float = 6.0
     attach_tweets: bool = False
     start_hour: int = 8
+    topic_mix: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.topic_mix is not None:
+            object.__setattr__(self, "topic_mix", _topic_mix(self.topic_mix))
         require(self.num_users >= 10, "num_users", self.num_users, "an integer >= 10")
         require(self.recsys in RECOMMENDERS, "recsys", self.recsys, f"one of {RECOMMENDERS}")
         require(1 <= self.feed_size <= 200, "feed_size", self.feed_size, "in [1, 200]")
@@ -75,6 +84,20 @@ class PlatformConfig:
     @classmethod
     def field_names(cls) -> frozenset[str]:
         return frozenset(f.name for f in fields(cls))
+
+
+def _topic_mix(value: object) -> tuple[float, ...]:
+    from sandbox_rl.envs.topics import NUM_TOPICS
+
+    expected = f"{NUM_TOPICS} finite weights > 0 (one per topic)"
+    try:
+        weights = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        weights = np.zeros(0)
+    ok = weights.shape == (NUM_TOPICS,) and bool(np.all(np.isfinite(weights))) and bool(
+        np.all(weights > 0))
+    require(ok, "topic_mix", value, expected)
+    return tuple(float(w) for w in weights / weights.sum())
 
 
 def require(ok: bool, name: str, value: object, expected: str) -> None:

@@ -7,6 +7,7 @@ Factories follow PettingZoo's convention: ``parallel_env`` (native), ``raw_env``
 from __future__ import annotations
 
 import dataclasses
+import json
 import string
 from typing import Any, Mapping
 
@@ -257,7 +258,7 @@ class OasisParallelEnv(ParallelEnv):
         if meta["format"] != STATE_FORMAT or meta["version"] != STATE_VERSION:
             raise ValueError(f"state format {meta['format']!r} version {meta['version']!r} is not "
                              f"{STATE_FORMAT!r} version {STATE_VERSION}")
-        mine = self.constructor_kwargs()
+        mine = json.loads(json.dumps(self.constructor_kwargs()))  # tuples read back as lists
         theirs = meta["env"] if isinstance(meta["env"], dict) else {}
         differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
         if differ:

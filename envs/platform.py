@@ -171,7 +171,7 @@ class Platform:
         self.corpus = corpus if config.attach_tweets else None
         n = config.num_users
         self.users: Users = generate_users(n, NUM_TOPICS, config.mean_activity,
-                                           config.mean_post_rate, rng)
+                                           config.mean_post_rate, rng, config.topic_mix)
         src, dst = generate_follow_graph(self.users.interest_unit, config.mean_follows,
                                          config.homophily, config.pa_batches, rng)
         self.graph = FollowGraph.from_edges(n, src, dst)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Sequence
 
 import numpy as np
 
@@ -65,13 +66,17 @@ def users_state_spec() -> dict[str, ArraySpec]:
 
 
 def generate_users(n: int, num_topics: int, mean_activity: float, mean_post_rate: float,
-                   rng: np.random.Generator) -> Users:
+                   rng: np.random.Generator, topic_mix: Sequence[float] | None = None) -> Users:
     """Draw ``n`` users: sparse Dirichlet interests and a circadian activity profile each.
 
     Topics differ in overall popularity (drawn per world), so the volume ranking of topics is
-    persistent enough to be predicted, and moved by trend events.
+    persistent enough to be predicted, and moved by trend events. ``topic_mix`` fixes that
+    popularity instead.
     """
-    popularity = rng.dirichlet(np.full(num_topics, 2.0))
+    if topic_mix is None:
+        popularity = rng.dirichlet(np.full(num_topics, 2.0))
+    else:
+        popularity = np.asarray(topic_mix, dtype=float)
     interests = rng.dirichlet(0.3 * num_topics * popularity, n).astype(np.float32)
     interests = np.maximum(interests, 1e-4)
     interests /= interests.sum(axis=1, keepdims=True)

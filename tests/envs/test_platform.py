@@ -207,10 +207,24 @@ def test_behaviour_classes_match_the_step(recsys: str) -> None:
     ("mean_follows", 0.0), ("homophily", -1.0), ("pa_batches", 0), ("activation", 0.0),
     ("mean_activity", 0.9), ("mean_post_rate", 1.5), ("event_rate", -0.1),
     ("event_decay", 1.0), ("recency_hours", 0.0), ("start_hour", 24),
+    ("topic_mix", (1.0, 2.0)), ("topic_mix", (0.0,) + (1.0,) * (NUM_TOPICS - 1)),
+    ("topic_mix", (float("nan"),) * NUM_TOPICS), ("topic_mix", "sports"),
 ])
 def test_bad_config_value_names_the_field(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=rf"\b{field}\b"):
         PlatformConfig(**{field: value})
+
+
+def test_topic_mix_sets_topic_popularity() -> None:
+    mix = np.arange(1, NUM_TOPICS + 1, dtype=float)[::-1]
+    default, shifted = _platform(3), _platform(3, topic_mix=tuple(mix))
+    assert shifted.config.topic_mix == pytest.approx(tuple(mix / mix.sum()))
+    interest = shifted.users.interests.mean(axis=0)
+    # The most popular topic of the mix draws the most interest; the seed's own mix differs.
+    assert int(np.argmax(interest)) == 0 and np.corrcoef(interest, mix)[0, 1] > 0.8
+    assert not np.allclose(interest, default.users.interests.mean(axis=0), atol=0.02)
+    again = _platform(3, topic_mix=tuple(mix))
+    assert np.array_equal(again.users.interests, shifted.users.interests)
 
 
 def _assert_outcomes_equal(a: StepOutcome, b: StepOutcome) -> None:

@@ -13,7 +13,7 @@ from sandbox_rl.envs.heuristics import HeuristicPolicy, heuristic_action
 from sandbox_rl.envs.platform import BEHAVIOURS
 from sandbox_rl.envs.state import (ARRAYS_FILE, META_FILE, load_env_state, read_env_state,
                                    restore, save_env_state, snapshot)
-from sandbox_rl.envs.topics import TOPIC_NAMES
+from sandbox_rl.envs.topics import NUM_TOPICS, TOPIC_NAMES
 
 SMALL = {"num_users": 200, "candidate_pool": 128}
 POSTS = ("Big game tonight, who is watching the football final?",
@@ -101,6 +101,8 @@ CASES = [
     pytest.param({"obs_mode": "vector", "recsys": "random", "panel_size": 5, "history": 3},
                  id="vector-random"),
     pytest.param({"obs_mode": "text"}, id="text"),
+    pytest.param({"obs_mode": "text", "topic_mix": (3.0,) + (1.0,) * (NUM_TOPICS - 1)},
+                 id="text-topic-mix"),
     pytest.param({"obs_mode": "text", "text_agents": ["trend_prediction", "behavior_analysis"]},
                  id="text-some-agents"),
 ]
