@@ -15,9 +15,19 @@ counterfactual steps of the simulation.
   the strategy's UCB router then picks one member per step online, seeing only the rewards of
   the members it picked. Figure: routing reward vs the best fixed member chosen in hindsight.
 - gradient_based: ``training/llm_ppo.py`` trains each task adapter by TRL PPO on training
-  seeds; held-out reward and parse rate of the trained vs the untrained adapter.
+  seeds; held-out reward and parse rate of the trained vs the untrained adapter, answering
+  greedily and sampled as PPO's rollouts are (the policy PPO optimises; ``--eval-samples`` answers
+  per step, the same sampling seeds for both adapters).
 - adaptive_compression: the strategy's compression step (LoRA rank halved by truncated SVD, KV
   cache 4 -> 2 bits) applied to the PPO-trained adapters: bytes saved and held-out reward kept.
+- meta_learning: the strategy's Reptile meta-initialisation (``reptile_step``, inner loop of
+  ``INNER_STEPS`` PPO updates per task from the meta weights, on worlds of the training seeds)
+  over ``--meta-tasks``; then, on a shifted world (a fixed new topic mix, ``SHIFTED_MIX``), an
+  adapter of each ``--meta-targets`` task is trained by PPO from the meta-initialisation and
+  from PEFT's fresh adapter (the same learner seed for both), evaluated greedily on the
+  held-out episode after every update (sampled as in training, ``--eval-samples`` per step). Figure: updates until the held-out reward reaches the
+  target (the fresh adapter's starting reward + ``--target-gain``; ``--adapt-updates`` + 1 when
+  never reached), and the reward after the last update.
 """
 
 from __future__ import annotations
@@ -26,12 +36,15 @@ import argparse
 import json
 import math
 import sys
+import time
 from dataclasses import replace
 
 import numpy as np
 import torch
 
 from sandbox_rl.enums import TaskType
+
+STRATEGIES = ("multi_model", "gradient_based", "adaptive_compression", "meta_learning")
 
 
 def emit(strategy: str, task: str, metric: str, evolved: list[float], baseline: list[float],
@@ -54,6 +67,23 @@ def ci95(values: np.ndarray) -> tuple[float, float]:
         return mean, mean
     half = float(stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values)))
     return mean - half, mean + half
+
+
+def shifted_mix() -> tuple[float, ...]:
+    """The shifted scenario's topic mix: popularity halving from the last topic to the first
+    (concentrated, and in no seed's order by construction)."""
+    from sandbox_rl.envs.topics import NUM_TOPICS
+
+    weights = [0.5 ** (NUM_TOPICS - 1 - k) for k in range(NUM_TOPICS)]
+    return tuple(w / sum(weights) for w in weights)
+
+
+def on_gpu_use_portable_quanto() -> None:
+    """On CUDA, quanto's first use compiles its kernels (minutes): use its portable unpack."""
+    if torch.cuda.is_available():
+        from gpu_multi_adapter import python_quanto_unpack  # benchmarks/ is on sys.path
+
+        python_quanto_unpack()
 
 
 # ----------------------------------------------------------------------------- multi_model
@@ -109,12 +139,17 @@ def gradient_and_compression(args, tasks: list[str], strategies: set[str]) -> No
                        prompts_per_update=args.prompts, train_seeds=tuple(args.train_seeds),
                        eval_seeds=tuple(args.eval_seeds), steps=args.steps, users=args.users,
                        learning_rate=args.lr, seed=args.seed, threads=args.threads,
-                       out=args.out, quiet=True)
+                       eval_samples=args.eval_samples, out=args.out, quiet=True)
     results = train_llm_ppo(cfg)
     if "gradient_based" in strategies:
         for task, r in results.items():
-            emit("gradient_based", task, "held_out_reward", r.trained, r.untrained,
-                 list(cfg.eval_seeds), updates=cfg.updates, prompts_per_update=cfg.prompts_per_update)
+            common = dict(updates=cfg.updates, prompts_per_update=cfg.prompts_per_update,
+                          lr=cfg.learning_rate)
+            emit("gradient_based", task, "held_out_reward_greedy", r.trained, r.untrained,
+                 list(cfg.eval_seeds), **common)
+            emit("gradient_based", task, "held_out_reward_sampled", r.trained_sampled,
+                 r.untrained_sampled, list(cfg.eval_seeds), samples_per_step=cfg.eval_samples,
+                 **common)
             emit("gradient_based", task, "parse_rate", [r.trained_parse], [r.untrained_parse],
                  list(cfg.eval_seeds), note="pooled over seeds")
     if "adaptive_compression" in strategies:
@@ -157,11 +192,90 @@ def compression(args, cfg, tasks: list[str]) -> None:
              kv_bytes_per_token=f"{kv_full:.0f}->{kv_low:.0f}")
 
 
+# ----------------------------------------------------------------------------- meta_learning
+def meta_learning(args) -> None:
+    from dataclasses import replace as with_
+
+    from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
+    from sandbox_rl.agents.models import load_model
+    from sandbox_rl.agents.task_specs import spec
+    from sandbox_rl.core.strategies.meta_learning import INNER_STEPS, reptile_step
+    from sandbox_rl.training.llm_ppo import episode_update
+    from sandbox_rl.training.ppo import PPOLearner, PPOSettings
+    from sandbox_rl.training.task_episodes import collect_episode, evaluate_sampled
+
+    adapters = TaskAdapters(load_model(args.model), ["scratch", "adapt"], LoraSettings(rank=8))
+    fresh = adapters.state("adapt")  # PEFT's fresh adapter: the common start of both arms
+    learner = PPOLearner(adapters, PPOSettings(learning_rate=args.lr,
+                                               rollouts_per_update=args.prompts,
+                                               mini_batch_size=min(4, args.prompts),
+                                               seed=args.seed))
+    rng = np.random.default_rng(args.seed)
+    train = {t: [collect_episode(t, seed, args.steps, args.users) for seed in args.train_seeds]
+             for t in args.meta_tasks}
+    meta, start = dict(fresh), time.perf_counter()
+    for iteration in range(args.meta_iterations):
+        adapted = []
+        for task in args.meta_tasks:
+            adapters.load_state("scratch", meta)
+            learner.reset_optimizer("scratch")
+            for _ in range(INNER_STEPS):
+                episode_update(learner, "scratch", train[task], args.prompts, rng)
+            adapted.append(adapters.state("scratch"))
+        meta = reptile_step(meta, adapted)
+        log(f"meta iteration {iteration + 1}/{args.meta_iterations}: "
+            f"{time.perf_counter() - start:.0f} s")
+    mix = shifted_mix()
+    for task in args.meta_targets:
+        s = spec(task)
+        counts = {"meta": [], "scratch": []}
+        final = {"meta": [], "scratch": []}
+        curves = {"meta": [], "scratch": []}
+        for k, seed in enumerate(args.eval_seeds):
+            held_out = collect_episode(task, seed, args.steps, args.users, topic_mix=mix)
+            adapt_train = [collect_episode(task, 2000 + seed, args.steps, args.users,
+                                           topic_mix=mix)]
+            curve = {}
+            for arm, weights in (("scratch", fresh), ("meta", meta)):
+                adapters.load_state("adapt", weights)
+                learner.reset_optimizer("adapt")
+                learner.settings = with_(learner.settings, seed=args.seed + k)
+                arm_rng = np.random.default_rng([args.seed, k])
+                def score():
+                    return evaluate_sampled(adapters, "adapt", [held_out], s,
+                                            args.eval_samples).mean_reward
+
+                rewards = [score()]
+                for _ in range(args.adapt_updates):
+                    episode_update(learner, "adapt", adapt_train, args.prompts, arm_rng)
+                    rewards.append(score())
+                curve[arm] = rewards
+            target = curve["scratch"][0] + args.target_gain
+            for arm, rewards in curve.items():
+                reached = [u for u, r in enumerate(rewards) if r >= target - 1e-9]
+                counts[arm].append(reached[0] if reached else args.adapt_updates + 1)
+                final[arm].append(rewards[-1])
+                curves[arm].append([round(r, 4) for r in rewards])
+            log(f"{task} seed {seed}: target {target:.3f}, curves {curve}, "
+                f"{time.perf_counter() - start:.0f} s")
+        common = dict(meta_tasks=list(args.meta_tasks), meta_iterations=args.meta_iterations,
+                      samples_per_step=args.eval_samples,
+                      inner_ppo_updates=INNER_STEPS, adapt_updates=args.adapt_updates,
+                      prompts_per_update=args.prompts, topic_mix=[round(w, 4) for w in mix])
+        emit("meta_learning", task, "updates_to_target", counts["meta"], counts["scratch"],
+             list(args.eval_seeds), cost=True, target_gain=args.target_gain, **common)
+        emit("meta_learning", task, "held_out_reward_after_adaptation", final["meta"],
+             final["scratch"], list(args.eval_seeds), curves=curves, **common)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="a smaller run (about 20 minutes)")
-    p.add_argument("--strategies", nargs="+", default=["multi_model", "gradient_based",
-                                                       "adaptive_compression"])
+    p.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
     p.add_argument("--tasks", nargs="+", default=["trend_prediction", "network_optimization"])
     p.add_argument("--model", default="embedded")
     p.add_argument("--pool", type=int, default=3)
@@ -170,23 +284,38 @@ def main() -> None:
     p.add_argument("--updates", type=int, default=4)
     p.add_argument("--prompts", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--eval-samples", type=int, default=4,
+                   help="sampled answers per held-out step (decoded as PPO's rollouts)")
     p.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--eval-seeds", type=int, nargs="+", default=[1000, 1001, 1002])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--meta-tasks", nargs="+", default=["content_generation",
+                                                       "network_optimization",
+                                                       "trend_prediction", "user_engagement"])
+    p.add_argument("--meta-targets", nargs="+", default=["trend_prediction"])
+    p.add_argument("--meta-iterations", type=int, default=4)
+    p.add_argument("--adapt-updates", type=int, default=6)
+    p.add_argument("--target-gain", type=float, default=0.05)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="runs/evolution_benchmark")
     args = p.parse_args()
     if args.quick:
         args.steps, args.updates, args.prompts = min(args.steps, 6), min(args.updates, 2), 4
+        args.meta_iterations, args.adapt_updates = 1, min(args.adapt_updates, 2)
+        args.eval_samples = min(args.eval_samples, 2)
+        args.meta_tasks = args.meta_tasks[:2]
     torch.set_num_threads(args.threads)
-    unknown = set(args.strategies) - {"multi_model", "gradient_based", "adaptive_compression"}
+    unknown = set(args.strategies) - set(STRATEGIES)
     if unknown:
-        sys.exit(f"unknown or not yet measured strategies: {sorted(unknown)}")
+        sys.exit(f"unknown strategies: {sorted(unknown)}; expected some of {list(STRATEGIES)}")
+    on_gpu_use_portable_quanto()
     if "multi_model" in args.strategies:
         multi_model(args, args.tasks)
     rest = set(args.strategies) & {"gradient_based", "adaptive_compression"}
     if rest:
         gradient_and_compression(args, args.tasks, rest)
+    if "meta_learning" in args.strategies:
+        meta_learning(args)
 
 
 if __name__ == "__main__":

@@ -258,8 +258,9 @@ class OasisParallelEnv(ParallelEnv):
         if meta["format"] != STATE_FORMAT or meta["version"] != STATE_VERSION:
             raise ValueError(f"state format {meta['format']!r} version {meta['version']!r} is not "
                              f"{STATE_FORMAT!r} version {STATE_VERSION}")
-        mine = json.loads(json.dumps(self.constructor_kwargs()))  # tuples read back as lists
-        theirs = meta["env"] if isinstance(meta["env"], dict) else {}
+        # Compared as JSON reads them back (tuples as lists), for saved and in-memory states alike.
+        mine = json.loads(json.dumps(self.constructor_kwargs()))
+        theirs = json.loads(json.dumps(meta["env"])) if isinstance(meta["env"], dict) else {}
         differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
         if differ:
             raise ValueError("state was saved by an env with a different configuration: "

@@ -18,3 +18,23 @@ def test_gpu_multi_adapter_runs_scaled_down(monkeypatch, capsys):
         assert figures[f"gpu_tokens_per_s_{mode}"]["value"] > 0
     assert figures["gpu_kv_cache_bytes_quanto4"]["ratio_dense_over"] > 3
     assert 1.9 < figures["gpu_kv_cache_bytes_fp8"]["ratio_dense_over"] <= 2.0  # bf16 -> fp8 + scales
+
+
+def test_evolution_benchmark_emits_every_strategy_figure(monkeypatch, capsys, tmp_path):
+    argv = ["benchmarks/evolution.py", "--model", "tiny-llama", "--threads", "1", "--steps", "2",
+            "--users", "100", "--pool", "2", "--updates", "1", "--prompts", "2",
+            "--train-seeds", "0", "--eval-seeds", "1000", "1001", "--tasks", "trend_prediction",
+            "--meta-tasks", "trend_prediction", "user_engagement", "--meta-iterations", "1",
+            "--adapt-updates", "1", "--eval-samples", "1", "--out", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(argv[0], run_name="__main__")
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    keys = {"strategy", "task", "metric", "evolved_mean", "baseline_mean", "ci95_low",
+            "ci95_high", "seeds"}
+    assert all(keys <= line.keys() and line["seeds"] == [1000, 1001] for line in lines)
+    assert {line["strategy"] for line in lines} == {"multi_model", "gradient_based",
+                                                    "adaptive_compression", "meta_learning"}
+    figures = {(line["strategy"], line["metric"]): line for line in lines}
+    saved = figures[("adaptive_compression", "adapter_plus_kv_bytes_at_512_tokens")]
+    assert saved["baseline_mean"] > saved["evolved_mean"] > 0  # halved rank, 2-bit cache
+    assert figures[("meta_learning", "updates_to_target")]["evolved_mean"] in (0, 1, 2)

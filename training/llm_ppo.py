@@ -40,6 +40,8 @@ class LLMPPOConfig:
     learning_rate: float = field(1e-4, "AdamW learning rate of the adapters")
     kl_coef: float = field(0.05, "KL penalty toward the base model")
     lora_rank: int = field(8, "LoRA rank of the adapters")
+    eval_samples: int = field(4, "sampled answers per held-out step, decoded as PPO's rollouts "
+                                 "(beside the greedy answer)")
     seed: int = field(0, "seed of the learner and the prompt sampling")
     threads: int = field(2, "torch CPU threads")
     out: str = field("runs/llm_ppo", "folder for the adapters (PEFT format) and results.json")
@@ -50,7 +52,8 @@ class LLMPPOConfig:
             self.tasks = tuple(TaskType.parse(t).value for t in self.tasks)
         except ValueError as err:
             require(False, "tasks", self.tasks, str(err))
-        for name in ("updates", "prompts_per_update", "steps", "lora_rank", "threads"):
+        for name in ("updates", "prompts_per_update", "steps", "lora_rank", "threads",
+                     "eval_samples"):
             value = getattr(self, name)
             require(isinstance(value, int) and value >= 1, name, value, "an integer >= 1")
         require(isinstance(self.users, int) and self.users >= 50, "users", self.users,
@@ -72,6 +75,8 @@ class TaskResult:
     trained: list[float] = dc_field(default_factory=list)
     untrained_parse: float = 0.0
     trained_parse: float = 0.0
+    untrained_sampled: list[float] = dc_field(default_factory=list)  # decoded as in training
+    trained_sampled: list[float] = dc_field(default_factory=list)
     updates: list[dict] = dc_field(default_factory=list)
 
 
@@ -97,31 +102,23 @@ def train_llm_ppo(cfg: LLMPPOConfig) -> dict[str, TaskResult]:
             learner = PPOLearner(adapters, PPOSettings(
                 learning_rate=cfg.learning_rate, kl_coef=cfg.kl_coef, seed=cfg.seed,
                 rollouts_per_update=cfg.prompts_per_update,
-                mini_batch_size=min(4, cfg.prompts_per_update),
-                max_new_tokens=s.sampling.max_new_tokens,
-                temperature=s.sampling.temperature or 0.7))
+                mini_batch_size=min(4, cfg.prompts_per_update)))
             train = [collect_episode(task, seed, cfg.steps, cfg.users) for seed in cfg.train_seeds]
             held_out = [collect_episode(task, seed, cfg.steps, cfg.users) for seed in cfg.eval_seeds]
             result = results[task] = TaskResult(task)
             result.untrained, result.untrained_parse = _per_seed(adapters, task, held_out, greedy(s))
+            result.untrained_sampled = _per_seed_sampled(adapters, task, held_out, s,
+                                                         cfg.eval_samples)
             progress.advance(bar)
-            pool = [(e, i) for e in train for i in range(len(e.steps))]
             rng = np.random.default_rng(cfg.seed)
             for update in range(cfg.updates):
-                picks = [pool[j] for j in rng.choice(len(pool), cfg.prompts_per_update,
-                                                     replace=len(pool) < cfg.prompts_per_update)]
-                prompts = [s.prompt(adapters.tokenizer, e.steps[i].observation) for e, i in picks]
-
-                def reward_fn(indices, texts, picks=picks):
-                    return [picks[k][0].score(picks[k][1], s.answer(picks[k][0].steps[picks[k][1]]
-                                                                   .observation, text))
-                            for k, text in zip(indices, texts)]
-
-                stats = learner.update(task, prompts, reward_fn)
+                stats = episode_update(learner, task, train, cfg.prompts_per_update, rng)
                 result.updates.append(asdict(stats))
                 progress.update(bar, advance=1, description=f"{task} update {update + 1}: "
                                                             f"reward {stats.mean_reward:.3f}")
             result.trained, result.trained_parse = _per_seed(adapters, task, held_out, greedy(s))
+            result.trained_sampled = _per_seed_sampled(adapters, task, held_out, s,
+                                                       cfg.eval_samples)
             progress.advance(bar)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -129,6 +126,37 @@ def train_llm_ppo(cfg: LLMPPOConfig) -> dict[str, TaskResult]:
     (out / "results.json").write_text(json.dumps(
         {"config": asdict(cfg), "results": {t: asdict(r) for t, r in results.items()}}, indent=1))
     return results
+
+
+def episode_update(learner, adapter: str, episodes, prompts: int, rng: np.random.Generator):
+    """One PPO update of ``adapter`` on ``prompts`` steps drawn by ``rng`` from ``episodes`` (of
+    one task), each rollout scored by the env in a counterfactual step of its snapshot. Decodes within the task's budget and at its
+    temperature (0.7 for greedy tasks)."""
+    from dataclasses import replace
+
+    from sandbox_rl.agents.task_specs import spec
+    from sandbox_rl.training.task_episodes import as_trained
+
+    s = spec(episodes[0].task)
+    learner.settings = replace(learner.settings, max_new_tokens=s.sampling.max_new_tokens,
+                               temperature=as_trained(s).sampling.temperature)
+    pool = [(e, i) for e in episodes for i in range(len(e.steps))]
+    picks = [pool[j] for j in rng.choice(len(pool), prompts, replace=len(pool) < prompts)]
+    texts = [s.prompt(learner.adapters.tokenizer, e.steps[i].observation) for e, i in picks]
+
+    def reward_fn(indices, completions):
+        return [picks[k][0].score(picks[k][1], s.answer(picks[k][0].steps[picks[k][1]].observation,
+                                                        text))
+                for k, text in zip(indices, completions)]
+
+    return learner.update(adapter, texts, reward_fn)
+
+
+def _per_seed_sampled(adapters, task, episodes, task_spec, samples: int) -> list[float]:
+    from sandbox_rl.training.task_episodes import evaluate_sampled
+
+    return [evaluate_sampled(adapters, task, [e], task_spec, samples).mean_reward
+            for e in episodes]
 
 
 def _per_seed(adapters, task, episodes, task_spec):
@@ -154,14 +182,18 @@ def print_table(results: dict[str, TaskResult], cfg: LLMPPOConfig, console) -> N
     from sandbox_rl.training.evaluation import Score
 
     table = Table(title=f"LLM PPO on {cfg.model}: held-out reward (seeds {list(cfg.eval_seeds)}, "
-                        f"{cfg.steps} steps each, greedy), mean ± 95% interval over seeds")
-    for col in ("task", "untrained", "trained", "difference", "parse untrained",
+                        f"{cfg.steps} steps each; greedy, and sampled as in training with "
+                        f"{cfg.eval_samples} answers per step), mean ± 95% interval over seeds")
+    for col in ("task", "greedy untrained", "greedy trained", "difference",
+                "sampled untrained", "sampled trained", "difference", "parse untrained",
                 "parse trained"):
         table.add_column(col, justify="left" if col == "task" else "right")
     for task, r in results.items():
-        diff = Score(tuple(np.subtract(r.trained, r.untrained)))
-        table.add_row(task, str(Score(tuple(r.untrained))), str(Score(tuple(r.trained))),
-                      str(diff), f"{r.untrained_parse:.2f}", f"{r.trained_parse:.2f}")
+        row = [task]
+        for before, after in ((r.untrained, r.trained), (r.untrained_sampled, r.trained_sampled)):
+            row += [str(Score(tuple(before))), str(Score(tuple(after))),
+                    str(Score(tuple(np.subtract(after, before))))]
+        table.add_row(*row, f"{r.untrained_parse:.2f}", f"{r.trained_parse:.2f}")
     console.print(table)
     console.print(f"adapters saved in PEFT format under {cfg.out}/adapters; "
                   f"numbers in {cfg.out}/results.json")

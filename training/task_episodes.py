@@ -102,6 +102,27 @@ def _parses(task, step: TaskStep, answer: str) -> bool:
     return task.parse(answer).action is not None
 
 
+def evaluate_sampled(adapters, adapter: str | None, episodes: Sequence[TaskEpisode],
+                     task_spec: TaskSpec, samples: int) -> Evaluation:
+    """:func:`evaluate` decoding as PPO trains (:func:`as_trained`), ``samples`` answers per
+    step (sampling seeds 0, 1, ...: every adapter is judged on the same random numbers)."""
+    s = as_trained(task_spec)
+    runs = [evaluate(adapters, adapter, episodes, s, seed=7919 * k) for k in range(samples)]
+    rewards = tuple(r for run in runs for r in run.rewards)
+    return Evaluation(float(np.mean(rewards)), float(np.mean([r.parse_rate for r in runs])),
+                      rewards)
+
+
+def as_trained(task_spec: TaskSpec) -> TaskSpec:
+    """The spec decoded as PPO's rollouts are: at its temperature, 0.7 for a greedy task (a
+    policy gradient needs samples), no nucleus cut."""
+    from dataclasses import replace
+
+    s = task_spec.sampling
+    return replace(task_spec, sampling=SamplingSettings(s.max_new_tokens, s.temperature or 0.7,
+                                                        1.0, s.stop))
+
+
 def greedy(task_spec: TaskSpec) -> TaskSpec:
     """The spec decoded greedily (evaluation without sampling noise)."""
     from dataclasses import replace

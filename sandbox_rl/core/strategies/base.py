@@ -54,6 +54,39 @@ class Strategy:
             self._learners[group.name] = PPOLearner(group.adapters, settings)
         return self._learners[group.name]
 
+    def ppo_update(self, task, member: Member, group: ModelGroup, adapter: str | None = None,
+                   limit: int = 16):
+        """One TRL PPO update of ``adapter`` (default the member's own) on the task's ``limit``
+        most recent prompts, decoding as ``member`` does; each rollout is scored with the env's
+        reward function in a counterfactual step of the state its prompt came from, with the
+        other agents' actions of that step. Returns ``(PPOStats, prompts used)``, or None
+        without prompts."""
+        from dataclasses import replace
+
+        from sandbox_rl.agents.policy import to_action_text
+        from sandbox_rl.core.pool import member_spec
+        from sandbox_rl.envs.oasis_v0 import MAX_COMPLETION_CHARS
+
+        found = [e for e in self.llm.recent_experiences(task, limit=limit)
+                 if e.snapshot is not None]
+        if not found:
+            return None
+        scorer, answer = self.llm.scorer, member_spec(member).answer
+
+        def reward_fn(indices, completions):
+            return [scorer.score_on(found[i], to_action_text(answer(found[i].observation, text),
+                                                             MAX_COMPLETION_CHARS))
+                    for i, text in zip(indices, completions)]
+
+        learner = self.learner(group)
+        # Rollouts decode within the task's own budget and at the member's temperature; the
+        # learner's other settings (learning rate, KL, batch) are shared by the group.
+        sampling = member_spec(member).sampling
+        learner.settings = replace(learner.settings, max_new_tokens=sampling.max_new_tokens,
+                                   temperature=sampling.temperature or 0.7)
+        return learner.update(adapter or member.adapter, [e.prompt for e in found],
+                              reward_fn), len(found)
+
     def after_step(self, experiences: Sequence["Experience"]) -> list[dict]:
         if not (self.config.enable_online_adaptation and self.config.enable_lora):
             return []

@@ -1,9 +1,10 @@
 """``meta_learning``: a Reptile meta-initialisation of the task adapters.
 
 The meta-initialisation (one set of LoRA weights per base model) starts as PEFT's fresh adapter.
-Every evolution step, for each task on that base, a scratch adapter starts from it and takes
-``INNER_STEPS`` reward-weighted steps on the task's recent (prompt, completion, reward) tuples;
-the meta-initialisation then moves toward the mean of the adapted weights (Reptile:
+Every evolution step, for each task on that base, a scratch adapter starts from it with a fresh
+optimiser and takes ``INNER_STEPS`` TRL PPO updates on the task's recent prompts (the
+gradient_based update: rollouts scored by counterfactual env steps); the meta-initialisation
+then moves toward the mean of the adapted weights (Reptile, :func:`reptile_step`:
 ``meta += META_STEP * mean_t(adapted_t - meta)``). The worst member of each task is restarted
 from it, so new adapters begin where adaptation to any of the tasks is quick.
 """
@@ -17,13 +18,23 @@ from sandbox_rl.core.strategies.base import Strategy
 from sandbox_rl.enums import EvolutionStrategy
 
 SCRATCH = "meta__scratch"
-INNER_STEPS = 2
+INNER_STEPS = 1
 META_STEP = 0.5
-MIN_TUPLES = 2
+MIN_PROMPTS = 2
+INNER_PROMPTS = 16  # most recent prompts of a task an inner update trains on
+
+
+def reptile_step(meta: dict[str, torch.Tensor], adapted: list[dict[str, torch.Tensor]],
+                 step: float = META_STEP) -> dict[str, torch.Tensor]:
+    """Reptile's outer update: ``meta + step * mean(adapted - meta)``, key by key."""
+    with torch.no_grad():
+        return {key: value + step * torch.stack([w[key] - value for w in adapted]).mean(0)
+                for key, value in meta.items()}
 
 
 class MetaLearning(Strategy):
     kind = EvolutionStrategy.META_LEARNING
+    needs_snapshots = True
 
     def __init__(self, llm) -> None:
         super().__init__(llm)
@@ -40,15 +51,13 @@ class MetaLearning(Strategy):
             group = self.llm.groups[name]
             adapted = {}
             for task in group.tasks:
-                found = self.llm.recent_experiences(task, limit=4 * self.config.evolution_interval)
-                if len(found) >= MIN_TUPLES:
-                    adapted[task] = self.inner_loop(group, meta, found)
+                found = [e for e in self.llm.recent_experiences(task, limit=INNER_PROMPTS)
+                         if e.snapshot is not None]
+                if len(found) >= MIN_PROMPTS:
+                    adapted[task] = self.inner_loop(group, task, meta)
             if not adapted:
                 continue
-            with torch.no_grad():
-                for key in meta:
-                    delta = torch.stack([w[key] - meta[key] for w in adapted.values()]).mean(0)
-                    meta[key] = meta[key] + META_STEP * delta
+            meta.update(reptile_step(meta, list(adapted.values())))
             self.meta_updates += 1
             events.append({"type": "reptile", "model": name, "tasks": [t.value for t in adapted],
                            "meta_norm": round(float(sum(v.float().norm() ** 2 for v in meta.values())
@@ -56,19 +65,15 @@ class MetaLearning(Strategy):
             events += self._restart_worst(group, meta)
         return events
 
-    def inner_loop(self, group: ModelGroup, start: dict[str, torch.Tensor], tuples) -> dict:
-        """Adapted weights after ``INNER_STEPS`` reward-weighted steps from ``start``."""
+    def inner_loop(self, group: ModelGroup, task, start: dict[str, torch.Tensor]) -> dict:
+        """Adapted weights after ``INNER_STEPS`` PPO updates on ``task`` from ``start``."""
         adapters = group.adapters
         if SCRATCH not in adapters.names:
             adapters.add(SCRATCH, adapters.settings(self.llm.members[group.tasks[0]][0].adapter))
         adapters.load_state(SCRATCH, start)
-        learner = self.learner(group)
-        learner.reset_optimizer(SCRATCH)
-        for _ in range(INNER_STEPS):
-            learner.reward_weighted_update(SCRATCH, [e.prompt for e in tuples],
-                                           [e.completion for e in tuples],
-                                           [e.reward for e in tuples],
-                                           self.config.adaptation_learning_rate)
+        self.learner(group).reset_optimizer(SCRATCH)
+        for _ in range(INNER_STEPS):  # decoding as the task's first member does
+            self.ppo_update(task, self.llm.members[task][0], group, SCRATCH, INNER_PROMPTS)
         return adapters.state(SCRATCH)
 
     def _restart_worst(self, group: ModelGroup, meta: dict[str, torch.Tensor]) -> list[dict]:
