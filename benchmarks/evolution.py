@@ -301,21 +301,25 @@ def main() -> None:
     args = p.parse_args()
     if args.quick:
         args.steps, args.updates, args.prompts = min(args.steps, 6), min(args.updates, 2), 4
-        args.meta_iterations, args.adapt_updates = 1, min(args.adapt_updates, 2)
-        args.eval_samples = min(args.eval_samples, 2)
+        args.meta_iterations, args.adapt_updates = 1, min(args.adapt_updates, 1)
+        args.eval_samples = min(args.eval_samples, 1)
         args.meta_tasks = args.meta_tasks[:2]
     torch.set_num_threads(args.threads)
     unknown = set(args.strategies) - set(STRATEGIES)
     if unknown:
         sys.exit(f"unknown strategies: {sorted(unknown)}; expected some of {list(STRATEGIES)}")
     on_gpu_use_portable_quanto()
+    start = time.perf_counter()
     if "multi_model" in args.strategies:
         multi_model(args, args.tasks)
+        log(f"multi_model done: {time.perf_counter() - start:.0f} s")
     rest = set(args.strategies) & {"gradient_based", "adaptive_compression"}
     if rest:
         gradient_and_compression(args, args.tasks, rest)
+        log(f"{' and '.join(sorted(rest))} done: {time.perf_counter() - start:.0f} s")
     if "meta_learning" in args.strategies:
         meta_learning(args)
+        log(f"meta_learning done: {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":
