@@ -66,6 +66,7 @@ class Strategy:
         from sandbox_rl.agents.policy import to_action_text
         from sandbox_rl.core.pool import member_spec
         from sandbox_rl.envs.oasis_v0 import MAX_COMPLETION_CHARS
+        from sandbox_rl.training.task_episodes import as_trained
 
         found = [e for e in self.llm.recent_experiences(task, limit=limit)
                  if e.snapshot is not None]
@@ -81,9 +82,9 @@ class Strategy:
         learner = self.learner(group)
         # Rollouts decode within the task's own budget and at the member's temperature; the
         # learner's other settings (learning rate, KL, batch) are shared by the group.
-        sampling = member_spec(member).sampling
+        sampling = as_trained(member_spec(member)).sampling
         learner.settings = replace(learner.settings, max_new_tokens=sampling.max_new_tokens,
-                                   temperature=sampling.temperature or 0.7)
+                                   temperature=sampling.temperature)
         return learner.update(adapter or member.adapter, [e.prompt for e in found],
                               reward_fn), len(found)
 
