@@ -79,7 +79,8 @@ class OasisParallelEnv(ParallelEnv):
 
     ## Arguments
     ``max_cycles`` (200), ``obs_mode`` ("vector" | "text"), ``text_agents`` (in text mode, the
-    agents that speak text, default all; the others keep vector spaces), ``panel_size`` (8),
+    agents that speak text, default all; the others keep vector spaces; a text agent's action
+    may also be an action of its task's structured space, which skips parsing), ``panel_size`` (8),
     ``history`` (6), ``trace_path`` (SQLite trace file or None), ``trace_overwrite`` (False:
     an existing trace file raises ValueError at reset), ``render_mode`` (None | "ansi" |
     "human"), and every field of ``PlatformConfig`` (``num_users``, ``recsys``, ...).
@@ -340,6 +341,10 @@ class OasisParallelEnv(ParallelEnv):
         for agent, action in actions.items():
             space = self._act_spaces[agent]
             text = agent in self.text_agents
+            if text and not isinstance(action, str):
+                # A text agent may also act in its task's structured space (baselines such as
+                # the heuristic scored on the same text-mode world).
+                space, text = self.tasks[agent].action_space, False
             if not text:
                 action = np.asarray(action, dtype=getattr(space, "dtype", None))
             if not space.contains(action):

@@ -5,8 +5,11 @@ For each task: training episodes (seeds ``train_seeds``) give the prompts and th
 their completions are scored against (``training/task_episodes.py``); ``updates`` PPO updates
 (``training/ppo.py``, ``trl.experimental.ppo``) train the task's adapter; the trained and the
 untrained adapter (PEFT's fresh adapter: the base model) then answer every step of held-out
-episodes (seeds ``eval_seeds``) greedily, scored by counterfactual env steps. The adapters are
-saved in PEFT's format under ``<out>/adapters`` and the table under ``<out>/results.json``.
+episodes (seeds ``eval_seeds``) greedily and sampled as in training, scored by counterfactual
+env steps, next to the task's heuristic and random actions scored the same way. The run folder
+holds the adapters in PEFT's format (``adapters/``, and ``checkpoints/`` every
+``checkpoint_every`` updates), TensorBoard scalars of every update (``tb/``) and the table
+(``results.json``).
 """
 
 from __future__ import annotations
@@ -44,7 +47,9 @@ class LLMPPOConfig:
                                  "(beside the greedy answer)")
     seed: int = field(0, "seed of the learner and the prompt sampling")
     threads: int = field(2, "torch CPU threads")
-    out: str = field("runs/llm_ppo", "folder for the adapters (PEFT format) and results.json")
+    checkpoint_every: int = field(10, "save the adapters every this many updates of a task")
+    out: str = field("runs/llm_ppo", "run folder: adapters (PEFT format), checkpoints/, tb/, "
+                                     "results.json")
     quiet: bool = field(False, "hide the progress bar")
 
     def __post_init__(self) -> None:
@@ -53,7 +58,7 @@ class LLMPPOConfig:
         except ValueError as err:
             require(False, "tasks", self.tasks, str(err))
         for name in ("updates", "prompts_per_update", "steps", "lora_rank", "threads",
-                     "eval_samples"):
+                     "eval_samples", "checkpoint_every"):
             value = getattr(self, name)
             require(isinstance(value, int) and value >= 1, name, value, "an integer >= 1")
         require(isinstance(self.users, int) and self.users >= 50, "users", self.users,
@@ -77,6 +82,8 @@ class TaskResult:
     trained_parse: float = 0.0
     untrained_sampled: list[float] = dc_field(default_factory=list)  # decoded as in training
     trained_sampled: list[float] = dc_field(default_factory=list)
+    heuristic: list[float] = dc_field(default_factory=list)  # the env's baselines, same steps
+    random: list[float] = dc_field(default_factory=list)
     updates: list[dict] = dc_field(default_factory=list)
 
 
@@ -91,8 +98,12 @@ def train_llm_ppo(cfg: LLMPPOConfig) -> dict[str, TaskResult]:
     from sandbox_rl.training.ppo import PPOLearner, PPOSettings
     from sandbox_rl.training.task_episodes import collect_episode, evaluate, greedy
 
+    from torch.utils.tensorboard import SummaryWriter
+
     torch.set_num_threads(cfg.threads)
     console = Console(stderr=True, quiet=cfg.quiet)
+    out = Path(cfg.out)
+    writer = SummaryWriter(str(out / "tb"))
     adapters = TaskAdapters(load_model(cfg.model), list(cfg.tasks), LoraSettings(rank=cfg.lora_rank))
     results: dict[str, TaskResult] = {}
     with Progress(console=console) as progress:
@@ -106,6 +117,8 @@ def train_llm_ppo(cfg: LLMPPOConfig) -> dict[str, TaskResult]:
             train = [collect_episode(task, seed, cfg.steps, cfg.users) for seed in cfg.train_seeds]
             held_out = [collect_episode(task, seed, cfg.steps, cfg.users) for seed in cfg.eval_seeds]
             result = results[task] = TaskResult(task)
+            result.heuristic = [e.baseline("heuristic") for e in held_out]
+            result.random = [e.baseline("random") for e in held_out]
             result.untrained, result.untrained_parse = _per_seed(adapters, task, held_out, greedy(s))
             result.untrained_sampled = _per_seed_sampled(adapters, task, held_out, s,
                                                          cfg.eval_samples)
@@ -114,14 +127,17 @@ def train_llm_ppo(cfg: LLMPPOConfig) -> dict[str, TaskResult]:
             for update in range(cfg.updates):
                 stats = episode_update(learner, task, train, cfg.prompts_per_update, rng)
                 result.updates.append(asdict(stats))
+                for key, value in asdict(stats).items():
+                    writer.add_scalar(f"{task}/{key}", value, update + 1)
+                if (update + 1) % cfg.checkpoint_every == 0:
+                    adapters.save(out / "checkpoints" / f"{task}_update{update + 1}")
                 progress.update(bar, advance=1, description=f"{task} update {update + 1}: "
                                                             f"reward {stats.mean_reward:.3f}")
             result.trained, result.trained_parse = _per_seed(adapters, task, held_out, greedy(s))
             result.trained_sampled = _per_seed_sampled(adapters, task, held_out, s,
                                                        cfg.eval_samples)
             progress.advance(bar)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    writer.close()
     adapters.save(out / "adapters")
     (out / "results.json").write_text(json.dumps(
         {"config": asdict(cfg), "results": {t: asdict(r) for t, r in results.items()}}, indent=1))
@@ -184,16 +200,16 @@ def print_table(results: dict[str, TaskResult], cfg: LLMPPOConfig, console) -> N
     table = Table(title=f"LLM PPO on {cfg.model}: held-out reward (seeds {list(cfg.eval_seeds)}, "
                         f"{cfg.steps} steps each; greedy, and sampled as in training with "
                         f"{cfg.eval_samples} answers per step), mean ± 95% interval over seeds")
-    for col in ("task", "greedy untrained", "greedy trained", "difference",
-                "sampled untrained", "sampled trained", "difference", "parse untrained",
-                "parse trained"):
+    for col in ("task", "random", "heuristic", "greedy untrained", "greedy trained",
+                "difference", "sampled untrained", "sampled trained", "difference",
+                "parse untrained", "parse trained"):
         table.add_column(col, justify="left" if col == "task" else "right")
     for task, r in results.items():
-        row = [task]
+        row = [task, str(Score(tuple(r.random))), str(Score(tuple(r.heuristic)))]
         for before, after in ((r.untrained, r.trained), (r.untrained_sampled, r.trained_sampled)):
             row += [str(Score(tuple(before))), str(Score(tuple(after))),
                     str(Score(tuple(np.subtract(after, before))))]
         table.add_row(*row, f"{r.untrained_parse:.2f}", f"{r.trained_parse:.2f}")
     console.print(table)
-    console.print(f"adapters saved in PEFT format under {cfg.out}/adapters; "
-                  f"numbers in {cfg.out}/results.json")
+    console.print(f"adapters saved in PEFT format under {cfg.out}/adapters (checkpoints/, "
+                  f"TensorBoard tb/); numbers in {cfg.out}/results.json")

@@ -6,11 +6,13 @@ text observation, a snapshot of the env just before the step and the other roles
 completion for step ``t`` is then scored by the env's own reward function in a counterfactual
 step from that snapshot with those actions (``envs/counterfactual.py``): every adapter, member or
 checkpoint is judged on exactly the same situations, and the measured task never changes the
-world the others see.
+world the others see. Each step also keeps the task's heuristic action and a random one (its
+structured action space, seeded by the episode seed), scored the same way as baselines.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -32,6 +34,7 @@ class TaskStep:
     observation: str
     snapshot: EnvSnapshot
     others: dict  # the other roles' (heuristic, structured) actions of that step
+    baselines: dict  # the task's own structured actions of that step: "heuristic", "random"
 
 
 @dataclass
@@ -43,9 +46,18 @@ class TaskEpisode:
 
     def score(self, index: int, answer: str) -> float:
         """The reward of the text answer ``answer`` at step ``index``."""
+        return self.score_action(index, to_action_text(answer, MAX_COMPLETION_CHARS))
+
+    def score_action(self, index: int, action) -> float:
+        """The reward of ``action`` (text, or an action of the task's structured space)."""
         step = self.steps[index]
-        actions = {**step.others, self.task.value: to_action_text(answer, MAX_COMPLETION_CHARS)}
+        actions = {**step.others, self.task.value: action}
         return self.scorer.rewards(step.snapshot, actions, [self.task.value])[self.task.value]
+
+    def baseline(self, kind: str) -> float:
+        """Mean reward of the task's ``"heuristic"`` or ``"random"`` actions over the steps."""
+        return float(np.mean([self.score_action(i, s.baselines[kind])
+                              for i, s in enumerate(self.steps)]))
 
 
 def collect_episode(task: TaskType | str, seed: int, steps: int, num_users: int = 1000,
@@ -54,11 +66,17 @@ def collect_episode(task: TaskType | str, seed: int, steps: int, num_users: int 
     env = oasis_v0.parallel_env(num_users=num_users, max_cycles=steps, obs_mode="text",
                                 text_agents=[task.value], **world)
     env.reset(seed=seed)
+    space = copy.deepcopy(env.tasks[task.value].action_space)  # the random baseline's draws
+    space.seed(seed)
     collected = []
     while env.agents:
         others = {a: heuristic_action(a, env.vector_observation(a))
                   for a in env.agents if a != task.value}
-        collected.append(TaskStep(env.text_observation(task.value), snapshot(env), others))
+        baselines = {"heuristic": heuristic_action(task.value,
+                                                   env.vector_observation(task.value)),
+                     "random": space.sample()}
+        collected.append(TaskStep(env.text_observation(task.value), snapshot(env), others,
+                                  baselines))
         env.step(others)  # the measured task's no-op
     return TaskEpisode(task, seed, collected, Counterfactual(env))
 

@@ -149,6 +149,20 @@ def test_garbage_text_is_a_noop_with_reason():
     assert env.platform.last.campaign.targeted == 0
 
 
+def test_text_agents_also_take_structured_actions():
+    text = oasis_v0.parallel_env(obs_mode="text", **SMALL)
+    vector = oasis_v0.parallel_env(**SMALL)
+    text.reset(seed=3)
+    obs, _ = vector.reset(seed=3)
+    actions = HeuristicPolicy(vector)(obs)
+    _, expected, *_ = vector.step(actions)
+    _, got, _, _, infos = text.step(actions)  # structured actions for every text agent
+    assert got == expected and not any("parse_error" in i for i in infos.values())
+    text.reset(seed=3)
+    with pytest.raises(ValueError, match="trend_prediction"):
+        text.step({**actions, "trend_prediction": np.full(99, 0.5, dtype=np.float32)})
+
+
 def test_text_actions_parse_into_structured_actions():
     env = oasis_v0.parallel_env(obs_mode="text", **SMALL)
     env.reset(seed=0)

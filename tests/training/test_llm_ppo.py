@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 from sandbox_rl.training.llm_ppo import LLMPPOConfig, report, train
 
 TINY = dict(model="tiny-llama", tasks=("trend_prediction",), updates=1, prompts_per_update=2,
-            train_seeds=(0,), eval_seeds=(1000, 1001), steps=2, users=100, eval_samples=1,
-            threads=1, learning_rate=1e-2, quiet=True)
+            train_seeds=(0,), eval_seeds=(1000, 1001), steps=4, users=100, eval_samples=1,
+            threads=1, learning_rate=1e-2, checkpoint_every=1, quiet=True)
 
 
 def test_trains_saves_peft_adapters_and_reports(tmp_path):
@@ -28,17 +28,20 @@ def test_trains_saves_peft_adapters_and_reports(tmp_path):
     weights = load_file(folder / "adapter_model.safetensors")
     # PEFT initialises LoRA B to zero: a PPO step that changed the adapter leaves some B nonzero.
     assert any(torch.count_nonzero(w) for k, w in weights.items() if "lora_B" in k)
+    assert np.mean(r.heuristic) > np.mean(r.random)  # the env's baselines on the same held-out steps
+    assert (tmp_path / "run" / "checkpoints" / "trend_prediction_update1").is_dir()
+    assert list((tmp_path / "run" / "tb").rglob("events.out.tfevents.*"))
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["results"]["trend_prediction"]["trained"] == r.trained
     console = Console(record=True, width=200)
     report(result, console)
     text = console.export_text()
-    assert "trend_prediction" in text and "sampled untrained" in text
+    assert "trend_prediction" in text and "sampled untrained" in text and "heuristic" in text
     assert np.isfinite(r.trained + r.untrained).all()
 
 
 @pytest.mark.parametrize("field,value", [("tasks", ("dance",)), ("updates", 0),
-                                         ("eval_samples", 0), ("users", 10),
+                                         ("eval_samples", 0), ("users", 10), ("checkpoint_every", 0),
                                          ("eval_seeds", (0,)), ("learning_rate", 0.0)])
 def test_bad_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
