@@ -91,18 +91,18 @@ def train_llm_ppo(cfg: LLMPPOConfig) -> dict[str, TaskResult]:
     import torch
     from rich.console import Console
     from rich.progress import Progress
+    from torch.utils.tensorboard import SummaryWriter
 
     from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
     from sandbox_rl.agents.models import load_model
     from sandbox_rl.agents.task_specs import spec
     from sandbox_rl.training.ppo import PPOLearner, PPOSettings
-    from sandbox_rl.training.task_episodes import collect_episode, evaluate, greedy
-
-    from torch.utils.tensorboard import SummaryWriter
+    from sandbox_rl.training.task_episodes import collect_episode, greedy
 
     torch.set_num_threads(cfg.threads)
     console = Console(stderr=True, quiet=cfg.quiet)
     out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
     writer = SummaryWriter(str(out / "tb"))
     adapters = TaskAdapters(load_model(cfg.model), list(cfg.tasks), LoraSettings(rank=cfg.lora_rank))
     results: dict[str, TaskResult] = {}
@@ -146,8 +146,8 @@ def train_llm_ppo(cfg: LLMPPOConfig) -> dict[str, TaskResult]:
 
 def episode_update(learner, adapter: str, episodes, prompts: int, rng: np.random.Generator):
     """One PPO update of ``adapter`` on ``prompts`` steps drawn by ``rng`` from ``episodes`` (of
-    one task), each rollout scored by the env in a counterfactual step of its snapshot. Decodes within the task's budget and at its
-    temperature (0.7 for greedy tasks)."""
+    one task), each rollout scored by the env in a counterfactual step of its snapshot; decoded
+    within the task's token budget, as :func:`as_trained` says."""
     from dataclasses import replace
 
     from sandbox_rl.agents.task_specs import spec
