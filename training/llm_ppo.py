@@ -148,14 +148,11 @@ def episode_update(learner, adapter: str, episodes, prompts: int, rng: np.random
     """One PPO update of ``adapter`` on ``prompts`` steps drawn by ``rng`` from ``episodes`` (of
     one task), each rollout scored by the env in a counterfactual step of its snapshot; decoded
     within the task's token budget, as :func:`as_trained` says."""
-    from dataclasses import replace
-
     from sandbox_rl.agents.task_specs import spec
-    from sandbox_rl.training.task_episodes import as_trained
+    from sandbox_rl.training.task_episodes import rollout_settings
 
     s = spec(episodes[0].task)
-    learner.settings = replace(learner.settings, max_new_tokens=s.sampling.max_new_tokens,
-                               temperature=as_trained(s).sampling.temperature)
+    learner.settings = rollout_settings(learner.settings, s)
     pool = [(e, i) for e in episodes for i in range(len(e.steps))]
     picks = [pool[j] for j in rng.choice(len(pool), prompts, replace=len(pool) < prompts)]
     texts = [s.prompt(learner.adapters.tokenizer, e.steps[i].observation) for e, i in picks]

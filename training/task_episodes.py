@@ -141,6 +141,16 @@ def as_trained(task_spec: TaskSpec) -> TaskSpec:
                                                         1.0, s.stop))
 
 
+def rollout_settings(settings, task_spec: TaskSpec):
+    """PPO ``settings`` that decode rollouts as :func:`as_trained` says, within the task's
+    token budget."""
+    from dataclasses import replace
+
+    sampling = as_trained(task_spec).sampling
+    return replace(settings, max_new_tokens=sampling.max_new_tokens,
+                   temperature=sampling.temperature)
+
+
 def greedy(task_spec: TaskSpec) -> TaskSpec:
     """The spec decoded greedily (evaluation without sampling noise)."""
     from dataclasses import replace

@@ -61,12 +61,10 @@ class Strategy:
         reward function in a counterfactual step of the state its prompt came from, with the
         other agents' actions of that step. Returns ``(PPOStats, prompts used)``, or None
         without prompts."""
-        from dataclasses import replace
-
         from sandbox_rl.agents.policy import to_action_text
         from sandbox_rl.core.pool import member_spec
         from sandbox_rl.envs.oasis_v0 import MAX_COMPLETION_CHARS
-        from sandbox_rl.training.task_episodes import as_trained
+        from sandbox_rl.training.task_episodes import rollout_settings
 
         found = [e for e in self.llm.recent_experiences(task, limit=limit)
                  if e.snapshot is not None]
@@ -82,9 +80,7 @@ class Strategy:
         learner = self.learner(group)
         # Rollouts decode within the task's own budget and at the member's temperature; the
         # learner's other settings (learning rate, KL, batch) are shared by the group.
-        sampling = as_trained(member_spec(member)).sampling
-        learner.settings = replace(learner.settings, max_new_tokens=sampling.max_new_tokens,
-                                   temperature=sampling.temperature)
+        learner.settings = rollout_settings(learner.settings, member_spec(member))
         return learner.update(adapter or member.adapter, [e.prompt for e in found],
                               reward_fn), len(found)
 
