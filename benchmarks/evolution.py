@@ -17,7 +17,10 @@ counterfactual steps of the simulation.
 - gradient_based: ``training/llm_ppo.py`` trains each task adapter by TRL PPO on training
   seeds; held-out reward and parse rate of the trained vs the untrained adapter, answering
   greedily and sampled as PPO's rollouts are (the policy PPO optimises; ``--eval-samples`` answers
-  per step, the same sampling seeds for both adapters).
+  per step, the same sampling seeds for both adapters). ``--samples-per-prompt``,
+  ``--ppo-epochs`` and ``--rollout-temperature`` are llm-ppo's options of the same names;
+  ``--trained-run DIR`` scores the adapters a finished ``train llm-ppo`` run saved on
+  ``--eval-seeds`` instead of training (more held-out worlds for a run already made).
 - adaptive_compression: the strategy's compression step (LoRA rank halved by truncated SVD, KV
   cache 4 -> 2 bits) applied to the PPO-trained adapters: bytes saved and held-out reward kept.
 - meta_learning: the strategy's Reptile meta-initialisation (``reptile_step``, inner loop of
@@ -133,18 +136,27 @@ def multi_model(args, tasks: list[str]) -> None:
 
 # ----------------------------------------------------------------------------- gradient / compression
 def gradient_and_compression(args, tasks: list[str], strategies: set[str]) -> None:
-    from sandbox_rl.training.llm_ppo import LLMPPOConfig, train_llm_ppo
+    from sandbox_rl.training.llm_ppo import LLMPPOConfig, reevaluate, train_llm_ppo
 
-    cfg = LLMPPOConfig(model=args.model, tasks=tuple(tasks), updates=args.updates,
-                       prompts_per_update=args.prompts, train_seeds=tuple(args.train_seeds),
-                       eval_seeds=tuple(args.eval_seeds), steps=args.steps, users=args.users,
-                       learning_rate=args.lr, seed=args.seed, threads=args.threads,
-                       eval_samples=args.eval_samples, out=args.out, quiet=True)
-    results = train_llm_ppo(cfg)
+    if args.trained_run:
+        cfg, results = reevaluate(args.trained_run, tuple(args.eval_seeds), args.eval_samples,
+                                  args.threads)
+        tasks = list(cfg.tasks)
+    else:
+        cfg = LLMPPOConfig(
+            model=args.model, tasks=tuple(tasks), updates=args.updates,
+            prompts_per_update=args.prompts, train_seeds=tuple(args.train_seeds),
+            eval_seeds=tuple(args.eval_seeds), steps=args.steps, users=args.users,
+            learning_rate=args.lr, seed=args.seed, threads=args.threads,
+            samples_per_prompt=args.samples_per_prompt, ppo_epochs=args.ppo_epochs,
+            rollout_temperature=args.rollout_temperature, eval_samples=args.eval_samples,
+            out=args.out, quiet=True)
+        results = train_llm_ppo(cfg)
     if "gradient_based" in strategies:
         for task, r in results.items():
             common = dict(updates=cfg.updates, prompts_per_update=cfg.prompts_per_update,
-                          lr=cfg.learning_rate)
+                          lr=cfg.learning_rate, train_seeds=len(cfg.train_seeds),
+                          trained_run=args.trained_run, **ppo_figures(cfg))
             emit("gradient_based", task, "held_out_reward_greedy", r.trained, r.untrained,
                  list(cfg.eval_seeds), **common)
             emit("gradient_based", task, "held_out_reward_sampled", r.trained_sampled,
@@ -202,14 +214,21 @@ def meta_learning(args) -> None:
     from sandbox_rl.core.strategies.meta_learning import INNER_STEPS, reptile_step
     from sandbox_rl.training.llm_ppo import episode_update
     from sandbox_rl.training.ppo import PPOLearner, PPOSettings
-    from sandbox_rl.training.task_episodes import collect_episode, evaluate_sampled
+    from sandbox_rl.training.task_episodes import (collect_episode, evaluate_sampled,
+                                                   with_temperature)
 
     adapters = TaskAdapters(load_model(args.model), ["scratch", "adapt"], LoraSettings(rank=8))
     fresh = adapters.state("adapt")  # PEFT's fresh adapter: the common start of both arms
+    rollouts = args.prompts * args.samples_per_prompt
     learner = PPOLearner(adapters, PPOSettings(learning_rate=args.lr,
-                                               rollouts_per_update=args.prompts,
-                                               mini_batch_size=min(4, args.prompts),
-                                               seed=args.seed))
+                                               rollouts_per_update=rollouts,
+                                               mini_batch_size=min(4, rollouts),
+                                               samples_per_prompt=args.samples_per_prompt,
+                                               ppo_epochs=args.ppo_epochs, seed=args.seed))
+
+    def spec_of(task):
+        return with_temperature(spec(task), args.rollout_temperature)
+
     rng = np.random.default_rng(args.seed)
     train = {t: [collect_episode(t, seed, args.steps, args.users) for seed in args.train_seeds]
              for t in args.meta_tasks}
@@ -220,14 +239,15 @@ def meta_learning(args) -> None:
             adapters.load_state("scratch", meta)
             learner.reset_optimizer("scratch")
             for _ in range(INNER_STEPS):
-                episode_update(learner, "scratch", train[task], args.prompts, rng)
+                episode_update(learner, "scratch", train[task], args.prompts, rng,
+                               spec_of(task))
             adapted.append(adapters.state("scratch"))
         meta = reptile_step(meta, adapted)
         log(f"meta iteration {iteration + 1}/{args.meta_iterations}: "
             f"{time.perf_counter() - start:.0f} s")
     mix = shifted_mix()
     for task in args.meta_targets:
-        s = spec(task)
+        s = spec_of(task)
         counts = {"meta": [], "scratch": []}
         final = {"meta": [], "scratch": []}
         curves = {"meta": [], "scratch": []}
@@ -247,7 +267,7 @@ def meta_learning(args) -> None:
 
                 rewards = [score()]
                 for _ in range(args.adapt_updates):
-                    episode_update(learner, "adapt", adapt_train, args.prompts, arm_rng)
+                    episode_update(learner, "adapt", adapt_train, args.prompts, arm_rng, s)
                     rewards.append(score())
                 curve[arm] = rewards
             target = curve["scratch"][0] + args.target_gain
@@ -261,11 +281,18 @@ def meta_learning(args) -> None:
         common = dict(meta_tasks=list(args.meta_tasks), meta_iterations=args.meta_iterations,
                       samples_per_step=args.eval_samples,
                       inner_ppo_updates=INNER_STEPS, adapt_updates=args.adapt_updates,
-                      prompts_per_update=args.prompts, topic_mix=[round(w, 4) for w in mix])
+                      prompts_per_update=args.prompts, topic_mix=[round(w, 4) for w in mix],
+                      **ppo_figures(args))
         emit("meta_learning", task, "updates_to_target", counts["meta"], counts["scratch"],
              list(args.eval_seeds), cost=True, target_gain=args.target_gain, **common)
         emit("meta_learning", task, "held_out_reward_after_adaptation", final["meta"],
              final["scratch"], list(args.eval_seeds), curves=curves, **common)
+
+
+def ppo_figures(settings) -> dict:
+    """The PPO settings (of the arguments or a run's config) a figure line records."""
+    return dict(samples_per_prompt=settings.samples_per_prompt, ppo_epochs=settings.ppo_epochs,
+                rollout_temperature=settings.rollout_temperature or "task default")
 
 
 def log(message: str) -> None:
@@ -284,6 +311,14 @@ def main() -> None:
     p.add_argument("--updates", type=int, default=4)
     p.add_argument("--prompts", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--samples-per-prompt", type=int, default=1,
+                   help="PPO rollouts per prompt; > 1: rewards centred on the prompt's mean")
+    p.add_argument("--ppo-epochs", type=int, default=1)
+    p.add_argument("--trained-run", default=None,
+                   help="gradient_based/adaptive_compression: score the adapters of this finished "
+                        "`train llm-ppo` run folder on --eval-seeds instead of training")
+    p.add_argument("--rollout-temperature", type=float, default=0.0,
+                   help="temperature of PPO's rollouts and the sampled evaluation (0: task's)")
     p.add_argument("--eval-samples", type=int, default=4,
                    help="sampled answers per held-out step (decoded as PPO's rollouts)")
     p.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1])

@@ -38,3 +38,25 @@ def test_evolution_benchmark_emits_every_strategy_figure(monkeypatch, capsys, tm
     saved = figures[("adaptive_compression", "adapter_plus_kv_bytes_at_512_tokens")]
     assert saved["baseline_mean"] > saved["evolved_mean"] > 0  # halved rank, 2-bit cache
     assert figures[("meta_learning", "updates_to_target")]["evolved_mean"] in (0, 1, 2)
+
+
+def test_evolution_benchmark_scores_a_finished_run_on_other_worlds(monkeypatch, capsys,
+                                                                    tmp_path):
+    from sandbox_rl.training.llm_ppo import LLMPPOConfig, train_llm_ppo
+
+    run = tmp_path / "run"
+    train_llm_ppo(LLMPPOConfig(model="tiny-llama", tasks=("user_engagement",), updates=1,
+                               prompts_per_update=2, samples_per_prompt=2, train_seeds=(0,),
+                               eval_seeds=(1000,), steps=2, users=100, eval_samples=1,
+                               threads=1, out=str(run), quiet=True))
+    argv = ["benchmarks/evolution.py", "--strategies", "gradient_based", "--trained-run",
+            str(run), "--eval-seeds", "1003", "1004", "--threads", "1"]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(argv[0], run_name="__main__")
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert {line["metric"] for line in lines} == {"held_out_reward_greedy",
+                                                  "held_out_reward_sampled", "parse_rate"}
+    assert all(line["seeds"] == [1003, 1004] and line["task"] == "user_engagement"
+               for line in lines)
+    sampled = next(line for line in lines if line["metric"] == "held_out_reward_sampled")
+    assert sampled["samples_per_prompt"] == 2 and sampled["trained_run"] == str(run)

@@ -35,7 +35,13 @@ class LLMPPOConfig:
     model: str = field("embedded", "base model of the task adapters")
     tasks: tuple[str, ...] = field(ALL_TASKS, "tasks whose adapters are trained")
     updates: int = field(3, "PPO updates per task")
-    prompts_per_update: int = field(8, "prompts (rollouts) per PPO update")
+    prompts_per_update: int = field(8, "prompts per PPO update")
+    samples_per_prompt: int = field(1, "completions sampled per prompt; > 1 centres each reward "
+                                       "on its prompt's mean (group baseline, no critic)")
+    rollout_temperature: float = field(0.0, "sampling temperature of the rollouts and of the "
+                                            "sampled evaluation (0: the task's own, 0.7 for a "
+                                            "greedy task)")
+    ppo_epochs: int = field(1, "passes over each PPO batch")
     train_seeds: tuple[int, ...] = field((0, 1), "world seeds of the training episodes")
     eval_seeds: tuple[int, ...] = field((1000, 1001, 1002), "held-out world seeds")
     steps: int = field(8, "env steps per episode")
@@ -57,14 +63,16 @@ class LLMPPOConfig:
             self.tasks = tuple(TaskType.parse(t).value for t in self.tasks)
         except ValueError as err:
             require(False, "tasks", self.tasks, str(err))
-        for name in ("updates", "prompts_per_update", "steps", "lora_rank", "threads",
-                     "eval_samples", "checkpoint_every"):
+        for name in ("updates", "prompts_per_update", "samples_per_prompt", "ppo_epochs", "steps",
+                     "lora_rank", "threads", "eval_samples", "checkpoint_every"):
             value = getattr(self, name)
             require(isinstance(value, int) and value >= 1, name, value, "an integer >= 1")
         require(isinstance(self.users, int) and self.users >= 50, "users", self.users,
                 "an integer >= 50")
         require(self.learning_rate > 0, "learning_rate", self.learning_rate, "> 0")
         require(self.kl_coef >= 0, "kl_coef", self.kl_coef, ">= 0")
+        require(0 <= self.rollout_temperature <= 5, "rollout_temperature",
+                self.rollout_temperature, "in [0, 5]")
         self.train_seeds, self.eval_seeds = tuple(self.train_seeds), tuple(self.eval_seeds)
         require(bool(self.train_seeds), "train_seeds", self.train_seeds, "one or more seeds")
         require(bool(self.eval_seeds), "eval_seeds", self.eval_seeds, "one or more seeds")
@@ -97,7 +105,7 @@ def train_llm_ppo(cfg: LLMPPOConfig) -> dict[str, TaskResult]:
     from sandbox_rl.agents.models import load_model
     from sandbox_rl.agents.task_specs import spec
     from sandbox_rl.training.ppo import PPOLearner, PPOSettings
-    from sandbox_rl.training.task_episodes import collect_episode, greedy
+    from sandbox_rl.training.task_episodes import collect_episode, with_temperature
 
     torch.set_num_threads(cfg.threads)
     console = Console(stderr=True, quiet=cfg.quiet)
@@ -109,23 +117,22 @@ def train_llm_ppo(cfg: LLMPPOConfig) -> dict[str, TaskResult]:
     with Progress(console=console) as progress:
         bar = progress.add_task("llm-ppo", total=len(cfg.tasks) * (cfg.updates + 2))
         for task in cfg.tasks:
-            s = spec(task)
+            s = with_temperature(spec(task), cfg.rollout_temperature)
+            rollouts = cfg.prompts_per_update * cfg.samples_per_prompt
             learner = PPOLearner(adapters, PPOSettings(
                 learning_rate=cfg.learning_rate, kl_coef=cfg.kl_coef, seed=cfg.seed,
-                rollouts_per_update=cfg.prompts_per_update,
-                mini_batch_size=min(4, cfg.prompts_per_update)))
+                rollouts_per_update=rollouts, mini_batch_size=min(4, rollouts),
+                samples_per_prompt=cfg.samples_per_prompt, ppo_epochs=cfg.ppo_epochs))
             train = [collect_episode(task, seed, cfg.steps, cfg.users) for seed in cfg.train_seeds]
             held_out = [collect_episode(task, seed, cfg.steps, cfg.users) for seed in cfg.eval_seeds]
             result = results[task] = TaskResult(task)
             result.heuristic = [e.baseline("heuristic") for e in held_out]
             result.random = [e.baseline("random") for e in held_out]
-            result.untrained, result.untrained_parse = _per_seed(adapters, task, held_out, greedy(s))
-            result.untrained_sampled = _per_seed_sampled(adapters, task, held_out, s,
-                                                         cfg.eval_samples)
+            _score(result, "untrained", adapters, task, held_out, s, cfg.eval_samples)
             progress.advance(bar)
             rng = np.random.default_rng(cfg.seed)
             for update in range(cfg.updates):
-                stats = episode_update(learner, task, train, cfg.prompts_per_update, rng)
+                stats = episode_update(learner, task, train, cfg.prompts_per_update, rng, s)
                 result.updates.append(asdict(stats))
                 for key, value in asdict(stats).items():
                     writer.add_scalar(f"{task}/{key}", value, update + 1)
@@ -133,9 +140,7 @@ def train_llm_ppo(cfg: LLMPPOConfig) -> dict[str, TaskResult]:
                     adapters.save(out / "checkpoints" / f"{task}_update{update + 1}")
                 progress.update(bar, advance=1, description=f"{task} update {update + 1}: "
                                                             f"reward {stats.mean_reward:.3f}")
-            result.trained, result.trained_parse = _per_seed(adapters, task, held_out, greedy(s))
-            result.trained_sampled = _per_seed_sampled(adapters, task, held_out, s,
-                                                       cfg.eval_samples)
+            _score(result, "trained", adapters, task, held_out, s, cfg.eval_samples)
             progress.advance(bar)
     writer.close()
     adapters.save(out / "adapters")
@@ -144,14 +149,16 @@ def train_llm_ppo(cfg: LLMPPOConfig) -> dict[str, TaskResult]:
     return results
 
 
-def episode_update(learner, adapter: str, episodes, prompts: int, rng: np.random.Generator):
+def episode_update(learner, adapter: str, episodes, prompts: int, rng: np.random.Generator,
+                   task_spec=None):
     """One PPO update of ``adapter`` on ``prompts`` steps drawn by ``rng`` from ``episodes`` (of
     one task), each rollout scored by the env in a counterfactual step of its snapshot; decoded
-    within the task's token budget, as :func:`as_trained` says."""
+    within the task's token budget, as :func:`as_trained` says for ``task_spec`` (default the
+    task's spec)."""
     from sandbox_rl.agents.task_specs import spec
     from sandbox_rl.training.task_episodes import rollout_settings
 
-    s = spec(episodes[0].task)
+    s = task_spec or spec(episodes[0].task)
     learner.settings = rollout_settings(learner.settings, s)
     pool = [(e, i) for e in episodes for i in range(len(e.steps))]
     picks = [pool[j] for j in rng.choice(len(pool), prompts, replace=len(pool) < prompts)]
@@ -163,6 +170,55 @@ def episode_update(learner, adapter: str, episodes, prompts: int, rng: np.random
                 for k, text in zip(indices, completions)]
 
     return learner.update(adapter, texts, reward_fn)
+
+
+def reevaluate(run: str | Path, eval_seeds: tuple[int, ...], eval_samples: int | None = None,
+               threads: int = 2) -> tuple[LLMPPOConfig, dict[str, TaskResult]]:
+    """Score the adapters a finished run saved (``run/adapters``) and the untrained ones on
+    other held-out worlds ``eval_seeds``, with the run's own settings (``run/results.json``)."""
+    import torch
+
+    from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
+    from sandbox_rl.agents.models import load_model
+    from sandbox_rl.agents.task_specs import spec
+    from sandbox_rl.training.task_episodes import collect_episode, with_temperature
+
+    run = Path(run)
+    try:
+        saved = json.loads((run / "results.json").read_text())["config"]
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"{run} is not a finished llm-ppo run folder (results.json: {err})")
+    cfg = LLMPPOConfig(**{**saved, "eval_seeds": tuple(eval_seeds), "out": str(run),
+                          "eval_samples": eval_samples or saved["eval_samples"],
+                          "threads": threads})
+    torch.set_num_threads(cfg.threads)
+    adapters = TaskAdapters(load_model(cfg.model), list(cfg.tasks), LoraSettings(rank=cfg.lora_rank))
+    results = {}
+    for label in ("untrained", "trained"):
+        if label == "trained":
+            adapters.load(run / "adapters")
+        for task in cfg.tasks:
+            s = with_temperature(spec(task), cfg.rollout_temperature)
+            held_out = [collect_episode(task, seed, cfg.steps, cfg.users) for seed in cfg.eval_seeds]
+            result = results.setdefault(task, TaskResult(task))
+            if label == "untrained":
+                result.heuristic = [e.baseline("heuristic") for e in held_out]
+                result.random = [e.baseline("random") for e in held_out]
+            _score(result, label, adapters, task, held_out, s, cfg.eval_samples)
+    return cfg, results
+
+
+def _score(result: TaskResult, label: str, adapters, task, held_out, task_spec,
+           samples: int) -> None:
+    """Fill ``result``'s ``label`` ("untrained" / "trained") figures: greedy reward per seed,
+    parse rate, and reward per seed sampled as in training."""
+    from sandbox_rl.training.task_episodes import greedy
+
+    greedy_, parse = _per_seed(adapters, task, held_out, greedy(task_spec))
+    setattr(result, label, greedy_)
+    setattr(result, f"{label}_parse", parse)
+    setattr(result, f"{label}_sampled", _per_seed_sampled(adapters, task, held_out, task_spec,
+                                                          samples))
 
 
 def _per_seed_sampled(adapters, task, episodes, task_spec, samples: int) -> list[float]:

@@ -35,6 +35,17 @@ on the ``TaskAdapters`` model itself; no copy of the model is made. How the piec
   handed to every later ``PPOTrainer`` of that adapter, so updates continue its moments.
   :meth:`PPOLearner.optimizer_state` flattens it (and the value head) into named tensors for
   safetensors.
+- **Group baseline (``samples_per_prompt`` > 1).** Each prompt is sampled k times in the same
+  PPO batch and each rollout's reward is taken relative to the mean reward of its prompt's k
+  rollouts (the per-prompt baseline of RLOO/GRPO, here inside PPO). A task's reward level varies
+  far more between situations (worlds, hours) than between answers to one situation; with one
+  sample per prompt the advantage is mostly "this prompt was easy", which a policy can fit to
+  the training worlds' prompts without learning which answer is better. The centred reward
+  needs no learned critic, so the value model is then a constant (a bias-only head on zero
+  features; TRL still requires one) and the adapter-free critic forward is skipped. TRL shuffles
+  its dataloader, which would split groups across batches: the rows are laid out group by group
+  (groups in a seeded random order) and read without shuffling, each batch a whole number of
+  groups.
 - **Randomness.** TRL seeds the global torch RNG and shuffles with NumPy's global RNG; both are
   seeded per update from ``(settings.seed, adapter, update count)`` and restored afterwards.
 
@@ -74,7 +85,9 @@ class PPOSettings:
 
     Each update samples ``rollouts_per_update`` completions per PPO batch (prompts are cycled to
     fill whole batches, so every prompt is used at least once) and takes ``ppo_epochs`` passes of
-    ``rollouts_per_update // mini_batch_size`` optimiser steps over each batch.
+    ``rollouts_per_update // mini_batch_size`` optimiser steps over each batch. With
+    ``samples_per_prompt`` k > 1 a batch holds ``rollouts_per_update // k`` prompts, each
+    sampled k times, and rewards are centred on each prompt's mean (no learned critic).
     """
 
     learning_rate: float = 1e-4
@@ -85,6 +98,7 @@ class PPOSettings:
     temperature: float = 0.7
     max_new_tokens: int = 48
     seed: int = 0
+    samples_per_prompt: int = 1
 
     def __post_init__(self) -> None:
         def whole(name: str, low: int, high: int | None = None) -> int:
@@ -110,6 +124,9 @@ class PPOSettings:
         if rollouts % whole("mini_batch_size", 1) != 0:
             raise ValueError(f"invalid mini_batch_size={self.mini_batch_size!r}: it must divide "
                              f"rollouts_per_update={rollouts}")
+        if rollouts % whole("samples_per_prompt", 1) != 0:
+            raise ValueError(f"invalid samples_per_prompt={self.samples_per_prompt!r}: it must "
+                             f"divide rollouts_per_update={rollouts}")
         whole("ppo_epochs", 1)
         whole("max_new_tokens", 1, 4096)
         whole("seed", 0)
@@ -119,7 +136,7 @@ class PPOSettings:
 class PPOStats:
     """What one :meth:`PPOLearner.update` did (losses and KL averaged over its PPO batches)."""
 
-    mean_reward: float  # of reward_fn on the sampled completions, before the KL penalty
+    mean_reward: float  # of reward_fn on the sampled completions, before centring or KL
     kl: float  # summed over completion tokens, policy vs base (adapter disabled)
     policy_loss: float
     value_loss: float
@@ -136,11 +153,11 @@ class _RewardBackbone(nn.Module):
     """Calls ``reward_fn`` on the decoded completions of a batch of query-completion rows."""
 
     def __init__(self, queries: dict[tuple[int, ...], int], context_length: int, tokenizer,
-                 reward_fn: RewardFn) -> None:
+                 reward_fn: RewardFn, centred: bool = False) -> None:
         super().__init__()
         self.queries, self.context_length = queries, context_length
-        self.tokenizer, self.reward_fn = tokenizer, reward_fn
-        self.rewards: list[float] = []
+        self.tokenizer, self.reward_fn, self.centred = tokenizer, reward_fn, centred
+        self.rewards: list[float] = []  # as reward_fn gave them
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_) -> _Hidden:
         cut = self.context_length
@@ -154,6 +171,10 @@ class _RewardBackbone(nn.Module):
             texts.append(self.tokenizer.decode(completion, skip_special_tokens=True))
         rewards = _checked_rewards(self.reward_fn(indices, texts), len(texts))
         self.rewards.extend(rewards)
+        if self.centred:  # each relative to its prompt's mean in this batch (whole groups)
+            means = {i: float(np.mean([r for j, r in zip(indices, rewards) if j == i]))
+                     for i in set(indices)}
+            rewards = [r - means[i] for i, r in zip(indices, rewards)]
         scores = torch.tensor(rewards, dtype=torch.float32, device=input_ids.device)
         return _Hidden((scores[:, None, None].expand(-1, input_ids.shape[1], 1),))
 
@@ -179,6 +200,18 @@ class _FrozenBase(nn.Module):
         body = getattr(base, base.base_model_prefix)
         with torch.no_grad(), self.peft_model.disable_adapter():
             return body(**kwargs)
+
+
+class _ZeroFeatures(nn.Module):
+    """A critic trunk with no features: with group-centred rewards the value is a constant."""
+
+    def __init__(self, hidden_size: int, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.hidden_size, self.dtype = hidden_size, dtype
+
+    def forward(self, input_ids: torch.Tensor, **_) -> _Hidden:
+        return _Hidden((input_ids.new_zeros(*input_ids.shape, self.hidden_size,
+                                            dtype=self.dtype),))
 
 
 class _ValueModel(nn.Module):
@@ -271,19 +304,29 @@ class PPOLearner:
 
         ids = [self.adapters.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         tokenizer = self._ppo_tokenizer(ids)
-        rollouts = self.settings.rollouts_per_update
-        rows = [ids[i % len(ids)] for i in range(math.ceil(len(ids) / rollouts) * rollouts)]
+        rollouts, k = self.settings.rollouts_per_update, self.settings.samples_per_prompt
+        per_batch = rollouts // k  # prompts per PPO batch
+        count = self._updates.get(adapter, 0)
+        seed = _seed(self.settings.seed, adapter, count)
+        order = [i % len(ids) for i in range(math.ceil(len(ids) / per_batch) * per_batch)]
+        if k > 1:
+            order = [order[j] for j in np.random.default_rng(seed).permutation(len(order))]
+        rows = [ids[i] for i in order for _ in range(k)]
         width = max(len(seq) for seq in ids)
         queries = {tuple(seq): i for i, seq in reversed(list(enumerate(ids)))}  # first index wins
-        reward = _RewardBackbone(queries, width, tokenizer, reward_fn)
-        count = self._updates.get(adapter, 0)
+        reward = _RewardBackbone(queries, width, tokenizer, reward_fn, centred=k > 1)
         start = time.perf_counter()
         with self._training(adapter), tempfile.TemporaryDirectory(prefix="ppo-") as out:
-            seed = _seed(self.settings.seed, adapter, count)
-            trainer = self._trainer(adapter, out, tokenizer, Dataset.from_dict({"input_ids": rows}),
-                                    DataCollatorWithPadding(tokenizer, padding="max_length",
-                                                            max_length=width),
+            collator = DataCollatorWithPadding(tokenizer, padding="max_length", max_length=width)
+            dataset = Dataset.from_dict({"input_ids": rows})
+            trainer = self._trainer(adapter, out, tokenizer, dataset, collator,
                                     _RewardModel(reward), seed)
+            if k > 1:  # keep each prompt's k rollouts in one batch (TRL's loader shuffles rows)
+                from torch.utils.data import DataLoader
+
+                trainer.dataloader = trainer.accelerator.prepare(DataLoader(
+                    dataset, batch_size=rollouts, shuffle=False, collate_fn=collator,
+                    drop_last=True))
             steps = [0]
             hook = self._optimizers[adapter].register_step_post_hook(
                 lambda *_: steps.__setitem__(0, steps[0] + 1))
@@ -325,7 +368,9 @@ class PPOLearner:
             trainer = PPOTrainer(
                 args=config, processing_class=tokenizer, model=model, ref_model=None,
                 reward_model=reward_model, train_dataset=dataset,
-                value_model=_ValueModel(_FrozenBase(model), self._head(adapter)),
+                value_model=_ValueModel(
+                    _ZeroFeatures(model.config.hidden_size, self._head(adapter).weight.dtype)
+                    if s.samples_per_prompt > 1 else _FrozenBase(model), self._head(adapter)),
                 data_collator=collator, optimizers=(optimizer, constant))
         for callback in (PrinterCallback, ProgressCallback):
             trainer.remove_callback(callback)

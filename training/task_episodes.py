@@ -141,6 +141,16 @@ def as_trained(task_spec: TaskSpec) -> TaskSpec:
                                                         1.0, s.stop))
 
 
+def with_temperature(task_spec: TaskSpec, temperature: float) -> TaskSpec:
+    """The spec sampled at ``temperature`` (0 leaves it as it is); :func:`as_trained` and
+    :func:`rollout_settings` then decode at that temperature."""
+    from dataclasses import replace
+
+    if not temperature:
+        return task_spec
+    return replace(task_spec, sampling=replace(task_spec.sampling, temperature=temperature))
+
+
 def rollout_settings(settings, task_spec: TaskSpec):
     """PPO ``settings`` that decode rollouts as :func:`as_trained` says, within the task's
     token budget."""

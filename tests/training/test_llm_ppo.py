@@ -10,7 +10,7 @@ import torch
 from rich.console import Console
 from safetensors.torch import load_file
 
-from sandbox_rl.training.llm_ppo import LLMPPOConfig, report, train
+from sandbox_rl.training.llm_ppo import LLMPPOConfig, reevaluate, report, train
 
 TINY = dict(model="tiny-llama", tasks=("trend_prediction",), updates=1, prompts_per_update=2,
             train_seeds=(0,), eval_seeds=(1000, 1001), steps=4, users=100, eval_samples=1,
@@ -38,11 +38,31 @@ def test_trains_saves_peft_adapters_and_reports(tmp_path):
     text = console.export_text()
     assert "trend_prediction" in text and "sampled untrained" in text and "heuristic" in text
     assert np.isfinite(r.trained + r.untrained).all()
+    # The saved run scored again on its own held-out worlds gives the same table, and on others
+    # a table of those worlds.
+    again = reevaluate(tmp_path / "run", cfg.eval_seeds, threads=1)[1]["trend_prediction"]
+    for name in ("untrained", "trained", "untrained_sampled", "trained_sampled", "heuristic"):
+        assert getattr(again, name) == pytest.approx(getattr(r, name)), name
+    other_cfg, other = reevaluate(tmp_path / "run", (1005,), threads=1)
+    assert other_cfg.eval_seeds == (1005,) and len(other["trend_prediction"].trained) == 1
+    with pytest.raises(ValueError, match="eval_seeds"):
+        reevaluate(tmp_path / "run", (0,))  # a training world
+    with pytest.raises(ValueError, match="not a finished llm-ppo run"):
+        reevaluate(tmp_path, (1000,))
+
+
+def test_group_samples_and_rollout_temperature_reach_the_learner(tmp_path):
+    cfg = LLMPPOConfig(**{**TINY, "samples_per_prompt": 2, "rollout_temperature": 1.0},
+                       out=str(tmp_path / "run"))
+    r = train(cfg)[1]["trend_prediction"]
+    assert r.updates[0]["rollouts"] == 4  # 2 prompts x 2 samples
 
 
 @pytest.mark.parametrize("field,value", [("tasks", ("dance",)), ("updates", 0),
                                          ("eval_samples", 0), ("users", 10), ("checkpoint_every", 0),
-                                         ("eval_seeds", (0,)), ("learning_rate", 0.0)])
+                                         ("eval_seeds", (0,)), ("learning_rate", 0.0),
+                                         ("samples_per_prompt", 0), ("ppo_epochs", 0),
+                                         ("rollout_temperature", -1.0)])
 def test_bad_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         LLMPPOConfig(**{**TINY, field: value})

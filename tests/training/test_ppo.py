@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 
 import pytest
 import torch
@@ -64,7 +65,8 @@ def _model_flags(adapters: TaskAdapters):
 @pytest.mark.parametrize("field, value", [
     ("learning_rate", 0.0), ("learning_rate", float("nan")), ("rollouts_per_update", 1),
     ("mini_batch_size", 3), ("mini_batch_size", 0), ("ppo_epochs", 0), ("kl_coef", -0.1),
-    ("temperature", 0.0), ("max_new_tokens", 0), ("seed", -1), ("rollouts_per_update", True)])
+    ("temperature", 0.0), ("max_new_tokens", 0), ("seed", -1), ("rollouts_per_update", True),
+    ("samples_per_prompt", 0), ("samples_per_prompt", 3)])
 def test_bad_settings_raise_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         PPOSettings(**{field: value})
@@ -92,6 +94,47 @@ def test_update_trains_only_the_chosen_adapter_and_restores_the_model():
     texts = [t for _, ts in calls for t in ts]
     assert not any("post number" in t for t in texts)  # completions only, not the prompts
     assert stats.mean_reward == pytest.approx(sum(_digits(texts)) / 4)
+
+
+def test_group_update_samples_each_prompt_k_times_per_batch_and_centres_its_rewards():
+    adapters = _adapters()
+    prompts = _prompts(adapters, 3)
+    calls = []
+
+    def reward(indices, texts):
+        calls.append(list(indices))
+        return [10.0 * i + d for i, d in zip(indices, _digits(texts))]  # a level per prompt
+
+    settings = dataclasses.replace(FAST, rollouts_per_update=8, mini_batch_size=4,
+                                   samples_per_prompt=4)
+    learner = PPOLearner(adapters, settings)
+    before = _snapshot(adapters)
+    stats = learner.update(TARGET, prompts, reward)
+    # 3 prompts cycled to 4 (two per batch of 8), each sampled 4 times inside one batch.
+    assert len(calls) == 2 and all(sorted(Counter(c).values()) == [4, 4] for c in calls)
+    assert sorted({i for c in calls for i in c}) == [0, 1, 2]
+    assert stats.rollouts == 16 and stats.optimizer_steps == 4
+    raw = stats.mean_reward  # reported before centring: the prompt levels are in it
+    assert raw >= 10.0 * sum(i for c in calls for i in c) / 16
+    moved = _moved(before, adapters)
+    assert moved and all(f".{TARGET}." in n and "lora_" in n for n in moved)
+    # The critic is a constant: its head sees zero features, so only the bias can move.
+    head = learner._heads[TARGET]
+    assert not head.weight.any()
+
+
+def test_centred_rewards_are_relative_to_the_prompt_mean():
+    from sandbox_rl.training.ppo import _RewardBackbone
+
+    adapters = _adapters()
+    tok = adapters.tokenizer
+    queries = {(5, 6): 0, (7, 8): 1}
+    backbone = _RewardBackbone(queries, 2, tok, lambda idx, texts: [1.0, 3.0, 10.0, 14.0],
+                               centred=True)
+    ids = torch.tensor([[5, 6, 9], [5, 6, 9], [7, 8, 9], [7, 8, 9]])
+    out = backbone(input_ids=ids, attention_mask=torch.ones_like(ids))
+    assert out.hidden_states[0][:, 0, 0].tolist() == [-1.0, 1.0, -2.0, 2.0]
+    assert backbone.rewards == [1.0, 3.0, 10.0, 14.0]
 
 
 def test_update_works_when_the_tokenizer_pads_with_its_stop_token():
