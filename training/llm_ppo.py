@@ -193,18 +193,17 @@ def reevaluate(run: str | Path, eval_seeds: tuple[int, ...], eval_samples: int |
                           "threads": threads})
     torch.set_num_threads(cfg.threads)
     adapters = TaskAdapters(load_model(cfg.model), list(cfg.tasks), LoraSettings(rank=cfg.lora_rank))
-    results = {}
+    held_out = {task: [collect_episode(task, seed, cfg.steps, cfg.users)
+                       for seed in cfg.eval_seeds] for task in cfg.tasks}
+    results = {task: TaskResult(task, heuristic=[e.baseline("heuristic") for e in episodes],
+                                random=[e.baseline("random") for e in episodes])
+               for task, episodes in held_out.items()}
     for label in ("untrained", "trained"):
         if label == "trained":
             adapters.load(run / "adapters")
-        for task in cfg.tasks:
-            s = with_temperature(spec(task), cfg.rollout_temperature)
-            held_out = [collect_episode(task, seed, cfg.steps, cfg.users) for seed in cfg.eval_seeds]
-            result = results.setdefault(task, TaskResult(task))
-            if label == "untrained":
-                result.heuristic = [e.baseline("heuristic") for e in held_out]
-                result.random = [e.baseline("random") for e in held_out]
-            _score(result, label, adapters, task, held_out, s, cfg.eval_samples)
+        for task, episodes in held_out.items():
+            _score(results[task], label, adapters, task, episodes,
+                   with_temperature(spec(task), cfg.rollout_temperature), cfg.eval_samples)
     return cfg, results
 
 
