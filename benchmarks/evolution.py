@@ -212,19 +212,15 @@ def meta_learning(args) -> None:
     from sandbox_rl.agents.models import load_model
     from sandbox_rl.agents.task_specs import spec
     from sandbox_rl.core.strategies.meta_learning import INNER_STEPS, reptile_step
-    from sandbox_rl.training.llm_ppo import episode_update
-    from sandbox_rl.training.ppo import PPOLearner, PPOSettings
+    from sandbox_rl.training.llm_ppo import episode_update, ppo_settings
+    from sandbox_rl.training.ppo import PPOLearner
     from sandbox_rl.training.task_episodes import (collect_episode, evaluate_sampled,
                                                    with_temperature)
 
     adapters = TaskAdapters(load_model(args.model), ["scratch", "adapt"], LoraSettings(rank=8))
     fresh = adapters.state("adapt")  # PEFT's fresh adapter: the common start of both arms
-    rollouts = args.prompts * args.samples_per_prompt
-    learner = PPOLearner(adapters, PPOSettings(learning_rate=args.lr,
-                                               rollouts_per_update=rollouts,
-                                               mini_batch_size=min(4, rollouts),
-                                               samples_per_prompt=args.samples_per_prompt,
-                                               ppo_epochs=args.ppo_epochs, seed=args.seed))
+    learner = PPOLearner(adapters, ppo_settings(args.prompts, args.samples_per_prompt,
+                                                args.ppo_epochs, args.lr, args.seed))
 
     def spec_of(task):
         return with_temperature(spec(task), args.rollout_temperature)

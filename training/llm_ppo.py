@@ -104,7 +104,7 @@ def train_llm_ppo(cfg: LLMPPOConfig) -> dict[str, TaskResult]:
     from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
     from sandbox_rl.agents.models import load_model
     from sandbox_rl.agents.task_specs import spec
-    from sandbox_rl.training.ppo import PPOLearner, PPOSettings
+    from sandbox_rl.training.ppo import PPOLearner
     from sandbox_rl.training.task_episodes import collect_episode, with_temperature
 
     torch.set_num_threads(cfg.threads)
@@ -118,16 +118,12 @@ def train_llm_ppo(cfg: LLMPPOConfig) -> dict[str, TaskResult]:
         bar = progress.add_task("llm-ppo", total=len(cfg.tasks) * (cfg.updates + 2))
         for task in cfg.tasks:
             s = with_temperature(spec(task), cfg.rollout_temperature)
-            rollouts = cfg.prompts_per_update * cfg.samples_per_prompt
-            learner = PPOLearner(adapters, PPOSettings(
-                learning_rate=cfg.learning_rate, kl_coef=cfg.kl_coef, seed=cfg.seed,
-                rollouts_per_update=rollouts, mini_batch_size=min(4, rollouts),
-                samples_per_prompt=cfg.samples_per_prompt, ppo_epochs=cfg.ppo_epochs))
+            learner = PPOLearner(adapters, ppo_settings(
+                cfg.prompts_per_update, cfg.samples_per_prompt, cfg.ppo_epochs,
+                cfg.learning_rate, cfg.seed, cfg.kl_coef))
             train = [collect_episode(task, seed, cfg.steps, cfg.users) for seed in cfg.train_seeds]
             held_out = [collect_episode(task, seed, cfg.steps, cfg.users) for seed in cfg.eval_seeds]
-            result = results[task] = TaskResult(task)
-            result.heuristic = [e.baseline("heuristic") for e in held_out]
-            result.random = [e.baseline("random") for e in held_out]
+            result = results[task] = _with_baselines(task, held_out)
             _score(result, "untrained", adapters, task, held_out, s, cfg.eval_samples)
             progress.advance(bar)
             rng = np.random.default_rng(cfg.seed)
@@ -172,6 +168,24 @@ def episode_update(learner, adapter: str, episodes, prompts: int, rng: np.random
     return learner.update(adapter, texts, reward_fn)
 
 
+def ppo_settings(prompts: int, samples_per_prompt: int, ppo_epochs: int, learning_rate: float,
+                 seed: int, kl_coef: float = 0.05):
+    """PPO settings for updates of ``prompts`` prompts sampled ``samples_per_prompt`` times each
+    (one PPO batch, mini-batches of up to 4 rollouts)."""
+    from sandbox_rl.training.ppo import PPOSettings
+
+    rollouts = prompts * samples_per_prompt
+    return PPOSettings(learning_rate=learning_rate, kl_coef=kl_coef, seed=seed,
+                       rollouts_per_update=rollouts, mini_batch_size=min(4, rollouts),
+                       samples_per_prompt=samples_per_prompt, ppo_epochs=ppo_epochs)
+
+
+def _with_baselines(task: str, held_out) -> TaskResult:
+    """A task's result holding the heuristic and random actions' held-out rewards."""
+    return TaskResult(task, heuristic=[e.baseline("heuristic") for e in held_out],
+                      random=[e.baseline("random") for e in held_out])
+
+
 def reevaluate(run: str | Path, eval_seeds: tuple[int, ...], eval_samples: int | None = None,
                threads: int = 2) -> tuple[LLMPPOConfig, dict[str, TaskResult]]:
     """Score the adapters a finished run saved (``run/adapters``) and the untrained ones on
@@ -195,9 +209,7 @@ def reevaluate(run: str | Path, eval_seeds: tuple[int, ...], eval_samples: int |
     adapters = TaskAdapters(load_model(cfg.model), list(cfg.tasks), LoraSettings(rank=cfg.lora_rank))
     held_out = {task: [collect_episode(task, seed, cfg.steps, cfg.users)
                        for seed in cfg.eval_seeds] for task in cfg.tasks}
-    results = {task: TaskResult(task, heuristic=[e.baseline("heuristic") for e in episodes],
-                                random=[e.baseline("random") for e in episodes])
-               for task, episodes in held_out.items()}
+    results = {task: _with_baselines(task, episodes) for task, episodes in held_out.items()}
     for label in ("untrained", "trained"):
         if label == "trained":
             adapters.load(run / "adapters")
