@@ -24,13 +24,17 @@ counterfactual steps of the simulation.
 - adaptive_compression: the strategy's compression step (LoRA rank halved by truncated SVD, KV
   cache 4 -> 2 bits) applied to the PPO-trained adapters: bytes saved and held-out reward kept.
 - meta_learning: the strategy's Reptile meta-initialisation (``reptile_step``, inner loop of
-  ``INNER_STEPS`` PPO updates per task from the meta weights, on worlds of the training seeds)
-  over ``--meta-tasks``; then, on a shifted world (a fixed new topic mix, ``SHIFTED_MIX``), an
+  ``--inner-steps`` PPO updates per task from the meta weights, on worlds of the training seeds,
+  outer step ``--meta-step``; defaults the strategy's ``INNER_STEPS`` and ``META_STEP``) over
+  ``--meta-tasks``; then, on a shifted world (a fixed new topic mix, ``shifted_mix``), an
   adapter of each ``--meta-targets`` task is trained by PPO from the meta-initialisation and
-  from PEFT's fresh adapter (the same learner seed for both), evaluated greedily on the
-  held-out episode after every update (sampled as in training, ``--eval-samples`` per step). Figure: updates until the held-out reward reaches the
-  target (the fresh adapter's starting reward + ``--target-gain``; ``--adapt-updates`` + 1 when
-  never reached), and the reward after the last update.
+  from PEFT's fresh adapter (the same learner seed for both), evaluated on the held-out episode
+  after every update, sampled as in training (``--eval-samples`` answers per step). Figure:
+  updates until the held-out reward reaches the target (the fresh adapter's starting reward +
+  ``--target-gain``; ``--adapt-updates`` + 1 when never reached), and the reward after the last
+  update. ``--meta-dir DIR`` saves the meta-initialisation after every iteration and resumes
+  from it (refusing other settings), so meta-training can be spread over several runs; with no
+  ``--meta-targets`` the run only meta-trains.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from sandbox_rl.core.strategies.meta_learning import INNER_STEPS, META_STEP
 from sandbox_rl.enums import TaskType
 
 STRATEGIES = ("multi_model", "gradient_based", "adaptive_compression", "meta_learning")
@@ -211,13 +216,15 @@ def meta_learning(args) -> None:
     from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
     from sandbox_rl.agents.models import load_model
     from sandbox_rl.agents.task_specs import spec
-    from sandbox_rl.core.strategies.meta_learning import INNER_STEPS, reptile_step
+    from sandbox_rl.core.strategies.meta_learning import reptile_step
     from sandbox_rl.training.llm_ppo import episode_update, ppo_settings
     from sandbox_rl.training.ppo import PPOLearner
     from sandbox_rl.training.task_episodes import (collect_episode, evaluate_sampled,
                                                    with_temperature)
 
-    adapters = TaskAdapters(load_model(args.model), ["scratch", "adapt"], LoraSettings(rank=8))
+    model = load_model(args.model)
+    torch.manual_seed(args.seed)  # PEFT draws the fresh adapters' A factors from torch's RNG
+    adapters = TaskAdapters(model, ["scratch", "adapt"], LoraSettings(rank=8))
     fresh = adapters.state("adapt")  # PEFT's fresh adapter: the common start of both arms
     learner = PPOLearner(adapters, ppo_settings(args.prompts, args.samples_per_prompt,
                                                 args.ppo_epochs, args.lr, args.seed))
@@ -226,19 +233,29 @@ def meta_learning(args) -> None:
         return with_temperature(spec(task), args.rollout_temperature)
 
     rng = np.random.default_rng(args.seed)
+    meta, done = dict(fresh), 0
+    if args.meta_dir:
+        saved = load_meta_checkpoint(args.meta_dir, meta_settings(args))
+        if saved is not None:
+            fresh, meta, done, rng_state = saved
+            rng.bit_generator.state = rng_state
+            log(f"meta-initialisation resumed from {args.meta_dir} after {done} iterations")
     train = {t: [collect_episode(t, seed, args.steps, args.users) for seed in args.train_seeds]
-             for t in args.meta_tasks}
-    meta, start = dict(fresh), time.perf_counter()
-    for iteration in range(args.meta_iterations):
+             for t in args.meta_tasks} if done < args.meta_iterations else {}
+    start = time.perf_counter()
+    for iteration in range(done, args.meta_iterations):
         adapted = []
         for task in args.meta_tasks:
             adapters.load_state("scratch", meta)
             learner.reset_optimizer("scratch")
-            for _ in range(INNER_STEPS):
+            for _ in range(args.inner_steps):
                 episode_update(learner, "scratch", train[task], args.prompts, rng,
                                spec_of(task))
             adapted.append(adapters.state("scratch"))
-        meta = reptile_step(meta, adapted)
+        meta = reptile_step(meta, adapted, args.meta_step)
+        if args.meta_dir:
+            save_meta_checkpoint(args.meta_dir, meta_settings(args), fresh, meta, iteration + 1,
+                                 rng.bit_generator.state)
         log(f"meta iteration {iteration + 1}/{args.meta_iterations}: "
             f"{time.perf_counter() - start:.0f} s")
     mix = shifted_mix()
@@ -276,13 +293,71 @@ def meta_learning(args) -> None:
                 f"{time.perf_counter() - start:.0f} s")
         common = dict(meta_tasks=list(args.meta_tasks), meta_iterations=args.meta_iterations,
                       samples_per_step=args.eval_samples,
-                      inner_ppo_updates=INNER_STEPS, adapt_updates=args.adapt_updates,
+                      inner_ppo_updates=args.inner_steps, meta_step=args.meta_step,
+                      adapt_updates=args.adapt_updates,
                       prompts_per_update=args.prompts, topic_mix=[round(w, 4) for w in mix],
                       **ppo_figures(args))
         emit("meta_learning", task, "updates_to_target", counts["meta"], counts["scratch"],
              list(args.eval_seeds), cost=True, target_gain=args.target_gain, **common)
         emit("meta_learning", task, "held_out_reward_after_adaptation", final["meta"],
              final["scratch"], list(args.eval_seeds), curves=curves, **common)
+
+
+META_CHECKPOINT = "meta_init.safetensors"
+
+
+def meta_settings(args) -> dict:
+    """What a saved meta-initialisation depends on: resuming with other values is refused."""
+    keys = ("model", "meta_tasks", "train_seeds", "steps", "users", "prompts",
+            "samples_per_prompt", "ppo_epochs", "rollout_temperature", "lr", "seed",
+            "inner_steps", "meta_step")
+    return {k: getattr(args, k) for k in keys}
+
+
+def save_meta_checkpoint(folder: str, settings: dict, fresh: dict, meta: dict, iterations: int,
+                         rng_state: dict) -> None:
+    """The meta-initialisation after ``iterations`` Reptile iterations, with the fresh adapter
+    both arms start from and the generator's state: one safetensors file (no pickle) written
+    beside its target and renamed, so an interrupted save keeps the previous iteration."""
+    import os
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    tensors = {**{f"fresh/{k}": v.contiguous() for k, v in fresh.items()},
+               **{f"meta/{k}": v.contiguous() for k, v in meta.items()}}
+    info = {"settings": settings, "iterations": iterations, "rng_state": rng_state}
+    tmp = path / f".{META_CHECKPOINT}.tmp"
+    save_file(tensors, str(tmp), metadata={"progress": json.dumps(info)})
+    os.replace(tmp, path / META_CHECKPOINT)
+
+
+def load_meta_checkpoint(folder: str, settings: dict):
+    """``(fresh, meta, iterations, rng_state)`` saved in ``folder``, None when there is none;
+    exits naming the setting when it was made with other settings."""
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    path = Path(folder) / META_CHECKPOINT
+    if not path.exists():
+        return None
+    with safe_open(str(path), "pt") as f:
+        info = json.loads(f.metadata()["progress"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    saved = json.loads(json.dumps(settings))  # as JSON stores it (tuples become lists)
+    changed = [k for k in saved if info["settings"].get(k) != saved[k]]
+    if changed:
+        sys.exit(f"--meta-dir {folder}: its meta-initialisation was made with other "
+                 + ", ".join(f"--{k.replace('_', '-')} ({info['settings'].get(k)!r}, now "
+                             f"{saved[k]!r})" for k in changed))
+    parts = {"fresh": {}, "meta": {}}
+    for key, value in tensors.items():
+        part, name = key.split("/", 1)
+        parts[part][name] = value
+    return parts["fresh"], parts["meta"], int(info["iterations"]), info["rng_state"]
 
 
 def ppo_figures(settings) -> dict:
@@ -323,8 +398,16 @@ def main() -> None:
     p.add_argument("--meta-tasks", nargs="+", default=["content_generation",
                                                        "network_optimization",
                                                        "trend_prediction", "user_engagement"])
-    p.add_argument("--meta-targets", nargs="+", default=["trend_prediction"])
+    p.add_argument("--meta-targets", nargs="*", default=["trend_prediction"],
+                   help="tasks adapted on the shifted world (none: only meta-train)")
     p.add_argument("--meta-iterations", type=int, default=4)
+    p.add_argument("--inner-steps", type=int, default=INNER_STEPS,
+                   help="PPO updates of each task's inner loop (the strategy's INNER_STEPS)")
+    p.add_argument("--meta-step", type=float, default=META_STEP,
+                   help="Reptile's outer step size (the strategy's META_STEP)")
+    p.add_argument("--meta-dir", default=None,
+                   help="save the meta-initialisation here after every iteration and resume "
+                        "from it (same settings) instead of starting again")
     p.add_argument("--adapt-updates", type=int, default=6)
     p.add_argument("--target-gain", type=float, default=0.05)
     p.add_argument("--threads", type=int, default=2)

@@ -60,3 +60,34 @@ def test_evolution_benchmark_scores_a_finished_run_on_other_worlds(monkeypatch, 
                for line in lines)
     sampled = next(line for line in lines if line["metric"] == "held_out_reward_sampled")
     assert sampled["samples_per_prompt"] == 2 and sampled["trained_run"] == str(run)
+
+
+def _meta_only(monkeypatch, capsys, folder, iterations: int, *extra: str) -> str:
+    argv = ["benchmarks/evolution.py", "--strategies", "meta_learning", "--model", "tiny-llama",
+            "--threads", "1", "--steps", "2", "--users", "100", "--prompts", "2",
+            "--train-seeds", "0", "--meta-tasks", "trend_prediction", "user_engagement",
+            "--meta-iterations", str(iterations), "--meta-targets", "--meta-dir", str(folder),
+            *extra]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(argv[0], run_name="__main__")
+    return capsys.readouterr().err
+
+
+def test_meta_initialisation_resumes_from_its_checkpoint(monkeypatch, capsys, tmp_path):
+    import pytest
+    import torch
+    from safetensors.torch import load_file
+
+    _meta_only(monkeypatch, capsys, tmp_path / "resumed", 1)
+    log = _meta_only(monkeypatch, capsys, tmp_path / "resumed", 2)
+    assert "resumed from" in log and "after 1 iterations" in log
+    _meta_only(monkeypatch, capsys, tmp_path / "straight", 2)
+    resumed, straight = (load_file(str(tmp_path / name / "meta_init.safetensors"))
+                         for name in ("resumed", "straight"))
+    assert resumed.keys() == straight.keys()
+    assert all(torch.equal(resumed[k], straight[k]) for k in resumed)
+    moved = [k for k in resumed if k.startswith("meta/")
+             and not torch.equal(resumed[k], resumed["fresh/" + k[5:]])]
+    assert moved  # two Reptile iterations changed the initialisation
+    with pytest.raises(SystemExit, match="--lr"):
+        _meta_only(monkeypatch, capsys, tmp_path / "resumed", 3, "--lr", "0.001")

@@ -25,7 +25,8 @@ import pytest
                  marks=pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                           reason="extra rllib not installed")),
 ])
-def test_example_runs(argv, expect, monkeypatch, capsys):
+def test_example_runs(argv, expect, monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("SB3_LOGDIR", str(tmp_path))  # SB3's logger folder, else a new /tmp/SB3-*
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(argv[0], run_name="__main__")
     assert expect in capsys.readouterr().out

@@ -428,10 +428,19 @@ class PPOLearner:
             ids[row, :len(p) + len(c)] = torch.tensor(p + c, device=device)
             attention[row, :len(p) + len(c)] = 1
             target[row, len(p):len(p) + len(c)] = True
-        logits = self.adapters.model(input_ids=ids, attention_mask=attention).logits[:, :-1]
-        logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
-        mask = target[:, 1:].float()
-        return (logp * mask).sum(1) / mask.sum(1).clamp(min=1)
+        # Logits only where the next token is a completion token (transformers' boolean
+        # ``logits_to_keep``, flattened in row-major order): the vocabulary projection and its
+        # log-softmax over the prompt positions were most of the step's memory.
+        predicts = torch.zeros_like(target)
+        predicts[:, :-1] = target[:, 1:]
+        logits = self.adapters.model(input_ids=ids, attention_mask=attention,
+                                     logits_to_keep=predicts).logits
+        logits = logits.reshape(-1, logits.shape[-1])
+        logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids[target][:, None])[:, 0]
+        counts = target.sum(1)
+        rows = torch.repeat_interleave(torch.arange(len(pairs), device=device), counts)
+        sums = torch.zeros(len(pairs), dtype=logp.dtype, device=device).index_add(0, rows, logp)
+        return sums / counts.clamp(min=1)
 
     # -- optimiser state ----------------------------------------------------------------------------
 

@@ -207,6 +207,27 @@ def _completion_logprob(learner: PPOLearner, prompt: str, completion: str) -> fl
         return float(learner._mean_logprobs([prompt], [completion])[0])
 
 
+
+def test_mean_logprobs_match_each_pair_scored_alone_with_full_logits():
+    # The batched version keeps logits only at completion positions; each pair alone, with
+    # every position's logits, is the reference.
+    adapters = _adapters()
+    learner = PPOLearner(adapters)
+    tok = adapters.tokenizer
+    prompts = _prompts(adapters, 3)
+    completions = ["music is great 123", "", "ok"]
+    with torch.no_grad():
+        batched = learner._mean_logprobs(prompts, completions)
+        for k, (prompt, completion) in enumerate(zip(prompts, completions)):
+            p = tok(prompt, add_special_tokens=False)["input_ids"]
+            c = tok(completion, add_special_tokens=False)["input_ids"]
+            if not c:
+                assert float(batched[k]) == 0.0
+                continue
+            logits = adapters.model(input_ids=torch.tensor([p + c])).logits[0, len(p) - 1:-1]
+            alone = torch.log_softmax(logits.float(), -1).gather(-1, torch.tensor(c)[:, None])
+            assert float(batched[k]) == pytest.approx(float(alone.mean()), abs=1e-4)
+
 def test_reward_weighted_update_prefers_the_rewarded_completion_and_touches_only_its_adapter():
     adapters = _adapters()
     learner = PPOLearner(adapters)
