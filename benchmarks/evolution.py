@@ -291,7 +291,8 @@ def meta_learning(args) -> None:
                 curves[arm].append([round(r, 4) for r in rewards])
             log(f"{task} seed {seed}: target {target:.3f}, curves {curve}, "
                 f"{time.perf_counter() - start:.0f} s")
-        common = dict(meta_tasks=list(args.meta_tasks), meta_iterations=args.meta_iterations,
+        common = dict(meta_tasks=list(args.meta_tasks),
+                      meta_iterations=max(done, args.meta_iterations),
                       samples_per_step=args.eval_samples,
                       inner_ppo_updates=args.inner_steps, meta_step=args.meta_step,
                       adapt_updates=args.adapt_updates,
@@ -344,9 +345,13 @@ def load_meta_checkpoint(folder: str, settings: dict):
     path = Path(folder) / META_CHECKPOINT
     if not path.exists():
         return None
-    with safe_open(str(path), "pt") as f:
-        info = json.loads(f.metadata()["progress"])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    try:
+        with safe_open(str(path), "pt") as f:
+            info = json.loads(f.metadata()["progress"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as error:  # safetensors' own errors have no common base class to name
+        sys.exit(f"--meta-dir {folder}: {path.name} is not a readable meta-initialisation "
+                 f"({type(error).__name__}: {error}); move it away to start again")
     saved = json.loads(json.dumps(settings))  # as JSON stores it (tuples become lists)
     changed = [k for k in saved if info["settings"].get(k) != saved[k]]
     if changed:

@@ -91,3 +91,6 @@ def test_meta_initialisation_resumes_from_its_checkpoint(monkeypatch, capsys, tm
     assert moved  # two Reptile iterations changed the initialisation
     with pytest.raises(SystemExit, match="--lr"):
         _meta_only(monkeypatch, capsys, tmp_path / "resumed", 3, "--lr", "0.001")
+    (tmp_path / "straight" / "meta_init.safetensors").write_bytes(b"half a file")
+    with pytest.raises(SystemExit, match="not a readable meta-initialisation"):
+        _meta_only(monkeypatch, capsys, tmp_path / "straight", 3)
