@@ -431,13 +431,15 @@ class PPOLearner:
         # Logits only where the next token is a completion token (transformers' boolean
         # ``logits_to_keep``, flattened in row-major order): the vocabulary projection and its
         # log-softmax over the prompt positions were most of the step's memory.
+        wanted = target[:, 1:]  # completion tokens after the first position (one predicts them)
         predicts = torch.zeros_like(target)
-        predicts[:, :-1] = target[:, 1:]
+        predicts[:, :-1] = wanted
         logits = self.adapters.model(input_ids=ids, attention_mask=attention,
                                      logits_to_keep=predicts).logits
         logits = logits.reshape(-1, logits.shape[-1])
-        logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids[target][:, None])[:, 0]
-        counts = target.sum(1)
+        tokens = ids[:, 1:][wanted]
+        logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens[:, None])[:, 0]
+        counts = wanted.sum(1)
         rows = torch.repeat_interleave(torch.arange(len(pairs), device=device), counts)
         sums = torch.zeros(len(pairs), dtype=logp.dtype, device=device).index_add(0, rows, logp)
         return sums / counts.clamp(min=1)
