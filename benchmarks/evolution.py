@@ -34,7 +34,9 @@ counterfactual steps of the simulation.
   ``--target-gain``; ``--adapt-updates`` + 1 when never reached), and the reward after the last
   update. ``--meta-dir DIR`` saves the meta-initialisation after every iteration and resumes
   from it (refusing other settings), so meta-training can be spread over several runs; with no
-  ``--meta-targets`` the run only meta-trains.
+  ``--meta-targets`` the run only meta-trains. Each world's arms are seeded by the world's seed,
+  so runs over parts of the held-out worlds (in parallel, say, resuming one ``--meta-dir``)
+  give the lines of one run over all of them with ``--combine FILE...`` (their printed lines).
 """
 
 from __future__ import annotations
@@ -261,19 +263,19 @@ def meta_learning(args) -> None:
     mix = shifted_mix()
     for task in args.meta_targets:
         s = spec_of(task)
-        counts = {"meta": [], "scratch": []}
-        final = {"meta": [], "scratch": []}
         curves = {"meta": [], "scratch": []}
-        for k, seed in enumerate(args.eval_seeds):
+        for seed in args.eval_seeds:
             held_out = collect_episode(task, seed, args.steps, args.users, topic_mix=mix)
             adapt_train = [collect_episode(task, 2000 + seed, args.steps, args.users,
                                            topic_mix=mix)]
             curve = {}
             for arm, weights in (("scratch", fresh), ("meta", meta)):
+                # Both arms of a world share its learner seed and prompt order, drawn from the
+                # world's own seed: a world scores the same alone or in any list of worlds.
                 adapters.load_state("adapt", weights)
                 learner.reset_optimizer("adapt")
-                learner.settings = with_(learner.settings, seed=args.seed + k)
-                arm_rng = np.random.default_rng([args.seed, k])
+                learner.settings = with_(learner.settings, seed=args.seed + seed)
+                arm_rng = np.random.default_rng([args.seed, seed])
                 def score():
                     return evaluate_sampled(adapters, "adapt", [held_out], s,
                                             args.eval_samples).mean_reward
@@ -283,26 +285,81 @@ def meta_learning(args) -> None:
                     episode_update(learner, "adapt", adapt_train, args.prompts, arm_rng, s)
                     rewards.append(score())
                 curve[arm] = rewards
-            target = curve["scratch"][0] + args.target_gain
-            for arm, rewards in curve.items():
-                reached = [u for u, r in enumerate(rewards) if r >= target - 1e-9]
-                counts[arm].append(reached[0] if reached else args.adapt_updates + 1)
-                final[arm].append(rewards[-1])
                 curves[arm].append([round(r, 4) for r in rewards])
-            log(f"{task} seed {seed}: target {target:.3f}, curves {curve}, "
-                f"{time.perf_counter() - start:.0f} s")
+            log(f"{task} seed {seed}: curves {curve}, {time.perf_counter() - start:.0f} s")
         common = dict(meta_tasks=list(args.meta_tasks),
                       meta_iterations=max(done, args.meta_iterations),
                       samples_per_step=args.eval_samples,
                       inner_ppo_updates=args.inner_steps, meta_step=args.meta_step,
-                      adapt_updates=args.adapt_updates,
+                      adapt_updates=args.adapt_updates, target_gain=args.target_gain,
                       prompts_per_update=args.prompts, topic_mix=[round(w, 4) for w in mix],
                       **ppo_figures(args))
-        emit("meta_learning", task, "updates_to_target", counts["meta"], counts["scratch"],
-             list(args.eval_seeds), cost=True, target_gain=args.target_gain, **common)
-        emit("meta_learning", task, "held_out_reward_after_adaptation", final["meta"],
-             final["scratch"], list(args.eval_seeds), curves=curves, **common)
+        meta_figures(task, list(args.eval_seeds), curves, common)
 
+
+def meta_figures(task: str, seeds: list[int], curves: dict, common: dict) -> None:
+    """The meta_learning lines of one target task from the per-world reward curves (held-out
+    reward before and after every adaptation update, per arm): updates to the target, reward
+    before adaptation, reward after the last update (which keeps the curves)."""
+    target_gain, updates = common["target_gain"], common["adapt_updates"]
+    counts = {arm: [] for arm in curves}
+    for k in range(len(seeds)):
+        target = curves["scratch"][k][0] + target_gain
+        for arm, rewards in curves.items():
+            reached = [u for u, r in enumerate(rewards[k]) if r >= target - 1e-9]
+            counts[arm].append(reached[0] if reached else updates + 1)
+    emit("meta_learning", task, "updates_to_target", counts["meta"], counts["scratch"], seeds,
+         cost=True, per_seed=counts, **common)
+    for metric, at in (("held_out_reward_before_adaptation", 0),
+                       ("held_out_reward_after_adaptation", -1)):
+        emit("meta_learning", task, metric, [c[at] for c in curves["meta"]],
+             [c[at] for c in curves["scratch"]], seeds,
+             **({"curves": curves} if at == -1 else {}), **common)
+
+
+# Keys of a meta_learning line that are its figures, not the settings that made them.
+META_FIGURE_KEYS = {"metric", "evolved_mean", "baseline_mean", "ci95_low", "ci95_high", "seeds",
+                    "curves", "per_seed", "command"}
+
+
+def combine_meta(paths: list[str]) -> None:
+    """One set of meta_learning lines from runs over parts of the held-out worlds (their
+    ``held_out_reward_after_adaptation`` lines carry the curves): the runs must share every
+    setting and no world; exits naming the file and setting otherwise."""
+    runs = []
+    for path in paths:
+        try:
+            lines = [json.loads(line) for line in open(path) if line.strip().startswith("{")]
+        except (OSError, json.JSONDecodeError) as error:
+            sys.exit(f"--combine {path}: not a file of JSON lines ({error})")
+        runs += [(path, line) for line in lines if line.get("strategy") == "meta_learning"
+                 and line.get("metric") == "held_out_reward_after_adaptation"]
+    if not runs:
+        sys.exit(f"--combine {' '.join(paths)}: no meta_learning lines with curves")
+    for task in dict.fromkeys(line["task"] for _, line in runs):
+        parts = [(path, line) for path, line in runs if line["task"] == task]
+        first_path, first = parts[0]
+        settings = {k: v for k, v in first.items() if k not in META_FIGURE_KEYS}
+        missing = [k for k in ("target_gain", "adapt_updates") if k not in settings]
+        if missing:
+            sys.exit(f"--combine {first_path}: its {task} line lacks {missing} (made before "
+                     "lines recorded them)")
+        seeds, curves = [], {"meta": [], "scratch": []}
+        for path, line in parts:
+            other = {k: v for k, v in line.items() if k not in META_FIGURE_KEYS}
+            changed = sorted(k for k in settings.keys() | other.keys()
+                             if settings.get(k) != other.get(k))
+            if changed:
+                sys.exit(f"--combine {path}: {task} was measured with other {changed} than in "
+                         f"{first_path}")
+            twice = sorted(set(seeds) & set(line["seeds"]))
+            if twice:
+                sys.exit(f"--combine {path}: {task} worlds {twice} are in two runs")
+            seeds += line["seeds"]
+            for arm in curves:
+                curves[arm] += line["curves"][arm]
+        settings.pop("strategy"), settings.pop("task")
+        meta_figures(task, seeds, curves, settings)
 
 META_CHECKPOINT = "meta_init.safetensors"
 
@@ -417,7 +474,13 @@ def main() -> None:
     p.add_argument("--target-gain", type=float, default=0.05)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="runs/evolution_benchmark")
+    p.add_argument("--combine", nargs="+", metavar="FILE",
+                   help="meta_learning: combine the printed lines of runs over parts of the "
+                        "held-out worlds into one set of lines (nothing is run)")
     args = p.parse_args()
+    if args.combine:
+        combine_meta(args.combine)
+        return
     if args.quick:
         args.steps, args.updates, args.prompts = min(args.steps, 6), min(args.updates, 2), 4
         args.meta_iterations, args.adapt_updates = 1, min(args.adapt_updates, 1)

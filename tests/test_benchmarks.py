@@ -62,7 +62,8 @@ def test_evolution_benchmark_scores_a_finished_run_on_other_worlds(monkeypatch, 
     assert sampled["samples_per_prompt"] == 2 and sampled["trained_run"] == str(run)
 
 
-def _meta_only(monkeypatch, capsys, folder, iterations: int, *extra: str) -> str:
+def _meta_only(monkeypatch, capsys, folder, iterations: int, *extra: str):
+    """Run the meta_learning benchmark on the tiny model; its captured (out, err)."""
     argv = ["benchmarks/evolution.py", "--strategies", "meta_learning", "--model", "tiny-llama",
             "--threads", "1", "--steps", "2", "--users", "100", "--prompts", "2",
             "--train-seeds", "0", "--meta-tasks", "trend_prediction", "user_engagement",
@@ -70,7 +71,7 @@ def _meta_only(monkeypatch, capsys, folder, iterations: int, *extra: str) -> str
             *extra]
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(argv[0], run_name="__main__")
-    return capsys.readouterr().err
+    return capsys.readouterr()
 
 
 def test_meta_initialisation_resumes_from_its_checkpoint(monkeypatch, capsys, tmp_path):
@@ -79,7 +80,7 @@ def test_meta_initialisation_resumes_from_its_checkpoint(monkeypatch, capsys, tm
     from safetensors.torch import load_file
 
     _meta_only(monkeypatch, capsys, tmp_path / "resumed", 1)
-    log = _meta_only(monkeypatch, capsys, tmp_path / "resumed", 2)
+    log = _meta_only(monkeypatch, capsys, tmp_path / "resumed", 2).err
     assert "resumed from" in log and "after 1 iterations" in log
     _meta_only(monkeypatch, capsys, tmp_path / "straight", 2)
     resumed, straight = (load_file(str(tmp_path / name / "meta_init.safetensors"))
@@ -94,3 +95,47 @@ def test_meta_initialisation_resumes_from_its_checkpoint(monkeypatch, capsys, tm
     (tmp_path / "straight" / "meta_init.safetensors").write_bytes(b"half a file")
     with pytest.raises(SystemExit, match="not a readable meta-initialisation"):
         _meta_only(monkeypatch, capsys, tmp_path / "straight", 3)
+
+
+def test_meta_worlds_score_alike_alone_and_combine_into_one_run(monkeypatch, capsys, tmp_path):
+    import json
+
+    import pytest
+
+    from sandbox_rl.training import llm_ppo
+
+    adapt = ("--meta-targets", "user_engagement", "--adapt-updates", "1", "--eval-samples", "1")
+    _meta_only(monkeypatch, capsys, tmp_path / "init", 1)
+    updates = []  # (world, learner seed, prompt generator state) of every adaptation update
+    real_update = llm_ppo.episode_update
+
+    def recorded(learner, adapter, episodes, prompts, rng, task_spec):
+        updates.append((episodes[0].seed, learner.settings.seed, str(rng.bit_generator.state)))
+        return real_update(learner, adapter, episodes, prompts, rng, task_spec)
+
+    monkeypatch.setattr(llm_ppo, "episode_update", recorded)
+
+    def run(*seeds: str) -> list[dict]:
+        out = _meta_only(monkeypatch, capsys, tmp_path / "init", 1, *adapt, "--eval-seeds",
+                         *seeds).out
+        return [json.loads(line) for line in out.splitlines()]
+
+    both = run("1000", "1001")
+    in_list = list(updates)
+    for seed in ("1000", "1001"):
+        lines = run(seed)
+        (tmp_path / f"{seed}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert len(in_list) == 4 and updates[4:] == in_list  # a world alone = in a list
+    after = next(x for x in both if x["metric"] == "held_out_reward_after_adaptation")
+    assert [len(c) for c in after["curves"]["meta"]] == [2, 2]
+    monkeypatch.setattr(sys, "argv", ["benchmarks/evolution.py", "--combine",
+                                      str(tmp_path / "1000.jsonl"), str(tmp_path / "1001.jsonl")])
+    runpy.run_path("benchmarks/evolution.py", run_name="__main__")
+    combined = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert combined == both
+    assert {x["metric"] for x in combined} == {"updates_to_target", "held_out_reward_after_adaptation",
+                                               "held_out_reward_before_adaptation"}
+    monkeypatch.setattr(sys, "argv", ["benchmarks/evolution.py", "--combine",
+                                      str(tmp_path / "1000.jsonl"), str(tmp_path / "1000.jsonl")])
+    with pytest.raises(SystemExit, match=r"worlds \[1000\] are in two runs"):
+        runpy.run_path("benchmarks/evolution.py", run_name="__main__")
