@@ -358,8 +358,8 @@ def combine_meta(paths: list[str]) -> None:
             seeds += line["seeds"]
             for arm in curves:
                 curves[arm] += line["curves"][arm]
-        settings.pop("strategy"), settings.pop("task")
-        meta_figures(task, seeds, curves, settings)
+        meta_figures(task, seeds, curves,
+                     {k: v for k, v in settings.items() if k not in ("strategy", "task")})
 
 META_CHECKPOINT = "meta_init.safetensors"
 

@@ -139,3 +139,9 @@ def test_meta_worlds_score_alike_alone_and_combine_into_one_run(monkeypatch, cap
                                       str(tmp_path / "1000.jsonl"), str(tmp_path / "1000.jsonl")])
     with pytest.raises(SystemExit, match=r"worlds \[1000\] are in two runs"):
         runpy.run_path("benchmarks/evolution.py", run_name="__main__")
+    other = [dict(x, adapt_updates=2) for x in both]
+    (tmp_path / "other.jsonl").write_text("".join(json.dumps(x) + "\n" for x in other))
+    monkeypatch.setattr(sys, "argv", ["benchmarks/evolution.py", "--combine",
+                                      str(tmp_path / "1000.jsonl"), str(tmp_path / "other.jsonl")])
+    with pytest.raises(SystemExit, match=r"other \['adapt_updates'\]"):
+        runpy.run_path("benchmarks/evolution.py", run_name="__main__")
