@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import copy
 import math
+import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -48,22 +50,28 @@ class TaskAdapters:
     """Named LoRA adapters sharing one base model.
 
     ``settings`` is one ``LoraSettings`` for every adapter or a mapping name -> settings.
-    New adapters start as PEFT initialises them (B = 0: the base model's behaviour).
+    New adapters start as PEFT initialises them (B = 0: the base model's behaviour; A random),
+    A drawn from torch's RNG seeded by ``(seed, name)`` in a fork: an adapter's start depends
+    only on its seed and name, not on the global RNG or on the adapters made before it.
     """
 
     def __init__(self, loaded: LoadedModel, names: Sequence[str],
-                 settings: LoraSettings | Mapping[str, LoraSettings] = LoraSettings()) -> None:
+                 settings: LoraSettings | Mapping[str, LoraSettings] = LoraSettings(),
+                 seed: int = 0) -> None:
         if not names:
             raise ValueError("TaskAdapters needs at least one adapter name")
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate adapter names in {list(names)}")
         self.loaded = loaded
         self.tokenizer = loaded.tokenizer
+        self.seed = seed
         self._settings = {n: settings[n] if isinstance(settings, Mapping) else settings
                           for n in names}
         first, *rest = names
-        self.model: PeftModel = get_peft_model(
-            loaded.model, self._settings[first].peft_config(loaded.family), adapter_name=first)
+        with self._seeded_init(first):
+            self.model: PeftModel = get_peft_model(
+                loaded.model, self._settings[first].peft_config(loaded.family),
+                adapter_name=first)
         for name in rest:
             self.add(name, self._settings[name])
         self.model.eval()
@@ -79,10 +87,19 @@ class TaskAdapters:
         """Add an adapter; ``copy_from`` starts it from another adapter's weights (same rank)."""
         if name in self.model.peft_config:
             raise ValueError(f"adapter {name!r} already exists")
-        self.model.add_adapter(name, settings.peft_config(self.loaded.family))
+        with self._seeded_init(name):
+            self.model.add_adapter(name, settings.peft_config(self.loaded.family))
         self._settings[name] = settings
         if copy_from is not None:
             self.load_state(name, self.state(copy_from))
+
+    @contextmanager
+    def _seeded_init(self, name: str) -> Iterator[None]:
+        """A fork of torch's CPU RNG (PEFT creates the LoRA layers on the CPU, then moves
+        them) seeded by ``(seed, name)``; the name enters by CRC-32, stable across processes."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 4_294_967_311 + zlib.crc32(name.encode())) % 2**63)
+            yield
 
     def remove(self, name: str) -> None:
         self.model.delete_adapter(name)

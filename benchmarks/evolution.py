@@ -109,7 +109,7 @@ def multi_model(args, tasks: list[str]) -> None:
     for task_name in tasks:
         task = TaskType(task_name)
         names = [f"{task.value}__{k}" for k in range(args.pool)]
-        adapters = TaskAdapters(loaded, names, LoraSettings(rank=8))
+        adapters = TaskAdapters(loaded, names, LoraSettings(rank=8), args.seed)
         members = [Member(task, k, names[k], TEMPERATURE_STEPS[k % len(TEMPERATURE_STEPS)])
                    for k in range(args.pool)]
         for m in members[1:]:
@@ -225,8 +225,7 @@ def meta_learning(args) -> None:
                                                    with_temperature)
 
     model = load_model(args.model)
-    torch.manual_seed(args.seed)  # PEFT draws the fresh adapters' A factors from torch's RNG
-    adapters = TaskAdapters(model, ["scratch", "adapt"], LoraSettings(rank=8))
+    adapters = TaskAdapters(model, ["scratch", "adapt"], LoraSettings(rank=8), args.seed)
     fresh = adapters.state("adapt")  # PEFT's fresh adapter: the common start of both arms
     learner = PPOLearner(adapters, ppo_settings(args.prompts, args.samples_per_prompt,
                                                 args.ppo_epochs, args.lr, args.seed))

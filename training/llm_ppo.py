@@ -112,7 +112,8 @@ def train_llm_ppo(cfg: LLMPPOConfig) -> dict[str, TaskResult]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     writer = SummaryWriter(str(out / "tb"))
-    adapters = TaskAdapters(load_model(cfg.model), list(cfg.tasks), LoraSettings(rank=cfg.lora_rank))
+    adapters = TaskAdapters(load_model(cfg.model), list(cfg.tasks), LoraSettings(rank=cfg.lora_rank),
+                            cfg.seed)
     results: dict[str, TaskResult] = {}
     with Progress(console=console) as progress:
         bar = progress.add_task("llm-ppo", total=len(cfg.tasks) * (cfg.updates + 2))
@@ -206,7 +207,8 @@ def reevaluate(run: str | Path, eval_seeds: tuple[int, ...], eval_samples: int |
                           "eval_samples": eval_samples or saved["eval_samples"],
                           "threads": threads})
     torch.set_num_threads(cfg.threads)
-    adapters = TaskAdapters(load_model(cfg.model), list(cfg.tasks), LoraSettings(rank=cfg.lora_rank))
+    adapters = TaskAdapters(load_model(cfg.model), list(cfg.tasks), LoraSettings(rank=cfg.lora_rank),
+                            cfg.seed)
     held_out = {task: [collect_episode(task, seed, cfg.steps, cfg.users)
                        for seed in cfg.eval_seeds] for task in cfg.tasks}
     results = {task: _with_baselines(task, episodes) for task, episodes in held_out.items()}

@@ -141,7 +141,7 @@ def build_pool(distribution: dict[TaskType, str], pool_size: int, lora: LoraSett
     members: dict[TaskType, list[Member]] = {}
     for name, (loaded, tasks) in resolve_models(distribution, fallback, settings).items():
         names = [adapter_name(t, k) for t in tasks for k in range(pool_size)]
-        adapters = TaskAdapters(loaded, names, lora) if lora is not None else None
+        adapters = TaskAdapters(loaded, names, lora, seed) if lora is not None else None
         groups[name] = ModelGroup(name, loaded, adapters, tasks, fit_kv_cache(kv_cache, loaded))
         for task in tasks:
             members[task] = [Member(task, k, adapter_name(task, k) if lora is not None else None,

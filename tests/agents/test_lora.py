@@ -50,6 +50,25 @@ def test_training_one_adapter_changes_only_its_weights():
         assert torch.equal(p, base[n]), f"base weight {n} moved"
 
 
+def test_fresh_adapters_depend_only_on_their_seed_and_name():
+    torch.manual_seed(1)
+    first = _adapters()
+    first.add("extra", LoraSettings())
+    torch.manual_seed(2)
+    rng = torch.get_rng_state()
+    again = TaskAdapters(load_model("tiny-llama"), NAMES[::-1], LoraSettings())  # other order
+    again.add("extra", LoraSettings())
+    assert torch.equal(torch.get_rng_state(), rng)  # the global RNG is left as it was
+    for name in [*NAMES, "extra"]:
+        a, b = first.state(name), again.state(name)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    other = TaskAdapters(load_model("tiny-llama"), NAMES, LoraSettings(), seed=1)
+    a_keys = [k for k in first.state(NAMES[0]) if "lora_A" in k]
+    assert a_keys and not any(torch.equal(first.state(NAMES[0])[k], other.state(NAMES[0])[k])
+                              for k in a_keys)
+    assert not torch.equal(first.state(NAMES[0])[a_keys[0]], first.state(NAMES[1])[a_keys[0]])
+
+
 @pytest.mark.parametrize("model", ["tiny-llama", "tiny-phi", "tiny-qwen2", "tiny-mistral",
                                    "tiny-gemma"])
 def test_family_targets_get_adapters(model):
