@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import math
-import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from sandbox_rl.agents.models import LoadedModel, default_lora_targets
+from sandbox_rl.seeding import derived_seed
 
 
 @dataclass(frozen=True)
@@ -96,9 +96,9 @@ class TaskAdapters:
     @contextmanager
     def _seeded_init(self, name: str) -> Iterator[None]:
         """A fork of torch's CPU RNG (PEFT creates the LoRA layers on the CPU, then moves
-        them) seeded by ``(seed, name)``; the name enters by CRC-32, stable across processes."""
+        them) seeded by ``(seed, name)``."""
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 4_294_967_311 + zlib.crc32(name.encode())) % 2**63)
+            torch.manual_seed(derived_seed(self.seed, name))
             yield
 
     def remove(self, name: str) -> None:

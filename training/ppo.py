@@ -64,13 +64,14 @@ import io
 import math
 import tempfile
 import time
-import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+
+from sandbox_rl.seeding import derived_seed
 
 if TYPE_CHECKING:
     from sandbox_rl.agents.lora import TaskAdapters
@@ -231,12 +232,6 @@ def _checked_rewards(values: Sequence[float], expected: int) -> list[float]:
     return rewards
 
 
-def _seed(*parts: int | str) -> int:
-    """A 31-bit seed from integers and names (names hashed stably, not with ``hash``)."""
-    words = [p if isinstance(p, int) else zlib.crc32(p.encode()) for p in parts]
-    return int(np.random.SeedSequence(words).generate_state(1)[0] >> 1)
-
-
 @contextlib.contextmanager
 def _seeded(seed: int, device: torch.device) -> Iterator[None]:
     """Seed torch's and NumPy's global RNGs (TRL draws from both); restore them afterwards."""
@@ -307,7 +302,7 @@ class PPOLearner:
         rollouts, k = self.settings.rollouts_per_update, self.settings.samples_per_prompt
         per_batch = rollouts // k  # prompts per PPO batch
         count = self._updates.get(adapter, 0)
-        seed = _seed(self.settings.seed, adapter, count)
+        seed = derived_seed(self.settings.seed, adapter, count)
         order = [i % len(ids) for i in range(math.ceil(len(ids) / per_batch) * per_batch)]
         if k > 1:
             order = [order[j] for j in np.random.default_rng(seed).permutation(len(order))]
@@ -403,7 +398,7 @@ class PPOLearner:
         device = params[0].device
         count = self._updates.get(adapter, 0)
         self._updates[adapter] = count + 1
-        with self._training(adapter), _seeded(_seed(self.settings.seed, adapter, count), device):
+        with self._training(adapter), _seeded(derived_seed(self.settings.seed, adapter, count), device):
             self.adapters.model.train()
             loss = -(advantages.to(device) * self._mean_logprobs(prompts, completions)).mean()
             grads = torch.autograd.grad(loss, params, allow_unused=True)
