@@ -8,7 +8,6 @@ once), the chat template, and the decoding settings and token budget of the task
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -47,6 +46,12 @@ class TaskSpec:
         """The full answer the env parses: the primed start plus the model's completion."""
         return self.answer_start(observation) + completion
 
+    def completion(self, observation: str, answer: str) -> str:
+        """The completion that makes :meth:`answer` return ``answer`` (the primed start cut
+        off); a training target for answers written in full, e.g. a heuristic's action."""
+        start = self.answer_start(observation)
+        return answer[len(start):] if answer.startswith(start) else answer
+
     def prefix(self, tokenizer) -> str:
         """The fixed start of every prompt of this task (system turn), for a prefix cache."""
         full = tokenizer.apply_chat_template(self.messages("\x00"), tokenize=False,
@@ -54,15 +59,14 @@ class TaskSpec:
         return full[: full.index("\x00")]
 
 
-def _first_panel_user(observation: str) -> str:
-    found = re.search(r"^#(\d+)\b", observation, flags=re.MULTILINE)
-    return f"user {found.group(1)}:" if found else "user "
-
-
 def _fixed(start: str) -> Callable[[str], str]:
     return lambda observation: start
 
 
+# No concrete example answers: a 135M model copies them verbatim, and identical answers give
+# a learner nothing to compare. Placeholders in capitals name what goes where. Every task stops
+# at its stop string or the end-of-turn token, in rollouts, evaluation and the live sandbox alike
+# (they all decode through these specs).
 TASK_SPECS: dict[TaskType, TaskSpec] = {
     TaskType.CONTENT_GENERATION: TaskSpec(
         TaskType.CONTENT_GENERATION,
@@ -71,25 +75,27 @@ TASK_SPECS: dict[TaskType, TaskSpec] = {
         SamplingSettings(max_new_tokens=60, temperature=0.7, top_p=0.9, stop=("\n\n",))),
     TaskType.BEHAVIOR_ANALYSIS: TaskSpec(
         TaskType.BEHAVIOR_ANALYSIS,
-        "You predict what users of a social platform will do in the next hour. "
-        "For every user listed, answer one line 'user N: CLASS' with CLASS one of inactive, "
-        "lurk, positive, negative, post. " + _ANSWER_ONLY,
-        SamplingSettings(max_new_tokens=96, stop=("\n\n",)), _first_panel_user),
+        "You predict what users of a social platform will do in the next hour. Answer one line "
+        "per user, in the order the users are listed, each line one word: inactive, lurk, "
+        "positive, negative or post. " + _ANSWER_ONLY,
+        SamplingSettings(max_new_tokens=64, stop=("\n\n",))),
     TaskType.NETWORK_OPTIMIZATION: TaskSpec(
         TaskType.NETWORK_OPTIMIZATION,
-        "You tune a social platform's feed recommender to maximise engagement. Answer with four "
-        "weights between 0 and 1: 'interest=X recency=X popularity=X following=X'. " + _ANSWER_ONLY,
+        "You tune a social platform's feed recommender to maximise engagement. Answer "
+        "'interest=W recency=W popularity=W following=W' where each W is a number between 0 "
+        "and 1. " + _ANSWER_ONLY,
         SamplingSettings(max_new_tokens=32, stop=("\n",)), _fixed("interest=")),
     TaskType.TREND_PREDICTION: TaskSpec(
         TaskType.TREND_PREDICTION,
         "You forecast which topics will get the most activity on a social platform next hour. "
-        "Answer 'ranking: TOPIC > TOPIC > ...' using the topic names given. " + _ANSWER_ONLY,
+        "Answer 'ranking: TOPIC > TOPIC > ...' naming every topic given once, most active "
+        "first. " + _ANSWER_ONLY,
         SamplingSettings(max_new_tokens=48, stop=("\n",)), _fixed("ranking:")),
     TaskType.USER_ENGAGEMENT: TaskSpec(
         TaskType.USER_ENGAGEMENT,
         "You run notification campaigns that bring users of a social platform back without "
-        "tiring them. Answer 'segment=TOPIC intensity=N' (N from 0 to 3) or 'none'. "
-        + _ANSWER_ONLY,
+        "tiring them. Answer 'segment=TOPIC intensity=N' with TOPIC one of the segments given "
+        "and N from 0 to 3, or 'segment=none' for no campaign. " + _ANSWER_ONLY,
         SamplingSettings(max_new_tokens=16, stop=("\n",)), _fixed("segment=")),
 }
 

@@ -7,6 +7,13 @@ random draws; with the actions the live env took, it reproduces the live rewards
 live env is never touched. This is how an LLM completion is scored (the PPO reward "model",
 ``process_task``): each candidate is one restore and one world step on the scratch env.
 
+Rewards computed with the step's own draws are right for *evaluating* an action (every arm sees
+the same world), but wrong for *choosing* one: among many candidates, the best-scoring is the one
+that got lucky with the draws of that very step, a future the agent could not have seen.
+:meth:`Counterfactual.expected_rewards` and :meth:`Counterfactual.score_action` therefore replay
+the step under ``draws`` fresh generators seeded apart from the snapshot's own generator state,
+the same ones for every candidate (common random numbers), and average.
+
 Actions take the form ``env.step`` takes (structured, or text for the env's text agents, parsed
 by the same task parsers); an agent left out of ``actions`` does its no-op.
 """
@@ -16,8 +23,10 @@ from __future__ import annotations
 import weakref
 from typing import Any, Iterable, Sequence
 
+import numpy as np
+
 from sandbox_rl.envs.oasis_v0 import OasisParallelEnv
-from sandbox_rl.envs.state import EnvSnapshot
+from sandbox_rl.envs.state import EnvSnapshot, snapshot
 
 
 class Counterfactual:
@@ -45,14 +54,36 @@ class Counterfactual:
         others = dict(actions or {})
         return [self.rewards(snap, {**others, agent: c}, [agent])[agent] for c in candidates]
 
-    def score_action(self, agent: str, action: Any) -> float:
-        """``agent``'s reward for ``action`` if the live env stepped now, every other agent
-        doing its no-op; computed on the scratch env."""
-        env = self._live()
-        meta, arrays = env._state_views()
-        # Same configuration by construction, and the live env's own state: no checks needed.
-        self.scratch._apply_state(meta, arrays)
-        return self._step({agent: action}, [agent])[agent]
+    def expected_rewards(self, snap: EnvSnapshot, agent: str, candidates: Iterable[Any],
+                         actions: dict[str, Any] | None = None, draws: int = 4,
+                         seed: int = 0) -> list[float]:
+        """``agent``'s reward for each candidate, the others doing ``actions``, averaged over
+        ``draws`` replays of the step after ``snap`` under fresh generators (a ``None``
+        candidate is the agent's no-op).
+
+        The generators are seeded from ``(seed, draw, step)`` and replace the snapshot's own
+        generator state, so no candidate is scored on the random draws the world actually made
+        in that step. Every candidate sees the same ``draws`` generators.
+        """
+        if not isinstance(draws, int) or isinstance(draws, bool) or draws < 1:
+            raise ValueError(f"invalid draws={draws!r}: expected an integer >= 1")
+        candidates, others = list(candidates), dict(actions or {})
+        totals = np.zeros(len(candidates))
+        for draw in range(draws):
+            state = _fresh_state(seed, draw, int(snap.meta["num_cycles"]))
+            for i, candidate in enumerate(candidates):
+                self._load(snap)
+                self.scratch._np_random.bit_generator.state = state
+                step = others if candidate is None else {**others, agent: candidate}
+                totals[i] += self._step(step, [agent])[agent]
+        return [float(t / draws) for t in totals]
+
+    def score_action(self, agent: str, action: Any, draws: int = 4, seed: int = 0) -> float:
+        """``agent``'s expected reward for ``action`` if the live env stepped now, every other
+        agent doing its no-op, over ``draws`` fresh generators (as :meth:`expected_rewards`:
+        never the live env's own next draws); computed on the scratch env."""
+        return self.expected_rewards(snapshot(self._live()), agent, [action], None, draws,
+                                     seed)[0]
 
     # ------------------------------------------------------------------ internals
     def _live(self) -> OasisParallelEnv:
@@ -86,6 +117,11 @@ class Counterfactual:
         return rewards
 
 
+def _fresh_state(seed: int, draw: int, step: int) -> dict:
+    """A PCG64 state drawn from ``(seed, draw, step)`` alone (the env's generator type)."""
+    return np.random.PCG64(np.random.SeedSequence([seed, draw, step, 0x5EED])).state
+
+
 # One scratch env per live env, kept only as long as the live env lives.
 _EVALUATORS: weakref.WeakKeyDictionary[OasisParallelEnv, Counterfactual] = \
     weakref.WeakKeyDictionary()
@@ -106,7 +142,9 @@ def counterfactual_rewards(env: OasisParallelEnv, snap: EnvSnapshot, actions: di
     return evaluator(env).rewards(snap, actions, agents)
 
 
-def score_action(env: OasisParallelEnv, agent: str, action: Any) -> float:
-    """The reward ``agent`` would get for ``action`` if ``env`` stepped now with every other
-    agent doing its no-op; computed on a scratch copy, ``env`` untouched."""
-    return evaluator(env).score_action(agent, action)
+def score_action(env: OasisParallelEnv, agent: str, action: Any, draws: int = 4,
+                 seed: int = 0) -> float:
+    """The reward ``agent`` would expect for ``action`` if ``env`` stepped now with every other
+    agent doing its no-op, over ``draws`` fresh generators (never ``env``'s own next draws);
+    computed on a scratch copy, ``env`` untouched."""
+    return evaluator(env).score_action(agent, action, draws, seed)

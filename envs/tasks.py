@@ -32,10 +32,18 @@ INTENSITIES = ("none", "low", "medium", "high")
 
 @dataclass(frozen=True)
 class Parsed:
-    """A text action parsed into a structured one; ``action is None`` means the no-op."""
+    """A text action parsed into a structured one; ``action is None`` means the no-op.
+
+    ``reason`` says what was missing: the no-op's cause, or the part of an incomplete answer
+    that was filled in (a panel user not predicted, a topic not ranked, ...)."""
 
     action: Any
     reason: str = ""
+
+    @property
+    def complete(self) -> bool:
+        """Whether the answer gave everything the task asks for (nothing filled in)."""
+        return self.action is not None and not self.reason
 
 
 def _hour_features(hour: int) -> list[float]:
@@ -88,6 +96,11 @@ class Task:
         raise NotImplementedError
 
     def parse(self, text: str) -> Parsed:
+        raise NotImplementedError
+
+    def format_action(self, action: Any) -> str:
+        """A structured action written as a complete text answer that :meth:`parse` reads
+        back to it (for a post: a short post on its topic and tone)."""
         raise NotImplementedError
 
     # State for saving and restoring an env: scalars (JSON) and arrays. Subclasses with state
@@ -210,6 +223,20 @@ class ContentGeneration(Task):
         features = self._analyzer().analyze([post])
         return Parsed(AgentPost(features.topic_dist[0], float(features.sentiment[0]), post))
 
+    def format_action(self, action):
+        topic, tone = TOPIC_NAMES[int(action[0])], TONES[int(action[1])]
+        return _POST_TEMPLATES[tone].format(topic=topic, Topic=topic.capitalize())
+
+
+# The text of a (topic, tone) post: the topic's name, three times, carries the topic through the
+# sentence embedding (9 of 10 topics come back as the argmax; business reads as lifestyle) and
+# the wording carries the tone through VADER.
+_POST_TEMPLATES = {
+    "negative": "{topic} news: {Topic} fans, this {topic} story is a real disappointment.",
+    "neutral": "{topic} news: {Topic} fans, here is today's {topic} story.",
+    "positive": "{topic} news: {Topic} fans, this {topic} story is great, love it!",
+}
+
 
 class BehaviorAnalysis(Task):
     """Predicts what each user of a panel will do in the coming step.
@@ -284,10 +311,12 @@ class BehaviorAnalysis(Task):
 
     def render(self, obs, platform):
         rows = obs.reshape(self.panel_size, self.FEATURES)
+        # Users are numbered 1..K in panel order (their platform ids would only be noise to
+        # copy); the answer is one class per line in the same order.
         lines = [
-            f"#{u} (next {100 * r[0]:.0f}%, online {100 * r[1]:.0f}%, positive {100 * r[2]:.0f}%, "
-            f"negative {100 * r[3]:.0f}%, posts {100 * r[4]:.0f}%, fatigue {r[5]:.1f})"
-            for u, r in zip(self.panel, rows)
+            f"{k}. next {100 * r[0]:.0f}%, online {100 * r[1]:.0f}%, positive {100 * r[2]:.0f}%, "
+            f"negative {100 * r[3]:.0f}%, posts {100 * r[4]:.0f}%, fatigue {r[5]:.1f}"
+            for k, r in enumerate(rows, start=1)
         ]
         return (
             f"Predict what each user will do in the next hour ({platform.hour}:00). Classes: "
@@ -296,18 +325,21 @@ class BehaviorAnalysis(Task):
             "Per user: chance to be online next hour; share of past hours online; of those, "
             "shares with a positive reaction, a negative one, a post; notification fatigue.\n"
             + "\n".join(lines)
-            + f"\nAnswer one line per user, like 'user {self.panel[0]}: lurk'."
+            + f"\nAnswer {self.panel_size} lines, one class per user in the order above."
         )
 
     def parse(self, text):
-        found = dict(re.findall(r"user\s*#?(\d+)\s*[:=\-]+\s*(inactive|lurk|positive|negative|post)",
-                                text.lower()))
+        found = re.findall(r"\b(inactive|lurk|positive|negative|post)\b", text.lower())
         if not found:
-            return Parsed(None, "no 'user N: class' line found")
-        pred = np.array([BEHAVIOURS.index(found[str(u)]) if str(u) in found else -1
-                         for u in self.panel])
-        missing = int((pred < 0).sum())
+            return Parsed(None, "no class (inactive, lurk, positive, negative, post) found")
+        pred = np.full(self.panel_size, -1)
+        given = [BEHAVIOURS.index(c) for c in found[: self.panel_size]]
+        pred[: len(given)] = given
+        missing = self.panel_size - len(given)
         return Parsed(pred, f"{missing} panel users not predicted" if missing else "")
+
+    def format_action(self, action):
+        return "\n".join(BEHAVIOURS[int(c)] for c in action)
 
 
 class NetworkOptimization(Task):
@@ -374,8 +406,7 @@ class NetworkOptimization(Task):
             f"{100 * obs[5]:.1f}% a dislike; shown posts matched readers' interests "
             f"{obs[6]:.2f} on average, freshness {obs[7]:.2f}, {100 * obs[8]:.0f}% from followed "
             f"accounts; {100 * obs[9]:.1f}% of users were online.\n"
-            "Choose weights in [0, 1] that maximise engagement. Answer like "
-            "'interest=0.9 recency=0.4 popularity=0.2 following=0.5'."
+            "Choose the four weights, each between 0 and 1, that maximise engagement next hour."
         )
 
     def parse(self, text):
@@ -384,7 +415,13 @@ class NetworkOptimization(Task):
         if not found:
             return Parsed(None, "no 'name=value' weight found")
         w = np.array([float(found.get(n, self.weights[i])) for i, n in enumerate(WEIGHT_NAMES)])
-        return Parsed(np.clip(w, 0, 1).astype(np.float32))
+        missing = [n for n in WEIGHT_NAMES if n not in found]
+        return Parsed(np.clip(w, 0, 1).astype(np.float32),
+                      f"weights not given (kept): {', '.join(missing)}" if missing else "")
+
+    def format_action(self, action):
+        w = np.clip(np.asarray(action, dtype=np.float64), 0, 1)
+        return " ".join(f"{n}={v:.2f}" for n, v in zip(WEIGHT_NAMES, w))
 
 
 class TrendPrediction(Task):
@@ -432,14 +469,17 @@ class TrendPrediction(Task):
 
     def render(self, obs, platform):
         s = obs[: T * self.history].reshape(self.history, T)
-        lines = [f"{name} had " + ", then ".join(f"{100 * s[h, i]:.0f}%"
-                                                  for h in range(min(3, self.history)))
-                 for i, name in enumerate(TOPIC_NAMES)]
+        # Rows sorted by the last hour's share: a ranking can then be read off the order
+        # (a 135M model does not sort ten numbers zero-shot; LEARNING_NOTES in docs/design.md).
+        order = np.argsort(-s[0], kind="stable")
+        lines = [f"{TOPIC_NAMES[i]} had " + ", then ".join(f"{100 * s[h, i]:.0f}%"
+                                                            for h in range(min(3, self.history)))
+                 for i in order]
         return (
-            f"Share of platform activity per topic in the last three hours (newest first); next "
-            f"hour is {platform.hour}:00.\n" + "\n".join(lines)
-            + "\nRank the topics (" + ", ".join(TOPIC_NAMES) + ") by how much activity they will "
-            "get next hour. Answer like 'ranking: sports > politics > ...'."
+            f"Share of platform activity per topic in the last three hours (newest first), "
+            f"topics ordered by last hour's share; next hour is {platform.hour}:00.\n"
+            + "\n".join(lines)
+            + "\nRank all ten topics by how much activity they will get next hour, most first."
         )
 
     def parse(self, text):
@@ -448,7 +488,12 @@ class TrendPrediction(Task):
             return Parsed(None, "no topic name found")
         scores = np.zeros(T, dtype=np.float32)
         scores[order] = np.linspace(1.0, 0.1, len(order)) if len(order) > 1 else 1.0
-        return Parsed(scores)
+        missing = T - len(order)
+        return Parsed(scores, f"{missing} topics not ranked" if missing else "")
+
+    def format_action(self, action):
+        order = np.argsort(-np.asarray(action, dtype=np.float64), kind="stable")
+        return "ranking: " + " > ".join(TOPIC_NAMES[i] for i in order)
 
 
 def spearman_reward(pred: np.ndarray, actual: np.ndarray) -> float:
@@ -516,14 +561,17 @@ class UserEngagement(Task):
 
     def render(self, obs, platform):
         size, fatigue, p, resp = (obs[i * T:(i + 1) * T] for i in range(4))
-        lines = [f"{name}: {100 * size[i]:.0f}% of users, fatigue {fatigue[i]:.1f}, "
+        # Least tired, then least online, first: the rows a campaign gains most from lead
+        # (the order makes the answer readable; the model still has to choose).
+        order = np.lexsort((p, np.round(fatigue, 1)))
+        lines = [f"{TOPIC_NAMES[i]}: {100 * size[i]:.0f}% of users, fatigue {fatigue[i]:.1f}, "
                  f"online {20 * p[i]:.1f}%, last response {100 * resp[i]:+.1f}%"
-                 for i, name in enumerate(TOPIC_NAMES)]
+                 for i in order]
         return (
             f"You send notification campaigns to bring users back (next hour {platform.hour}:00). "
-            "Segments (users by top interest):\n" + "\n".join(lines)
-            + "\nPick one segment and an intensity (0 none, 1 low, 2 medium, 3 high); tired users "
-            "get annoyed. Answer like 'segment=sports intensity=2' or 'none'."
+            "Segments (users by top interest), least tired first:\n" + "\n".join(lines)
+            + "\nPick one segment and an intensity from 0 (none) to 3 (high), or no campaign; "
+            "tired users get annoyed."
         )
 
     def parse(self, text):
@@ -534,7 +582,12 @@ class UserEngagement(Task):
             if re.search(r"\b(none|no campaign)\b", lowered):
                 return Parsed(np.array([0, 0]))
             return Parsed(None, "no segment (topic name) or 'none' found")
-        return Parsed(np.array([topics[0], int(level.group(1)) if level else 1]))
+        return Parsed(np.array([topics[0], int(level.group(1)) if level else 1]),
+                      "" if level else "no intensity given (low assumed)")
+
+    def format_action(self, action):
+        segment, level = int(action[0]), int(action[1])
+        return f"segment={TOPIC_NAMES[segment]} intensity={level}" if level else "segment=none"
 
 
 def make_tasks(panel_size: int = 8, history: int = 6,

@@ -8,6 +8,15 @@ and prints the network statistics, rewards and throughput.
 training entry point of ``sandbox_rl.training``; its flags are the fields of the entry point's
 config dataclass, and it ends with the held-out evaluation table.
 
+``sandbox-rl evaluate --adapters DIR|untrained [--tasks all|T1 T2 ...] [--seeds 1000-1019]
+[--steps N] [--loop open|closed] [--users N] [--recsys R] [--sampled K] [--model NAME]
+[--threads N] [--json] [--out FILE]`` runs the held-out evaluation protocol of
+``sandbox_rl.training.protocol``, the one every figure uses: per task and world seed, the
+adapters' greedy answers (and, with ``--sampled K``, K sampled ones), the heuristic and a
+random action are scored on the same env steps (open loop: the measured task's no-op world;
+closed loop: the world the agent's answers drive). It prints a table (on stderr with
+``--json``, which prints one JSON line per task and arm on stdout); ``--out`` saves the lines.
+
 The env, the policies and rich are imported inside the command, so ``--help`` and argument
 errors answer at once.
 """
@@ -78,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(run=simulate)
     _add_train(commands)
     _add_evolve(commands)
+    _add_evaluate(commands)
     return parser
 
 
@@ -243,6 +253,110 @@ def run_evolve(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- evaluate
+def _seed_list(text: str) -> list[int]:
+    """An argparse type for ``--seeds`` items: ``N``, ``A-B`` (inclusive) or comma lists."""
+    seeds = []
+    for part in filter(None, text.split(",")):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not match or (match.group(2) and int(match.group(2)) < int(match.group(1))):
+            raise argparse.ArgumentTypeError(
+                f"expected seeds >= 0 as N, A-B (A <= B) or a comma list, got {text!r}")
+        low = int(match.group(1))
+        seeds += range(low, int(match.group(2) or low) + 1)
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"expected one or more seeds, got {text!r}")
+    return seeds
+
+
+def _add_evaluate(commands) -> None:
+    # Not from training.protocol: it imports torch, and --help must answer at once.
+    from sandbox_rl.enums import TaskType
+
+    tasks, loops = tuple(t.value for t in TaskType), ("open", "closed")
+
+    ev = commands.add_parser(
+        "evaluate", help="score task adapters on the held-out worlds (the protocol of every "
+                         "figure)",
+        description="Score the task adapters' greedy answers next to the heuristic and random "
+                    "actions on the same steps of the held-out worlds; print a table, or JSON "
+                    "lines with --json.")
+    ev.add_argument("--adapters", required=True, metavar="DIR|untrained",
+                    help="folder of saved task adapters (one sub-folder per task, PEFT format),"
+                         " or 'untrained' for fresh adapters (the base model)")
+    ev.add_argument("--tasks", nargs="+", choices=("all", *tasks), default=["all"],
+                    metavar="TASK", help="'all' or task names (default all)")
+    ev.add_argument("--seeds", nargs="+", type=_seed_list, default=[list(range(1000, 1020))],
+                    metavar="SEEDS", help="world seeds: N, A-B or lists (default 1000-1019, "
+                                          "the held-out set)")
+    ev.add_argument("--steps", type=_integer(1), default=8, help="env steps per world "
+                                                                 "(default 8)")
+    ev.add_argument("--loop", choices=loops, default="open",
+                    help="open: the task does its no-op in the world; closed: its answers "
+                         "drive the world (default open)")
+    ev.add_argument("--users", type=_integer(10), default=1000,
+                    help="simulated users (default 1000)")
+    ev.add_argument("--recsys", choices=RECOMMENDERS, default="twitter",
+                    help="feed recommender (default twitter)")
+    ev.add_argument("--sampled", type=_integer(0), default=0, metavar="K",
+                    help="also score K answers per step sampled as in training (default 0)")
+    ev.add_argument("--seed", type=_integer(0), default=0, help="sampling seed (default 0)")
+    ev.add_argument("--model", default="embedded", help="base model (default embedded)")
+    ev.add_argument("--threads", type=_integer(1), default=2,
+                    help="torch CPU threads (default 2)")
+    ev.add_argument("--json", action="store_true",
+                    help="print one JSON line per task and arm on stdout (table on stderr)")
+    ev.add_argument("--out", metavar="FILE", default=None, help="save the JSON lines to FILE")
+    ev.set_defaults(run=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """The ``evaluate`` command: build the config, run the protocol, print and save."""
+    import json
+
+    from sandbox_rl.agents.models import ModelNotAvailableError
+    from sandbox_rl.training.protocol import ProtocolConfig, check_adapters
+
+    prog = "sandbox-rl evaluate"
+    try:
+        config = ProtocolConfig(tasks=tuple(args.tasks),
+                                seeds=tuple(s for part in args.seeds for s in part),
+                                steps=args.steps, loop=args.loop, users=args.users,
+                                recsys=args.recsys, sampled=args.sampled, seed=args.seed)
+    except ValueError as err:
+        return _config_error(prog, err)
+    adapters = None if args.adapters == "untrained" else args.adapters
+    try:
+        if adapters is not None:
+            check_adapters(adapters, config.tasks)  # before the model loads: fail at once
+        report = _evaluate(config, adapters, args)
+    except FileNotFoundError as err:
+        return _flag_error(prog, "--adapters", err)
+    except ModelNotAvailableError as err:
+        return _flag_error(prog, "--model", err)
+    report.print(_console(stderr=args.json))
+    if args.json:
+        for line in report.json_lines():
+            print(json.dumps(line))
+    if args.out is not None:
+        report.save(args.out)
+    return 0
+
+
+def _evaluate(config, adapters: str | None, args: argparse.Namespace):
+    import torch
+
+    from sandbox_rl.training.protocol import evaluate_run
+
+    torch.set_num_threads(args.threads)
+    return evaluate_run(config, adapters, args.model)
+
+
+def _flag_error(prog: str, flag: str, err: Exception) -> int:
+    print(f"{prog}: error: argument {flag}: {err} (see {prog} --help)", file=sys.stderr)
+    return USAGE_ERROR
+
+
 # ---------------------------------------------------------------------- train
 @dataclass(frozen=True)
 class Trainer:
@@ -257,7 +371,7 @@ class Trainer:
 
 def trainers() -> dict[str, Trainer]:
     """The train subcommands; one entry per entry point (the modules import nothing heavy)."""
-    from sandbox_rl.training import llm_ppo, rllib, sb3, shared_policy
+    from sandbox_rl.training import agents_trainer, llm_ppo, rllib, sb3, shared_policy
 
     return {
         "sb3": Trainer(sb3.SB3Config, sb3.train, sb3.report,
@@ -269,6 +383,10 @@ def trainers() -> dict[str, Trainer]:
                              "(extra sb3)"),
         "rllib": Trainer(rllib.RLlibConfig, rllib.train, rllib.report,
                          "RLlib multi-agent PPO, one module per agent (extra rllib)"),
+        "agents": Trainer(agents_trainer.AgentsConfig, agents_trainer.train,
+                          agents_trainer.report,
+                          "expert iteration with the world as verifier, then TRL PPO, on the "
+                          "task LoRA adapters; trained vs untrained on held-out worlds"),
         "llm-ppo": Trainer(llm_ppo.LLMPPOConfig, llm_ppo.train, llm_ppo.report,
                            "TRL PPO on the task LoRA adapters, scored by the env; trained vs "
                            "untrained on held-out worlds"),

@@ -561,32 +561,37 @@ class PPOLearner:
             self._optimizers[adapter] = current
         return current
 
-    @contextlib.contextmanager
-    def _training(self, adapter: str) -> Iterator[None]:
-        """Make ``adapter`` the only trainable, active adapter; put everything back afterwards."""
-        from peft.tuners.lora.layer import Linear as LoraLinear
+    def _training(self, adapter: str):
+        return adapter_training(self.adapters, adapter)
 
-        model = self.adapters.model
-        if any("forward" in m.__dict__ for m in model.modules() if isinstance(m, LoraLinear)):
-            raise RuntimeError("cannot train inside agents.fused_lora.fused_adapters: the LoRA "
-                               "layers' forward is replaced there")
-        was_training, active = model.training, model.active_adapter
-        flags = [(p, p.requires_grad) for p in model.parameters()]
-        dropout = [(m, m.p) for m in model.modules() if isinstance(m, nn.Dropout)]
-        config = copy.deepcopy(model.generation_config)
-        try:
-            model.set_adapter(adapter)
-            for p, _ in flags:
-                p.requires_grad_(False)
-            for p in self.adapters.parameters(adapter):
-                p.requires_grad_(True)
-            yield
-        finally:
-            model.set_adapter(active)
-            for p, flag in flags:
-                p.requires_grad_(flag)
-            for m, p in dropout:
-                m.p = p
-            model.get_base_model().generation_config = config
-            model.train(was_training)
 
+@contextlib.contextmanager
+def adapter_training(adapters: "TaskAdapters", adapter: str) -> Iterator[None]:
+    """Make ``adapter`` the only trainable, active adapter of ``adapters``' shared model; put
+    everything back afterwards (active adapter, ``requires_grad`` flags, dropout probabilities,
+    generation config, train/eval mode: trainers such as TRL's change them)."""
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
+    model = adapters.model
+    if any("forward" in m.__dict__ for m in model.modules() if isinstance(m, LoraLinear)):
+        raise RuntimeError("cannot train inside agents.fused_lora.fused_adapters: the LoRA "
+                           "layers' forward is replaced there")
+    was_training, active = model.training, model.active_adapter
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    dropout = [(m, m.p) for m in model.modules() if isinstance(m, nn.Dropout)]
+    config = copy.deepcopy(model.generation_config)
+    try:
+        model.set_adapter(adapter)
+        for p, _ in flags:
+            p.requires_grad_(False)
+        for p in adapters.parameters(adapter):
+            p.requires_grad_(True)
+        yield
+    finally:
+        model.set_adapter(active)
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        for m, p in dropout:
+            m.p = p
+        model.get_base_model().generation_config = config
+        model.train(was_training)

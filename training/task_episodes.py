@@ -45,14 +45,28 @@ class TaskEpisode:
     scorer: Counterfactual
 
     def score(self, index: int, answer: str) -> float:
-        """The reward of the text answer ``answer`` at step ``index``."""
-        return self.score_action(index, to_action_text(answer, MAX_COMPLETION_CHARS))
+        """The reward of the text answer ``answer`` at step ``index`` (an empty answer, which
+        the env's ``Text`` space refuses, is the task's no-op like any that does not parse)."""
+        return self.score_action(index, to_action_text(answer, MAX_COMPLETION_CHARS) or None)
 
     def score_action(self, index: int, action) -> float:
-        """The reward of ``action`` (text, or an action of the task's structured space)."""
+        """The reward of ``action`` (text, or an action of the task's structured space; None:
+        the no-op)."""
         step = self.steps[index]
-        actions = {**step.others, self.task.value: action}
+        actions = dict(step.others) if action is None else {**step.others,
+                                                             self.task.value: action}
         return self.scorer.rewards(step.snapshot, actions, [self.task.value])[self.task.value]
+
+    def expected_scores(self, index: int, answers: Sequence, draws: int, seed: int
+                        ) -> list[float]:
+        """The expected reward of each answer (text, or a structured action) at step ``index``
+        over ``draws`` re-seeded replays of the step (never the step's own draws: for choosing
+        among answers, see ``Counterfactual.expected_rewards``)."""
+        step = self.steps[index]
+        actions = [a if not isinstance(a, str) else
+                   to_action_text(a, MAX_COMPLETION_CHARS) or None for a in answers]
+        return self.scorer.expected_rewards(step.snapshot, self.task.value, actions,
+                                            step.others, draws, seed)
 
     def baseline(self, kind: str) -> float:
         """Mean reward of the task's ``"heuristic"`` or ``"random"`` actions over the steps."""
@@ -112,12 +126,9 @@ def evaluate(adapters, adapter: str | None, episodes: Sequence[TaskEpisode],
 
 
 def _parses(task, step: TaskStep, answer: str) -> bool:
-    """Whether the env's parser turns ``answer`` into an action (the behaviour panel of that
-    step restored first, as its prompt listed it)."""
-    if hasattr(task, "panel"):
-        task.panel = np.asarray(step.snapshot.arrays.get("tasks.behavior_analysis.panel",
-                                                         task.panel))
-    return task.parse(answer).action is not None
+    """Whether the env's parser reads ``answer`` as a *complete* answer (every panel user,
+    topic or weight given; nothing filled in)."""
+    return task.parse(answer).complete
 
 
 def evaluate_sampled(adapters, adapter: str | None, episodes: Sequence[TaskEpisode],

@@ -102,9 +102,12 @@ class SelfEvolvingOasis:
         return self._counterfactual.score_action(task.value, action)
 
     def score_on(self, experience: Experience, action: str) -> float:
-        actions = {**experience.actions, experience.task.value: action}
-        return self._counterfactual.rewards(experience.snapshot, actions,
-                                            [experience.task.value])[experience.task.value]
+        # Expected over re-seeded draws: PPO must not be rewarded for luck in the step's own
+        # draws (a future the agent could not see).
+        others = {a: x for a, x in experience.actions.items() if a != experience.task.value}
+        return self._counterfactual.expected_rewards(
+            experience.snapshot, experience.task.value, [action], others, draws=2,
+            seed=self.config.seed)[0]
 
     # ------------------------------------------------------------------ state
     def save_state(self, path: str | os.PathLike) -> bool:

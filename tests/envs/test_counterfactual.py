@@ -73,7 +73,7 @@ def test_score_action_leaves_the_live_env_unchanged():
     snap = snapshot(env)
     action = act(env, 3)["user_engagement"]
     got = score_action(env, "user_engagement", action)
-    assert got == counterfactual_rewards(env, snap, {"user_engagement": action})["user_engagement"]
+    assert got == evaluator(env).expected_rewards(snap, "user_engagement", [action])[0]
     twin = _twin(snap)
     assert_same_state(env, twin)
     assert run(env, 4, start=3) == run(twin, 4, start=3)
@@ -83,8 +83,8 @@ def test_text_post_is_parsed_like_the_env_does():
     env = oasis_v0.parallel_env(**SMALL, obs_mode="text")
     env.reset(seed=5)
     text = "Huge win for our football team tonight, what a match!"
-    got = score_action(env, "content_generation", text)
     snap = snapshot(env)
+    got = counterfactual_rewards(env, snap, {"content_generation": text})["content_generation"]
     _, rewards, _, _, infos = env.step({"content_generation": text})
     assert "parse_error" not in infos["content_generation"]
     assert got == rewards["content_generation"]
@@ -118,3 +118,42 @@ def test_errors_name_the_problem(tmp_path):
         counterfactual_rewards(env, snapshot(env), {})
     with pytest.raises(ValueError, match="OasisParallelEnv"):
         Counterfactual(object())
+
+
+def _with_generator_state(env, seed: int) -> None:
+    env._np_random.bit_generator.state = np.random.PCG64(seed).state
+
+
+@pytest.mark.parametrize("agent", ["user_engagement", "content_generation", "trend_prediction"])
+def test_scores_for_choosing_never_see_the_steps_own_draws(agent):
+    """What the live env will draw in its next step is the future: a score used to choose an
+    action (``score_action``, ``expected_rewards``) must not depend on it. The world state is
+    the same; only the generator state of the coming step differs."""
+    env = oasis_v0.parallel_env(**SMALL, max_cycles=20)
+    env.reset(seed=7)
+    run(env, 3)
+    action = act(env, 3)[agent]
+    cf = evaluator(env)
+    scores, expected = [], []
+    for seed in (1, 2):
+        _with_generator_state(env, seed)
+        scores.append(score_action(env, agent, action))
+        expected.append(cf.expected_rewards(snapshot(env), agent, [action], draws=3)[0])
+        own = counterfactual_rewards(env, snapshot(env), {agent: action})[agent]
+        expected.append(own)  # the step's own draws do move the reward...
+    assert scores[0] == scores[1] and expected[0] == expected[2]
+    if agent == "trend_prediction":  # (a small world's other rewards may not move this step)
+        assert expected[1] != expected[3]  # ...which is why choosing must not use them
+
+
+def test_expected_rewards_average_over_common_draws():
+    env = oasis_v0.parallel_env(**SMALL, max_cycles=20)
+    env.reset(seed=8)
+    run(env, 2)
+    snap, cf = snapshot(env), evaluator(env)
+    cands = [np.array([t, 2]) for t in range(4)]
+    one = [cf.expected_rewards(snap, "user_engagement", [c], draws=3, seed=5)[0] for c in cands]
+    assert cf.expected_rewards(snap, "user_engagement", cands, draws=3, seed=5) == one
+    assert cf.expected_rewards(snap, "user_engagement", [None], draws=2) == [0.5]  # no-op
+    with pytest.raises(ValueError, match="draws"):
+        cf.expected_rewards(snap, "user_engagement", cands, draws=0)

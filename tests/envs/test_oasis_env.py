@@ -11,6 +11,7 @@ from pettingzoo.test import api_test, max_cycles_test, parallel_api_test, parall
 import sandbox_rl  # noqa: F401  (registers SelfEvolvingOasis-v0)
 from sandbox_rl.enums import TaskType
 from sandbox_rl.envs import oasis_v0
+from sandbox_rl.envs.topics import TOPIC_NAMES
 from sandbox_rl.envs.heuristics import HeuristicPolicy
 
 TASKS = [t.value for t in TaskType]
@@ -169,9 +170,9 @@ def test_text_actions_parse_into_structured_actions():
     panel = env.tasks["behavior_analysis"].panel
     actions = {
         "content_generation": "Huge win for our team tonight, what a football match!",
-        "behavior_analysis": "\n".join(f"user {u}: lurk" for u in panel),
+        "behavior_analysis": "\n".join("lurk" for _ in panel),
         "network_optimization": "interest=0.9 recency=0.2 popularity=0.1 following=0.4",
-        "trend_prediction": "ranking: sports > politics > humor",
+        "trend_prediction": "ranking: " + " > ".join(reversed(TOPIC_NAMES)),
         "user_engagement": "segment=technology intensity=2",
     }
     _, rewards, _, _, infos = env.step(actions)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import string
 
 import numpy as np
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 from sandbox_rl.enums import TaskType
 from sandbox_rl.envs import oasis_v0
-from sandbox_rl.envs.heuristics import HeuristicPolicy
+from sandbox_rl.envs.heuristics import HeuristicPolicy, heuristic_action
 from sandbox_rl.envs.platform import BEHAVIOURS
 from sandbox_rl.envs.tasks import (BehaviorAnalysis, ContentGeneration, NetworkOptimization,
                                    Parsed, Task, TrendPrediction, UserEngagement, make_tasks,
@@ -93,12 +94,18 @@ def test_content_generation_with_an_analyser_stub() -> None:
 @pytest.mark.parametrize(("text", "expected"), [
     ("interest=0.9 recency=0.2 popularity=0.1 following=0.4", [0.9, 0.2, 0.1, 0.4]),
     ("Following: 1\nINTEREST = .5\nrecency=0 popularity=0.25", [0.5, 0.0, 0.25, 1.0]),
-    ("interest=7 recency=0.3", [1.0, 0.3, 0.0, 0.0]),  # clipped; missing keeps current (0)
+    ("interest=7 recency=0.3 popularity=0 following=0", [1.0, 0.3, 0.0, 0.0]),  # clipped
 ])
 def test_network_optimization_parse(text: str, expected: list[float]) -> None:
     parsed = NetworkOptimization().parse(text)
     np.testing.assert_allclose(parsed.action, expected, rtol=1e-6)
-    assert parsed.action.dtype == np.float32 and not parsed.reason
+    assert parsed.action.dtype == np.float32 and not parsed.reason and parsed.complete
+
+
+def test_network_optimization_partial_answer_is_not_complete() -> None:
+    parsed = NetworkOptimization().parse("interest=7 recency=0.3")
+    np.testing.assert_allclose(parsed.action, [1.0, 0.3, 0.0, 0.0], rtol=1e-6)
+    assert not parsed.complete and "popularity, following" in parsed.reason
 
 
 def test_network_optimization_parse_keeps_current_weights_for_missing_names() -> None:
@@ -118,6 +125,8 @@ def test_trend_prediction_parse_ranks_in_order_of_mention() -> None:
     single = task.parse("Definitely Science.").action
     assert single[TOPIC_NAMES.index("science")] == 1.0 and single.sum() == 1.0
     assert task.parse("no idea").action is None
+    assert not task.parse("ranking: sports > politics > humor").complete
+    assert task.parse("ranking: " + " > ".join(TOPIC_NAMES)).complete
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -125,6 +134,7 @@ def test_trend_prediction_parse_ranks_in_order_of_mention() -> None:
     ("Segment: Health, intensity: 3", [TOPIC_NAMES.index("health"), 3]),
     ("segment=sports", [TOPIC_NAMES.index("sports"), 1]),  # intensity defaults to low
     ("none", [0, 0]),
+    ("segment=none", [0, 0]),
     ("No campaign this hour.", [0, 0]),
 ])
 def test_user_engagement_parse(text: str, expected: list[int]) -> None:
@@ -136,16 +146,17 @@ def test_user_engagement_parse_without_segment_is_a_noop() -> None:
     assert parsed.action is None and parsed.reason
 
 
-def test_behavior_analysis_parse() -> None:
+def test_behavior_analysis_parse_reads_classes_in_panel_order() -> None:
     task = BehaviorAnalysis(panel_size=3)
     task.panel = np.array([12, 5, 40])
-    parsed = task.parse("user 12: lurk\nUser #5 = POST\nuser 99: positive")
+    parsed = task.parse("lurk\nPOST")
     np.testing.assert_array_equal(parsed.action, [BEHAVIOURS.index("lurk"),
                                                   BEHAVIOURS.index("post"), -1])
-    assert "1 panel users not predicted" in parsed.reason
-    full = task.parse("user 40: negative user 12 - inactive user 5: positive")
+    assert "1 panel users not predicted" in parsed.reason and not parsed.complete
+    full = task.parse("1. inactive\n2: positive\n3 negative\n4 post")  # extra lines ignored
     np.testing.assert_array_equal(full.action, [0, 2, 3])
-    assert full.reason == ""
+    assert full.reason == "" and full.complete
+    assert task.parse("posts, positively").action is None  # whole words only
     assert task.parse("everyone lurks").action is None
 
 
@@ -172,15 +183,52 @@ def test_render_is_printable_ascii_on_real_observations(agent: str) -> None:
 
 
 @pytest.mark.parametrize("agent", TASKS)
-def test_render_then_example_answer_parses(agent: str) -> None:
-    """The answer format each prompt documents is one its parser accepts."""
+def test_prompts_show_no_example_answer(agent: str) -> None:
+    """A 135M model copies example answers verbatim: the task's instructions may not contain a
+    concrete answer (a topic ranking, a segment, weights, a class line)."""
     env = oasis_v0.parallel_env(max_cycles=5, **SMALL)
     env.reset(seed=1)
     task = env.tasks[agent]
     prompt = task.render(env.vector_observation(agent), env.platform)
-    if agent == TaskType.CONTENT_GENERATION.value:
-        assert "post text only" in prompt
-        return
-    example = prompt.rsplit("like '", 1)[1].split("'", 1)[0]
-    parsed = task.parse(example)
-    assert parsed.action is not None, (example, parsed.reason)
+    instructions = prompt.rsplit("\n", 1)[-1]
+    assert "like '" not in prompt and "e.g." not in instructions
+    assert not any(name in instructions.lower() for name in TOPIC_NAMES), instructions
+    assert not re.search(r"\d\.\d", instructions), instructions
+    assert not re.search(r"user \d", instructions), instructions
+
+
+@pytest.mark.parametrize("agent", TASKS)
+def test_structured_actions_written_as_text_parse_back(agent: str) -> None:
+    """``format_action`` writes an action as the complete answer its parser reads back."""
+    env = oasis_v0.parallel_env(max_cycles=5, **SMALL)
+    env.reset(seed=1)
+    task, space = env.tasks[agent], env.tasks[agent].action_space
+    space.seed(0)
+    topics_read = []
+    grid = ([np.array([t, tone]) for t in range(NUM_TOPICS) for tone in range(3)]
+            if agent == TaskType.CONTENT_GENERATION.value else [space.sample() for _ in range(20)])
+    for action in [heuristic_action(agent, env.vector_observation(agent))] + grid:
+        parsed = task.parse(task.format_action(action))
+        assert parsed.complete, (task.format_action(action), parsed.reason)
+        if agent == TaskType.CONTENT_GENERATION.value:  # a post's topic is read by embedding
+            topics_read.append(int(np.argmax(parsed.action.topic_dist)) == action[0])
+        elif agent == TaskType.TREND_PREDICTION.value:  # the ranking is what is written
+            np.testing.assert_array_equal(np.argsort(-parsed.action, kind="stable"),
+                                          np.argsort(-action, kind="stable"))
+        elif agent == TaskType.NETWORK_OPTIMIZATION.value:  # two decimals
+            np.testing.assert_allclose(parsed.action, action, atol=0.005)
+        elif agent == TaskType.USER_ENGAGEMENT.value and action[1] == 0:
+            np.testing.assert_array_equal(parsed.action, [0, 0])  # no campaign
+        else:
+            np.testing.assert_array_equal(parsed.action, action)
+    assert not topics_read or np.mean(topics_read) >= 0.8
+
+
+def test_trend_prediction_rows_are_sorted_by_last_hour_share() -> None:
+    env = oasis_v0.parallel_env(max_cycles=5, **SMALL)
+    env.reset(seed=2)
+    env.step({})
+    task = env.tasks["trend_prediction"]
+    prompt = task.render(env.vector_observation("trend_prediction"), env.platform)
+    shares = [int(m) for m in re.findall(r"^\w+ had (\d+)%", prompt, flags=re.MULTILINE)]
+    assert len(shares) == len(TOPIC_NAMES) and shares == sorted(shares, reverse=True)

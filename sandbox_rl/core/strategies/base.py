@@ -138,8 +138,9 @@ class Strategy:
         return {"kind": self.kind.value, "online_updates": self.online_updates}, tensors
 
     def load_state_dict(self, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        # The pending tuples are the LLM's JSON state (``set_pending``, restored before this):
+        # clearing them here lost the next online update after every load.
         self.online_updates = int(meta["online_updates"])
-        self._pending.clear()
         states: dict[tuple[str, str], dict[str, torch.Tensor]] = defaultdict(dict)
         for key, value in tensors.items():
             if key.startswith("optimizer/"):

@@ -1,0 +1,252 @@
+"""``sandbox-rl train agents``: make the task agents better, then measure them on held-out worlds.
+
+Per task, within ``minutes`` of wall time: expert-iteration rounds with the world as the
+verifier (``training/expert_iteration.py``) on states of training worlds (seeds 0-899), then
+TRL PPO from the fine-tuned adapter for the last ``ppo_share`` of the time (kept only if it
+raises the validation reward, worlds 900-999). The run folder holds the adapters in PEFT's
+format (``adapters/``, one sub-folder per task; ``sandbox-rl evolve --adapters RUN`` and
+``create_self_evolving_oasis(adapters_dir=RUN)`` start from them), TensorBoard scalars of every
+round (``tb/``), ``training.json`` and the held-out results of the evaluation protocol
+(``training/protocol.py``) for the trained and the untrained adapters on the same worlds
+(``eval_trained.jsonl``, ``eval_untrained.jsonl``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sandbox_rl.enums import TaskType
+from sandbox_rl.training.common import field, prepare_out_dir, require
+
+ALL_TASKS = tuple(t.value for t in TaskType)
+FIRST_VALIDATION_SEED, FIRST_HELD_OUT_SEED = 900, 1000
+MARKER = "training.json"
+
+
+@dataclass
+class AgentsConfig:
+    """Arguments of ``sandbox-rl train agents`` (one flag per field)."""
+
+    tasks: tuple[str, ...] = field(("all",), "tasks to train: all, or task names")
+    minutes: float = field(15.0, "wall-time budget per task, in minutes")
+    seed: int = field(0, "seed of the adapters, the sampling and the world order")
+    model: str = field("embedded", "base model of the task adapters")
+    samples: int = field(4, "answers sampled per training state (besides the greedy one)")
+    temperature: float = field(1.0, "sampling temperature of the proposals")
+    draws: int = field(4, "re-seeded replays of the next step a proposal is scored over")
+    states_per_round: int = field(24, "training states per expert-iteration round")
+    heuristic_proposals: bool = field(True, "add the task heuristic's action as a proposal")
+    learning_rate: float = field(1e-3, "learning rate of the fine-tuning (AdamW)")
+    batch_size: int = field(8, "fine-tuning batch size")
+    ppo_share: float = field(0.2, "share of each task's time for TRL PPO after expert iteration")
+    ppo_learning_rate: float = field(1e-5, "learning rate of the PPO phase")
+    world_steps: int = field(8, "env steps per training and validation world")
+    users: int = field(1000, "simulated users per world")
+    validation_seeds: tuple[int, ...] = field((900, 901, 902), "validation worlds (900-999): "
+                                              "choose the round whose weights are kept")
+    eval_seeds: tuple[int, ...] = field(tuple(range(1000, 1020)), "held-out worlds (the "
+                                        "registered set is 1000-1019)")
+    eval_steps: int = field(8, "env steps per held-out world")
+    lora_rank: int = field(8, "LoRA rank of the adapters")
+    threads: int = field(2, "torch CPU threads")
+    out: str = field("runs/agents", "run folder")
+    overwrite: bool = field(False, "replace a finished run in --out")
+    quiet: bool = field(False, "hide the progress bar")
+
+    def __post_init__(self) -> None:
+        tasks = tuple(self.tasks)
+        if tasks == ("all",):
+            tasks = ALL_TASKS
+        try:
+            self.tasks = tuple(dict.fromkeys(TaskType.parse(t).value for t in tasks))
+        except ValueError as err:
+            require(False, "tasks", self.tasks, f"'all' or task names ({err})")
+        require(self.minutes > 0, "minutes", self.minutes, "> 0")
+        for name in ("samples", "seed"):
+            value = getattr(self, name)
+            require(isinstance(value, int) and value >= 0, name, value, "an integer >= 0")
+        for name in ("draws", "states_per_round", "batch_size", "world_steps", "eval_steps",
+                     "lora_rank", "threads"):
+            value = getattr(self, name)
+            require(isinstance(value, int) and value >= 1, name, value, "an integer >= 1")
+        require(isinstance(self.users, int) and self.users >= 50, "users", self.users,
+                "an integer >= 50")
+        require(0 <= self.ppo_share < 1, "ppo_share", self.ppo_share, "in [0, 1)")
+        for name in ("temperature", "learning_rate", "ppo_learning_rate"):
+            require(getattr(self, name) > 0, name, getattr(self, name), "> 0")
+        self.validation_seeds, self.eval_seeds = tuple(self.validation_seeds), tuple(self.eval_seeds)
+        require(bool(self.validation_seeds) and all(
+            FIRST_VALIDATION_SEED <= s < FIRST_HELD_OUT_SEED for s in self.validation_seeds),
+            "validation_seeds", self.validation_seeds, "seeds in 900-999")
+        require(bool(self.eval_seeds) and all(s >= FIRST_HELD_OUT_SEED for s in self.eval_seeds)
+                and len(set(self.eval_seeds)) == len(self.eval_seeds), "eval_seeds",
+                self.eval_seeds, "distinct seeds >= 1000 (held out from training)")
+
+
+class _TrainingWorlds:
+    """States of training worlds 0-899 in a seeded order, ``world_steps`` states per world."""
+
+    def __init__(self, task: str, cfg: AgentsConfig) -> None:
+        from sandbox_rl.seeding import derived_seed
+
+        self.task, self.cfg = task, cfg
+        rng = np.random.default_rng(derived_seed(cfg.seed, task, "worlds"))
+        self.order = rng.permutation(FIRST_VALIDATION_SEED).tolist()
+        self.pending: list = []
+        self.episodes: list = []  # every world collected so far (PPO draws from them)
+
+    def __call__(self, count: int) -> list:
+        from sandbox_rl.training.expert_iteration import states_of
+        from sandbox_rl.training.task_episodes import collect_episode
+
+        while len(self.pending) < count:
+            seed = self.order[len(self.episodes) % len(self.order)]
+            episode = collect_episode(self.task, seed, self.cfg.world_steps, self.cfg.users)
+            self.episodes.append(episode)
+            self.pending += states_of([episode])
+        taken, self.pending = self.pending[:count], self.pending[count:]
+        return taken
+
+
+def train_agents(cfg: AgentsConfig) -> dict:
+    import torch
+    from rich.console import Console
+    from rich.progress import Progress
+    from torch.utils.tensorboard import SummaryWriter
+
+    from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
+    from sandbox_rl.agents.models import load_model
+
+    torch.set_num_threads(cfg.threads)
+    out = prepare_out_dir(cfg.out, cfg.overwrite, MARKER)
+    console = Console(stderr=True, quiet=cfg.quiet)
+    writer = SummaryWriter(str(out / "tb"))
+    adapters = TaskAdapters(load_model(cfg.model), list(cfg.tasks),
+                            LoraSettings(rank=cfg.lora_rank), cfg.seed)
+    log: dict[str, dict] = {}
+    with Progress(console=console) as progress:
+        bar = progress.add_task("train agents", total=len(cfg.tasks) * cfg.minutes * 60)
+        for task in cfg.tasks:
+            log[task] = _train_task(adapters, task, cfg, writer, progress, bar)
+            adapters.save(out / "adapters")
+    writer.close()
+    (out / MARKER).write_text(json.dumps({"config": asdict(cfg), "tasks": log}, indent=1))
+    return {"config": cfg, "log": log, "reports": _evaluate(adapters, cfg, out, console)}
+
+
+def _train_task(adapters, task: str, cfg: AgentsConfig, writer, progress, bar) -> dict:
+    from sandbox_rl.training.expert_iteration import RoundSettings, run_rounds
+    from sandbox_rl.training.task_episodes import collect_episode
+
+    start = time.perf_counter()
+    budget = cfg.minutes * 60
+    settings = RoundSettings(cfg.samples, cfg.temperature, cfg.draws, 0.0,
+                             cfg.heuristic_proposals, cfg.learning_rate, cfg.batch_size, 1,
+                             cfg.seed)
+    validation = [collect_episode(task, s, cfg.world_steps, cfg.users)
+                  for s in cfg.validation_seeds]
+    worlds, rounds = _TrainingWorlds(task, cfg), []
+
+    def on_round(index, stats, reward) -> None:
+        row = {**asdict(stats), "validation_reward": reward}
+        rounds.append(row)
+        for key in ("examples", "from_heuristic", "greedy_reward", "best_reward", "sft_loss",
+                    "validation_reward"):
+            writer.add_scalar(f"{task}/{key}", row[key], index + 1)
+        progress.update(bar, completed=_done_before(cfg, task) + time.perf_counter() - start,
+                        description=f"{task} round {index + 1}: validation {reward:.3f}, "
+                                    f"{stats.examples} examples")
+
+    first, kept = run_rounds(adapters, task, worlds, validation, settings,
+                             start + budget * (1 - cfg.ppo_share), cfg.states_per_round,
+                             on_round)
+    ppo = _ppo_phase(adapters, task, cfg, worlds.episodes, validation, kept, start + budget)
+    progress.update(bar, completed=_done_before(cfg, task) + budget)
+    return {"validation_untrained": first, "validation_after_rounds": kept, "rounds": rounds,
+            "ppo": ppo, "worlds": len(worlds.episodes),
+            "seconds": time.perf_counter() - start}
+
+
+def _done_before(cfg: AgentsConfig, task: str) -> float:
+    return cfg.tasks.index(task) * cfg.minutes * 60
+
+
+def _ppo_phase(adapters, task: str, cfg: AgentsConfig, episodes, validation, reward_before,
+               deadline: float) -> dict:
+    """TRL PPO updates until ``deadline``; rewards are expected rewards over re-seeded draws of
+    exactly the text evaluation sees (cut at the task's stop strings). Kept only if the
+    validation reward rises."""
+    from sandbox_rl.agents.task_specs import spec
+    from sandbox_rl.seeding import derived_seed
+    from sandbox_rl.training.expert_iteration import validation_reward
+    from sandbox_rl.training.llm_ppo import ppo_settings
+    from sandbox_rl.training.ppo import PPOLearner
+    from sandbox_rl.training.task_episodes import rollout_settings
+
+    if cfg.ppo_share == 0 or not episodes or time.perf_counter() >= deadline:
+        return {"updates": 0}
+    s = spec(task)
+    learner = PPOLearner(adapters, ppo_settings(4, 4, 2, cfg.ppo_learning_rate, cfg.seed, 0.01))
+    learner.settings = rollout_settings(learner.settings, s)
+    before, rng, stats = adapters.state(task), np.random.default_rng(cfg.seed), []
+    pool = [(e, i) for e in episodes for i in range(len(e.steps))]
+    while time.perf_counter() < deadline:
+        picks = [pool[j] for j in rng.choice(len(pool), 4, replace=False)]
+
+        def reward_fn(indices, completions, picks=picks):
+            return [picks[k][0].expected_scores(
+                picks[k][1], [s.answer(picks[k][0].steps[picks[k][1]].observation,
+                                       cut_at_stop(text, s.sampling.stop))], 2,
+                derived_seed(cfg.seed, task, "ppo", len(stats), k))[0]
+                for k, text in zip(indices, completions)]
+
+        prompts = [s.prompt(adapters.tokenizer, e.steps[i].observation) for e, i in picks]
+        stats.append(asdict(learner.update(task, prompts, reward_fn)))
+    after = validation_reward(adapters, task, validation)
+    kept = after > reward_before
+    if not kept:
+        adapters.load_state(task, before)
+    return {"updates": len(stats), "validation_after": after, "kept": kept, "stats": stats}
+
+
+def cut_at_stop(text: str, stops) -> str:
+    """``text`` up to its first stop string, as generation cuts it for evaluation."""
+    for stop in stops:
+        if stop in text:
+            text = text[: text.index(stop)]
+    return text
+
+
+def _evaluate(adapters, cfg: AgentsConfig, out: Path, console) -> dict:
+    """The evaluation protocol on the held-out worlds for the trained and untrained adapters."""
+    from sandbox_rl.training.protocol import ProtocolConfig, adapter_answerer, run_protocol
+
+    config = ProtocolConfig(tasks=cfg.tasks, seeds=cfg.eval_seeds, steps=cfg.eval_steps,
+                            users=cfg.users, seed=cfg.seed)
+    reports = {}
+    for label, untrained in (("trained", False), ("untrained", True)):
+        reports[label] = run_protocol(config, adapter_answerer(adapters, untrained=untrained),
+                                      str(out / "adapters") if not untrained else "untrained",
+                                      cfg.model)
+        reports[label].save(out / f"eval_{label}.jsonl")
+    return reports
+
+
+def train(cfg: AgentsConfig):
+    """The ``train agents`` entry point."""
+    return train_agents(cfg)
+
+
+def report(result: dict, console) -> None:
+    from sandbox_rl.training.protocol import comparison_table
+
+    reports, cfg = result["reports"], result["config"]
+    reports["trained"].print(console)
+    console.print(comparison_table(reports["trained"], reports["untrained"]))
+    console.print(f"adapters (PEFT format) in {cfg.out}/adapters; TensorBoard in {cfg.out}/tb; "
+                  f"held-out lines in {cfg.out}/eval_trained.jsonl and eval_untrained.jsonl")

@@ -1,0 +1,248 @@
+"""Expert iteration with the world as the verifier: the engine that makes the task agents better.
+
+One round for a task (ReST / STaR style, the world's reward in place of a correctness check):
+
+1. **States**: steps of training worlds (seeds below 1000), each with its env snapshot and the
+   other roles' actions (``training/task_episodes.py``).
+2. **Proposals**: for each state the adapter's greedy answer, ``samples`` answers sampled at
+   ``temperature`` and, unless switched off, the task heuristic's action written as text
+   (``Task.format_action``): a teacher proposal the agent may adopt.
+3. **Verdict**: every distinct proposal is scored by its counterfactual reward averaged over
+   ``draws`` re-seeded replays of the next step (``Counterfactual.expected_rewards``): never the
+   step's own draws, so a proposal cannot win by the luck of a future the agent could not see.
+4. **Fine-tuning**: the best proposal of a state becomes a training example when it beats the
+   adapter's greedy answer by more than ``margin``; TRL's ``SFTTrainer`` fine-tunes the task's
+   LoRA adapter (only it: the base and the other adapters stay bit-identical) on every example
+   gathered so far, with the loss on the completion only.
+
+Between rounds the adapter's greedy reward on validation worlds (seeds 900-999, neither
+training nor held-out) picks the best round's weights, so a round that hurts is not kept. What
+is left of the task's time budget then goes to TRL PPO (``training/ppo.py``), rewarded with the
+same re-seeded expected reward on exactly the text evaluation sees (cut at the stop strings);
+PPO's weights are kept only if validation says they help.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from sandbox_rl.agents.generation import GenerationRequest, SamplingSettings, generate_batch
+from sandbox_rl.agents.kv_cache import PrefixCacheStore
+from sandbox_rl.agents.lora import TaskAdapters
+from sandbox_rl.agents.task_specs import TaskSpec, spec
+from sandbox_rl.envs.heuristics import heuristic_action
+from sandbox_rl.seeding import derived_seed
+from sandbox_rl.training.ppo import adapter_training
+from sandbox_rl.training.task_episodes import TaskEpisode, evaluate, greedy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RoundSettings:
+    """How one round proposes, scores and fine-tunes (see the module docstring)."""
+
+    samples: int = 6
+    temperature: float = 1.0
+    draws: int = 4
+    margin: float = 0.0
+    heuristic_proposals: bool = True
+    learning_rate: float = 1e-3
+    batch_size: int = 8
+    epochs: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name, low in (("samples", 0), ("draws", 1), ("batch_size", 1), ("epochs", 1),
+                          ("seed", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"invalid {name}={value!r}: expected an integer >= {low}")
+        for name, low in (("temperature", 0.0), ("learning_rate", 0.0)):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > low):
+                raise ValueError(f"invalid {name}={value!r}: expected a finite number > {low}")
+        if not (isinstance(self.margin, (int, float)) and math.isfinite(self.margin)):
+            raise ValueError(f"invalid margin={self.margin!r}: expected a finite number")
+
+
+@dataclass(frozen=True)
+class Example:
+    """A state's winning answer: ``prompt`` (chat format) and the ``completion`` to learn."""
+
+    prompt: str
+    completion: str
+    reward: float  # the winner's expected reward
+    greedy_reward: float  # the adapter's greedy answer's, same draws
+    source: str  # "sample", "heuristic"
+
+
+@dataclass
+class RoundStats:
+    states: int = 0
+    examples: int = 0
+    from_heuristic: int = 0
+    greedy_reward: float = 0.0  # mean expected reward of the greedy answers of the states
+    best_reward: float = 0.0  # mean expected reward of the best proposal of each state
+    sft_loss: float = float("nan")
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- proposals
+
+
+def greedy_answers(adapters: TaskAdapters, adapter: str, task_spec: TaskSpec,
+                   observations: Sequence[str], batch: int = 8) -> list[str]:
+    """The adapter's greedy answers (what the env parses) to ``observations``."""
+    s = greedy(task_spec)
+    out = []
+    for lo in range(0, len(observations), batch):
+        chunk = observations[lo:lo + batch]
+        requests = [GenerationRequest(s.prompt(adapters.tokenizer, o), adapter, s.sampling)
+                    for o in chunk]
+        done = generate_batch(adapters.model, adapters.tokenizer, requests, multi_adapter=True)
+        out += [s.answer(o, c.text) for o, c in zip(chunk, done)]
+    return out
+
+
+def sampled_answers(adapters: TaskAdapters, adapter: str, task_spec: TaskSpec,
+                    observation: str, samples: int, temperature: float, seed: int) -> list[str]:
+    """``samples`` answers sampled at ``temperature`` (no nucleus cut). The whole prompt is the
+    rows' shared prefix, so its states are computed once for all samples, not once per row."""
+    sampling = SamplingSettings(task_spec.sampling.max_new_tokens, temperature, 1.0,
+                                task_spec.sampling.stop)
+    prompt = task_spec.prompt(adapters.tokenizer, observation)
+    request = GenerationRequest(prompt, adapter, sampling, prefix=prompt)
+    store = PrefixCacheStore(adapters.model, persist=False)
+    done = generate_batch(adapters.model, adapters.tokenizer, [request] * samples, seed=seed,
+                          multi_adapter=True, prefix_caches=store)
+    return [task_spec.answer(observation, c.text) for c in done]
+
+
+def heuristic_answer(episode: TaskEpisode, index: int) -> str:
+    """The task heuristic's action of step ``index`` as a complete text answer."""
+    task = episode.scorer.scratch.tasks[episode.task.value]
+    return task.format_action(episode.steps[index].baselines["heuristic"])
+
+
+# --------------------------------------------------------------------------- one round
+
+
+def collect_examples(adapters: TaskAdapters, adapter: str, states: Sequence[tuple],
+                     settings: RoundSettings, round_index: int, stats: RoundStats,
+                     deadline: float = math.inf) -> list[Example]:
+    """Propose, score and keep the winners for ``states`` (``(episode, step index)`` pairs);
+    stops early at ``deadline`` (a ``time.perf_counter`` value)."""
+    task_spec = spec(states[0][0].task)
+    observations = [e.steps[i].observation for e, i in states]
+    greedy_ = greedy_answers(adapters, adapter, task_spec, observations)
+    examples, greedy_scores, best_scores = [], [], []
+    for k, ((episode, i), obs) in enumerate(zip(states, observations)):
+        if time.perf_counter() > deadline:
+            break
+        seed = derived_seed(settings.seed, adapter, round_index, k)
+        proposals = {greedy_[k]: "greedy"}
+        for text in sampled_answers(adapters, adapter, task_spec, obs, settings.samples,
+                                    settings.temperature, seed) if settings.samples else []:
+            proposals.setdefault(text, "sample")
+        if settings.heuristic_proposals:
+            proposals.setdefault(heuristic_answer(episode, i), "heuristic")
+        texts = list(proposals)
+        scores = episode.expected_scores(i, texts, settings.draws, seed)
+        best = int(np.argmax(scores))
+        greedy_scores.append(scores[0])
+        best_scores.append(scores[best])
+        if scores[best] > scores[0] + settings.margin:
+            examples.append(Example(task_spec.prompt(adapters.tokenizer, obs),
+                                    task_spec.completion(obs, texts[best]), scores[best],
+                                    scores[0], proposals[texts[best]]))
+    stats.states += len(greedy_scores)
+    stats.examples += len(examples)
+    stats.from_heuristic += sum(e.source == "heuristic" for e in examples)
+    stats.greedy_reward = float(np.mean(greedy_scores)) if greedy_scores else float("nan")
+    stats.best_reward = float(np.mean(best_scores)) if best_scores else float("nan")
+    return examples
+
+
+def fine_tune(adapters: TaskAdapters, adapter: str, examples: Sequence[Example],
+              settings: RoundSettings, seed: int) -> float:
+    """TRL ``SFTTrainer`` on ``examples`` with the loss on the completions only, training
+    ``adapter`` alone; returns the mean training loss. Each completion ends with the
+    end-of-turn token, so the model learns where its answer stops."""
+    import datasets
+    from transformers import PrinterCallback, ProgressCallback
+    from trl import SFTConfig, SFTTrainer
+
+    datasets.disable_progress_bars()
+    data = datasets.Dataset.from_dict({"prompt": [e.prompt for e in examples],
+                                       "completion": [e.completion for e in examples]})
+    device = next(adapters.model.parameters()).device
+    with tempfile.TemporaryDirectory() as out, adapter_training(adapters, adapter), \
+            contextlib.redirect_stdout(io.StringIO()):
+        config = SFTConfig(
+            output_dir=out, use_cpu=device.type == "cpu", bf16=False, report_to="none",
+            save_strategy="no", disable_tqdm=True, seed=seed, data_seed=seed,
+            learning_rate=settings.learning_rate, lr_scheduler_type="constant",
+            per_device_train_batch_size=settings.batch_size, num_train_epochs=settings.epochs,
+            completion_only_loss=True, logging_steps=1, dataset_num_proc=None)
+        trainer = SFTTrainer(model=adapters.model, args=config, train_dataset=data,
+                             processing_class=adapters.tokenizer)
+        for callback in (PrinterCallback, ProgressCallback):
+            trainer.remove_callback(callback)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            result = trainer.train()
+    return float(result.training_loss)
+
+
+def validation_reward(adapters: TaskAdapters, adapter: str, episodes: Sequence[TaskEpisode]
+                      ) -> float:
+    """The adapter's greedy mean reward over every step of ``episodes`` (step's own draws,
+    as the held-out evaluation scores)."""
+    return evaluate(adapters, adapter, episodes, greedy(spec(episodes[0].task))).mean_reward
+
+
+def states_of(episodes: Sequence[TaskEpisode]) -> list[tuple[TaskEpisode, int]]:
+    return [(e, i) for e in episodes for i in range(len(e.steps))]
+
+
+def run_rounds(adapters: TaskAdapters, adapter: str, next_states: Callable[[int], list],
+               validation: Sequence[TaskEpisode], settings: RoundSettings, deadline: float,
+               states_per_round: int, on_round: Callable[[int, RoundStats, float], None]
+               ) -> tuple[float, float]:
+    """Rounds until ``deadline``; keeps the weights of the best validation reward (the start
+    included). Returns (validation reward at the start, the kept weights' validation reward)."""
+    start_reward = best = validation_reward(adapters, adapter, validation)
+    best_state = adapters.state(adapter)
+    buffer: list[Example] = []
+    round_index = 0
+    while time.perf_counter() < deadline:
+        stats, t0 = RoundStats(), time.perf_counter()
+        # With a teacher, round 0 only imitates it: the untrained model's samples rarely even
+        # parse, and sampling is most of a round's cost.
+        now = replace(settings, samples=0) if (round_index == 0 and
+                                                settings.heuristic_proposals) else settings
+        buffer += collect_examples(adapters, adapter, next_states(states_per_round), now,
+                                   round_index, stats, deadline)
+        stats.seconds["propose"] = time.perf_counter() - t0
+        if buffer and time.perf_counter() < deadline:
+            t1 = time.perf_counter()
+            stats.sft_loss = fine_tune(adapters, adapter, buffer, settings,
+                                       derived_seed(settings.seed, adapter, round_index))
+            stats.seconds["sft"] = time.perf_counter() - t1
+        reward = validation_reward(adapters, adapter, validation)
+        if reward > best:
+            best, best_state = reward, adapters.state(adapter)
+        on_round(round_index, stats, reward)
+        round_index += 1
+    adapters.load_state(adapter, best_state)
+    return start_reward, best
