@@ -140,16 +140,21 @@ class TaskAdapters:
         """Replace adapters' weights with those saved by :meth:`save` (PEFT format)."""
         directory = Path(directory)
         for name in names or self.names:
-            folder = directory if name == "default" else directory / name
-            if not (folder / "adapter_config.json").exists():
-                raise FileNotFoundError(f"no PEFT adapter {name!r} under {directory}")
-            if name in self.model.peft_config:
-                self.model.delete_adapter(name)
-            self.model.load_adapter(str(folder), adapter_name=name)
-            config = self.model.peft_config[name]
-            self._settings[name] = LoraSettings(config.r, float(config.lora_alpha),
-                                                float(config.lora_dropout),
-                                                tuple(sorted(config.target_modules)))
+            self.load_from(directory if name == "default" else directory / name, name)
+
+    def load_from(self, folder: str | Path, name: str) -> None:
+        """Load the PEFT adapter saved in ``folder`` (any adapter's, e.g. a trained task
+        adapter into a pool member) as adapter ``name``, with the saved rank and scaling."""
+        folder = Path(folder)
+        if not (folder / "adapter_config.json").exists():
+            raise FileNotFoundError(f"no PEFT adapter in {folder} (for {name!r})")
+        if name in self.model.peft_config:
+            self.model.delete_adapter(name)
+        self.model.load_adapter(str(folder), adapter_name=name)
+        config = self.model.peft_config[name]
+        self._settings[name] = LoraSettings(config.r, float(config.lora_alpha),
+                                            float(config.lora_dropout),
+                                            tuple(sorted(config.target_modules)))
         self.model.eval()
 
     @torch.no_grad()

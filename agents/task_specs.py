@@ -64,7 +64,8 @@ def _fixed(start: str) -> Callable[[str], str]:
 
 
 # No concrete example answers: a 135M model copies them verbatim, and identical answers give
-# a learner nothing to compare. Placeholders in capitals name what goes where. Every task stops
+# a learner nothing to compare. The format is said in words, not with placeholders: the model
+# copied a placeholder answer ('ranking: TOPIC > TOPIC > ...') as readily as an example. Every task stops
 # at its stop string or the end-of-turn token, in rollouts, evaluation and the live sandbox alike
 # (they all decode through these specs).
 TASK_SPECS: dict[TaskType, TaskSpec] = {
@@ -81,21 +82,22 @@ TASK_SPECS: dict[TaskType, TaskSpec] = {
         SamplingSettings(max_new_tokens=64, stop=("\n\n",))),
     TaskType.NETWORK_OPTIMIZATION: TaskSpec(
         TaskType.NETWORK_OPTIMIZATION,
-        "You tune a social platform's feed recommender to maximise engagement. Answer "
-        "'interest=W recency=W popularity=W following=W' where each W is a number between 0 "
-        "and 1. " + _ANSWER_ONLY,
+        "You tune a social platform's feed recommender to maximise engagement. Answer with the "
+        "four weights interest, recency, popularity and following, each written as its name, "
+        "an equals sign and a number between 0 and 1, separated by spaces. " + _ANSWER_ONLY,
         SamplingSettings(max_new_tokens=32, stop=("\n",)), _fixed("interest=")),
     TaskType.TREND_PREDICTION: TaskSpec(
         TaskType.TREND_PREDICTION,
         "You forecast which topics will get the most activity on a social platform next hour. "
-        "Answer 'ranking: TOPIC > TOPIC > ...' naming every topic given once, most active "
-        "first. " + _ANSWER_ONLY,
+        "Answer 'ranking:' followed by every topic name from the list once, most active first, "
+        "separated by '>'. " + _ANSWER_ONLY,
         SamplingSettings(max_new_tokens=48, stop=("\n",)), _fixed("ranking:")),
     TaskType.USER_ENGAGEMENT: TaskSpec(
         TaskType.USER_ENGAGEMENT,
         "You run notification campaigns that bring users of a social platform back without "
-        "tiring them. Answer 'segment=TOPIC intensity=N' with TOPIC one of the segments given "
-        "and N from 0 to 3, or 'segment=none' for no campaign. " + _ANSWER_ONLY,
+        "tiring them. Answer 'segment=' followed by one segment name from the list, then "
+        "' intensity=' followed by a number from 0 to 3; or 'segment=none' for no campaign. "
+        + _ANSWER_ONLY,
         SamplingSettings(max_new_tokens=16, stop=("\n",)), _fixed("segment=")),
 }
 

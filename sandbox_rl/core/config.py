@@ -35,7 +35,8 @@ class SelfEvolvingConfig:
 
     The world: ``num_users`` simulated users, seeded by ``seed``. ``log_dir`` receives the
     monitoring JSONL and TensorBoard scalars when ``enable_monitoring`` is on. ``device``: None
-    runs the models on CUDA when present, else on the CPU.
+    runs the models on CUDA when present, else on the CPU. ``adapters_dir``: start every task's
+    pool from the adapters ``sandbox-rl train agents`` trained (its run folder or ``adapters/``).
     """
 
     evolution_strategy: EvolutionStrategy | str = EvolutionStrategy.MULTI_MODEL
@@ -56,6 +57,7 @@ class SelfEvolvingConfig:
     seed: int = 0
     log_dir: str = "runs/self_evolving_oasis"
     device: str | None = None
+    adapters_dir: str | None = None
 
     def __post_init__(self) -> None:
         _check(self, "evolution_strategy", _enum(EvolutionStrategy))
@@ -77,6 +79,11 @@ class SelfEvolvingConfig:
                              "name or None")
         if not isinstance(self.log_dir, (str, os.PathLike)):
             raise ValueError(f"invalid log_dir={self.log_dir!r}: expected a path")
+        if self.adapters_dir is not None:
+            if not isinstance(self.adapters_dir, (str, os.PathLike)) or not str(self.adapters_dir):
+                raise ValueError(f"invalid adapters_dir={self.adapters_dir!r}: expected a folder "
+                                 "path or None")
+            self.adapters_dir = str(self.adapters_dir)
         if self.device is not None and (not isinstance(self.device, str) or not self.device):
             raise ValueError(f"invalid device={self.device!r}: expected None (CUDA when present, "
                              "else CPU), 'cpu', 'cuda', ...")

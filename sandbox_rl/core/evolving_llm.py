@@ -71,7 +71,10 @@ class Experience:
 class SelfEvolvingLLM:
     """The evolving task agents. Built by ``create_self_evolving_oasis``."""
 
-    def __init__(self, config: SelfEvolvingConfig, scorer: Scorer | None = None) -> None:
+    def __init__(self, config: SelfEvolvingConfig, scorer: Scorer | None = None,
+                 start_adapters: bool = True) -> None:
+        """``start_adapters=False``: skip ``config.adapters_dir`` (a saved state brings its own
+        adapter weights)."""
         from sandbox_rl.core.strategies import make_strategy
 
         self.config = config
@@ -81,7 +84,8 @@ class SelfEvolvingLLM:
         kv = KVCacheSettings() if config.enable_kv_cache_compression else None
         self.groups, self.members = build_pool(
             dict(config.task_distribution), config.model_pool_size, lora, kv,
-            config.fallback_model, ModelSettings(device=config.device), config.seed)
+            config.fallback_model, ModelSettings(device=config.device), config.seed,
+            config.adapters_dir if start_adapters else None)
         self.group_of = {t: g for g in self.groups.values() for t in g.tasks}
         self.evolution_step = 0
         self.env_steps = 0

@@ -26,6 +26,8 @@ def step_record(result: dict[str, Any]) -> dict[str, Any]:
     return {
         "step": result["step"],
         "scores": {task: r["performance_score"] for task, r in result["tasks"].items()},
+        "heuristic": {task: r["heuristic_score"] for task, r in result["tasks"].items()},
+        "random": {task: r["random_score"] for task, r in result["tasks"].items()},
         "adapters": {task: r["adapter"] for task, r in result["tasks"].items()},
         "parse_errors": {task: r["parse_error"] for task, r in result["tasks"].items()
                          if r["parse_error"]},

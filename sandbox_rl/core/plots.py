@@ -35,15 +35,7 @@ def plot_run(records: Sequence[dict], folder: str | Path, window: int = 5) -> li
     steps = [r["step"] for r in records]
     paths = []
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for task in records[0]["scores"] if records else []:
-        scores = [r["scores"].get(task, np.nan) for r in records]
-        line, = ax.plot(steps, scores, alpha=0.25)
-        ax.plot(steps, rolling_mean(scores, window), color=line.get_color(), label=task)
-    ax.set(xlabel="env step", ylabel="reward (performance_score)", ylim=(-0.02, 1.02),
-           title=f"Per-task score (faint: per step; solid: mean of last {window})")
-    ax.legend(fontsize=8, loc="best")
-    paths.append(_save(fig, folder / "scores.png", plt))
+    paths.append(_scores(plt, records, steps, folder, window))
 
     fig, ax = plt.subplots(figsize=(8, 3.5))
     kinds = sorted({e["type"] for r in records for e in r["events"]})
@@ -61,6 +53,31 @@ def plot_run(records: Sequence[dict], folder: str | Path, window: int = 5) -> li
     fig.suptitle("Network growth")
     paths.append(_save(fig, folder / "network.png", plt))
     return paths
+
+
+def _scores(plt, records: Sequence[dict], steps: list[int], folder: Path, window: int) -> Path:
+    """One panel per task: the agents' score (faint per step, solid rolling mean) and the
+    heuristic's and random actions' mean on the same steps (dashed and dotted lines)."""
+    tasks = list(records[0]["scores"]) if records else []
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6), sharex=True, sharey=True)
+    for ax, task in zip(axes.flat, tasks):
+        scores = [r["scores"].get(task, np.nan) for r in records]
+        ax.plot(steps, scores, color="C0", alpha=0.25)
+        ax.plot(steps, rolling_mean(scores, window), color="C0", label="agents")
+        for kind, style, color in (("heuristic", "--", "C2"), ("random", ":", "C3")):
+            values = [r.get(kind, {}).get(task, np.nan) for r in records]
+            if not np.all(np.isnan(values)):
+                ax.axhline(np.nanmean(values), linestyle=style, color=color, label=kind)
+        ax.set(title=task, ylim=(-0.02, 1.02))
+    for ax in axes.flat[len(tasks):]:
+        ax.axis("off")
+    if tasks:
+        axes.flat[0].legend(fontsize=8, loc="best")
+    fig.supxlabel("env step")
+    fig.supylabel("reward (performance_score)")
+    fig.suptitle(f"Per-task score (faint: per step; solid: mean of last {window}); dashed: "
+                 "heuristic, dotted: random, on the same steps")
+    return _save(fig, folder / "scores.png", plt)
 
 
 def _save(fig, path: Path, plt) -> Path:

@@ -12,6 +12,7 @@ import logging
 import math
 from collections import deque
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import torch
 
@@ -135,8 +136,12 @@ def resolve_models(distribution: dict[TaskType, str], fallback: str | None,
 
 def build_pool(distribution: dict[TaskType, str], pool_size: int, lora: LoraSettings | None,
                kv_cache: KVCacheSettings | None, fallback: str | None, settings: ModelSettings,
-               seed: int) -> tuple[dict[str, ModelGroup], dict[TaskType, list[Member]]]:
-    """Every task's members, as adapters on its (shared) base model."""
+               seed: int, adapters_dir: str | None = None
+               ) -> tuple[dict[str, ModelGroup], dict[TaskType, list[Member]]]:
+    """Every task's members, as adapters on its (shared) base model; with ``adapters_dir``
+    (trained task adapters, one sub-folder per task as ``sandbox-rl train agents`` saves them)
+    every member of a task starts from its trained adapter, the others perturbed as usual."""
+    folders = trained_adapter_folders(adapters_dir, distribution) if adapters_dir else {}
     groups: dict[str, ModelGroup] = {}
     members: dict[TaskType, list[Member]] = {}
     for name, (loaded, tasks) in resolve_models(distribution, fallback, settings).items():
@@ -148,10 +153,29 @@ def build_pool(distribution: dict[TaskType, str], pool_size: int, lora: LoraSett
                                     TEMPERATURE_STEPS[k % len(TEMPERATURE_STEPS)])
                              for k in range(pool_size)]
             if adapters is not None:
+                for member in members[task] if task in folders else []:
+                    adapters.load_from(folders[task], member.adapter)
                 for member in members[task][1:]:
                     perturb(adapters, member.adapter, scale=0.02,
                             generator=member_generator(seed, member))
     return groups, members
+
+
+def trained_adapter_folders(adapters_dir: str, tasks) -> dict[TaskType, Path]:
+    """Each task's saved adapter under ``adapters_dir`` (a ``train agents`` run folder or its
+    ``adapters/``); ValueError naming ``adapters_dir`` and the task when one is missing."""
+    root = Path(adapters_dir)
+    if (root / "adapters").is_dir():
+        root = root / "adapters"
+    found = {}
+    for task in tasks:
+        folder = root / TaskType.parse(task).value
+        if not (folder / "adapter_config.json").is_file():
+            raise ValueError(f"invalid adapters_dir={str(adapters_dir)!r}: no trained adapter for "
+                             f"task {TaskType.parse(task).value!r} (expected "
+                             f"{folder / 'adapter_config.json'})")
+        found[TaskType.parse(task)] = folder
+    return found
 
 
 def fit_kv_cache(settings: KVCacheSettings | None, loaded: LoadedModel) -> KVCacheSettings | None:

@@ -31,6 +31,8 @@ class EvolveRunConfig:
     evolution_interval: int = field(5, "env steps between evolution steps")
     online_adaptation: bool = field(True, "small reward-weighted adapter updates between them")
     seed: int = field(0, "world and model seed")
+    adapters: str | None = field(None, "start every task from the adapters a `sandbox-rl train "
+                                       "agents` run saved (its run folder)")
     out: str = field("runs/latest", "run folder")
     overwrite: bool = field(False, "replace a non-empty run folder")
     quiet: bool = field(False, "no progress bar or summary")
@@ -66,7 +68,7 @@ def run_evolution(args: EvolveRunConfig) -> dict:
             evolution_interval=args.evolution_interval, num_users=args.users, seed=args.seed,
             enable_online_adaptation=args.online_adaptation,
             task_distribution={t: args.model for t in TaskType}, fallback_model=None,
-            log_dir=str(out / "logs"))
+            log_dir=str(out / "logs"), adapters_dir=args.adapters)
     setup_s = time.perf_counter() - start
     records = []
     columns = (TextColumn("[bold]evolve"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -99,6 +101,9 @@ def summarise(records, sandbox, setup_s: float, total_s: float, args: EvolveRunC
         tasks[task] = {"mean": sum(scores) / len(scores),
                        "first_half": sum(scores[:half]) / len(scores[:half]),
                        "second_half": sum(scores[half:]) / max(len(scores[half:]), 1),
+                       # the task's baseline actions scored on the same steps (counterfactually)
+                       "heuristic": sum(r["heuristic"][task] for r in records) / len(records),
+                       "random": sum(r["random"][task] for r in records) / len(records),
                        "parse_errors": sum(task in r["parse_errors"] for r in records)}
     events: dict[str, int] = {}
     for r in records:
@@ -117,11 +122,15 @@ def print_summary(summary: dict, console) -> None:
 
     table = Table(title=f"Self-evolving run ({summary['config']['strategy']}, "
                         f"{summary['config']['steps']} steps, {summary['config']['model']})")
-    for col in ("task", "mean score", "first half", "second half", "parse errors"):
+    for col in ("task", "agents", "first half", "second half", "heuristic", "random",
+                "parse errors"):
         table.add_column(col, justify="left" if col == "task" else "right")
     for task, t in summary["tasks"].items():
         table.add_row(task, f"{t['mean']:.3f}", f"{t['first_half']:.3f}",
-                      f"{t['second_half']:.3f}", str(t["parse_errors"]))
+                      f"{t['second_half']:.3f}", f"{t['heuristic']:.3f}", f"{t['random']:.3f}",
+                      str(t["parse_errors"]))
+    table.caption = ("mean reward per step; heuristic and random: the task's baseline actions "
+                     "scored on the same steps")
     console.print(table)
     net = summary["network"]
     console.print(f"evolution steps {summary['evolution_step']}, events "

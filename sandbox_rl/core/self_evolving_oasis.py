@@ -12,6 +12,7 @@ base model; each task's ``performance_score`` is that agent's reward from the si
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import time
@@ -24,7 +25,9 @@ from sandbox_rl.core.monitoring import Monitor
 from sandbox_rl.enums import EvolutionStrategy, TaskType
 from sandbox_rl.envs import oasis_v0
 from sandbox_rl.envs.counterfactual import Counterfactual
+from sandbox_rl.envs.heuristics import heuristic_action
 from sandbox_rl.envs.state import snapshot
+from sandbox_rl.seeding import derived_seed
 
 __all__ = ["EvolutionStrategy", "SelfEvolvingConfig", "SelfEvolvingLLM", "SelfEvolvingOasis",
            "TaskResponse", "TaskType", "create_self_evolving_oasis"]
@@ -64,14 +67,16 @@ class SelfEvolvingOasis:
         llm = self.evolving_llm
         tasks = [TaskType(a) for a in self.env.agents]
         observations = {t: self.env.text_observation(t.value) for t in tasks}
-        snap = snapshot(self.env) if llm.strategy.needs_snapshots else None
+        snap = snapshot(self.env)
+        baselines = self._baseline_actions(tasks)
         members = {t: llm.route(t) for t in tasks}
         responses = llm.generate(observations, members)
         actions = {t.value: responses[t].text for t in tasks}
         _, rewards, _, _, infos = self.env.step(actions)
         experiences = [Experience(t, members[t].adapter, self.step_count, observations[t],
                                   llm.prompt_of(t, members[t], observations[t]),
-                                  responses[t].completion, float(rewards[t.value]), actions, snap)
+                                  responses[t].completion, float(rewards[t.value]), actions,
+                                  snap if llm.strategy.needs_snapshots else None)
                        for t in tasks]
         events = llm.observe_step(experiences, members)
         self.step_count += 1
@@ -85,9 +90,33 @@ class SelfEvolvingOasis:
             "events": events,
             "seconds": round(time.perf_counter() - start, 3),
         }
+        for agent, scores in self._baseline_scores(snap, actions, baselines).items():
+            result["tasks"][agent].update(scores)
         if self.monitor is not None:
             self.monitor.log(result)
         return result
+
+    def _baseline_actions(self, tasks) -> dict[str, dict[str, Any]]:
+        """Each task's heuristic action and a uniformly random one (drawn from a generator
+        seeded by (seed, task, step), so a loaded state draws the same) for the coming step."""
+        out = {}
+        for task in tasks:
+            space = copy.deepcopy(self.env.tasks[task.value].action_space)
+            space.seed(derived_seed(self.config.seed, task.value, self.step_count))
+            out[task.value] = {"heuristic": heuristic_action(task.value,
+                                                             self.env.vector_observation(task.value)),
+                               "random": space.sample()}
+        return out
+
+    def _baseline_scores(self, snap, actions: dict, baselines: dict) -> dict[str, dict]:
+        """``heuristic_score`` and ``random_score`` of each task: what its baseline actions
+        would have earned in the step just played (its own draws, the agents' actual actions
+        for the other tasks), so the agents' score has references on the same step."""
+        out = {}
+        for agent, kinds in baselines.items():
+            out[agent] = {f"{kind}_score": self._counterfactual.rewards(
+                snap, {**actions, agent: action}, [agent])[agent] for kind, action in kinds.items()}
+        return out
 
     def get_network_stats(self) -> dict[str, Any]:
         """The platform's statistics: total_users, total_posts, total_edges,
@@ -142,7 +171,7 @@ class SelfEvolvingOasis:
         env = oasis_v0.parallel_env(num_users=config.num_users, max_cycles=EPISODE_STEPS,
                                     obs_mode="text", attach_tweets=False)
         env.load_state_dict(*parts["env"])
-        llm = SelfEvolvingLLM(config, scorer=self)
+        llm = SelfEvolvingLLM(config, scorer=self, start_adapters=False)
         for name, group in llm.groups.items():
             if group.adapters is not None:
                 group.adapters.load(folder / "adapters" / state_io.slug(name))

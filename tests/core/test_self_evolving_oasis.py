@@ -196,3 +196,50 @@ def test_missing_model_falls_back_with_a_warning_or_raises(tmp_path, caplog):
     with pytest.raises(ValueError, match="no/such-model"):
         _sandbox(tmp_path, task_distribution={TaskType.CONTENT_GENERATION: "no/such-model"},
                  fallback_model=None)
+
+
+def test_each_step_scores_the_tasks_baselines_on_the_same_step(tmp_path):
+    from sandbox_rl.envs.counterfactual import counterfactual_rewards
+    from sandbox_rl.envs.heuristics import heuristic_action
+    from sandbox_rl.envs.state import snapshot
+
+    sandbox = _sandbox(tmp_path, seed=4)
+    sandbox.simulate_step()
+    snap = snapshot(sandbox.env)
+    heuristic = {a: heuristic_action(a, sandbox.env.vector_observation(a))
+                 for a in sandbox.env.agents}
+    result = sandbox.simulate_step()
+    actions = {t: r["response"].text for t, r in result["tasks"].items()}
+    for task, r in result["tasks"].items():
+        assert 0 <= r["random_score"] <= 1
+        expected = counterfactual_rewards(sandbox.env, snap, {**actions, task: heuristic[task]},
+                                          [task])[task]
+        assert r["heuristic_score"] == expected
+        played = counterfactual_rewards(sandbox.env, snap, actions, [task])[task]
+        assert r["performance_score"] == played  # the agents' own reward, same draws
+
+
+def test_trained_adapters_start_every_member(tmp_path):
+    from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
+    from sandbox_rl.agents.models import load_model
+
+    names = [t.value for t in TaskType]
+    trained = TaskAdapters(load_model("tiny-llama"), names, LoraSettings(rank=4), seed=11)
+    with torch.no_grad():
+        for p in trained.parameters("trend_prediction"):
+            p.add_(0.5)
+    trained.save(tmp_path / "run" / "adapters")
+    sandbox = _sandbox(tmp_path, adapters_dir=str(tmp_path / "run"))
+    group = sandbox.evolving_llm.group_of[TaskType.TREND_PREDICTION]
+    first, second = (m.adapter for m in sandbox.evolving_llm.members[TaskType.TREND_PREDICTION])
+    want = trained.state("trend_prediction")
+    got = group.adapters.state(first)
+    assert group.adapters.settings(first).rank == 4
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    assert any(not torch.equal(group.adapters.state(second)[k], want[k]) for k in want)
+    sandbox.simulate_step()
+    (tmp_path / "run" / "adapters" / "user_engagement" / "adapter_config.json").unlink()
+    with pytest.raises(ValueError, match="adapters_dir.*user_engagement"):
+        _sandbox(tmp_path, adapters_dir=str(tmp_path / "run"))
+    with pytest.raises(ValueError, match="adapters_dir"):
+        _sandbox(tmp_path, adapters_dir=3)
