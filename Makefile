@@ -45,7 +45,7 @@ $(VADER_SDIST): | $(STAMP)
 $(CORPUS): envs/corpus.py envs/text_features.py envs/topics.py | $(VADER_SDIST) $(STAMP)
 	$(BIN)/python -m sandbox_rl.envs.corpus prepare --sdist $(VADER_SDIST) --cache $(CACHE)
 
-# ray[rllib] 2.60 pins gymnasium==1.2.2, inside this package's range (DESIGN.md section 7).
+# ray[rllib] 2.60 pins gymnasium==1.2.2, inside this package's range (docs/design.md, "Pinned stack").
 setup-rllib: setup
 	$(PIP) install -e '.[dev,rllib]'
 

@@ -1,4 +1,4 @@
-"""KV-cache compression and a persisted prefix cache (DESIGN.md section 4).
+"""KV-cache compression and a persisted prefix cache (docs/design.md).
 
 Compression goes through transformers' own ``QuantizedCache`` (5.23): one class with a ``backend``
 argument, ``"quanto"`` (``QuantoQuantizedLayer``, optimum-quanto, 2 or 4 bits), ``"hqq"``

@@ -470,7 +470,7 @@ class TrendPrediction(Task):
     def render(self, obs, platform):
         s = obs[: T * self.history].reshape(self.history, T)
         # Rows sorted by the last hour's share: a ranking can then be read off the order
-        # (a 135M model does not sort ten numbers zero-shot; LEARNING_NOTES in docs/design.md).
+        # (a 135M model does not sort ten numbers zero-shot: docs/design.md).
         order = np.argsort(-s[0], kind="stable")
         lines = [f"{TOPIC_NAMES[i]} had " + ", then ".join(f"{100 * s[h, i]:.0f}%"
                                                             for h in range(min(3, self.history)))

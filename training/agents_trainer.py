@@ -186,7 +186,7 @@ def _ppo_phase(adapters, task: str, cfg: AgentsConfig, episodes, validation, rew
     from sandbox_rl.training.expert_iteration import validation_reward
     from sandbox_rl.training.llm_ppo import ppo_settings
     from sandbox_rl.training.ppo import PPOLearner
-    from sandbox_rl.training.task_episodes import rollout_settings
+    from sandbox_rl.training.task_episodes import cut_at_stop, rollout_settings
 
     if cfg.ppo_share == 0 or not episodes or time.perf_counter() >= deadline:
         return {"updates": 0}
@@ -212,14 +212,6 @@ def _ppo_phase(adapters, task: str, cfg: AgentsConfig, episodes, validation, rew
     if not kept:
         adapters.load_state(task, before)
     return {"updates": len(stats), "validation_after": after, "kept": kept, "stats": stats}
-
-
-def cut_at_stop(text: str, stops) -> str:
-    """``text`` up to its first stop string, as generation cuts it for evaluation."""
-    for stop in stops:
-        if stop in text:
-            text = text[: text.index(stop)]
-    return text
 
 
 def _evaluate(adapters, cfg: AgentsConfig, out: Path, console) -> dict:

@@ -153,7 +153,7 @@ def episode_update(learner, adapter: str, episodes, prompts: int, rng: np.random
     within the task's token budget, as :func:`as_trained` says for ``task_spec`` (default the
     task's spec)."""
     from sandbox_rl.agents.task_specs import spec
-    from sandbox_rl.training.task_episodes import rollout_settings
+    from sandbox_rl.training.task_episodes import cut_at_stop, rollout_settings
 
     s = task_spec or spec(episodes[0].task)
     learner.settings = rollout_settings(learner.settings, s)
@@ -162,8 +162,10 @@ def episode_update(learner, adapter: str, episodes, prompts: int, rng: np.random
     texts = [s.prompt(learner.adapters.tokenizer, e.steps[i].observation) for e, i in picks]
 
     def reward_fn(indices, completions):
+        # TRL's rollouts stop only at the end-of-sequence token: score exactly the text that
+        # generation (evaluation, the live sandbox) keeps, cut at the task's stop strings.
         return [picks[k][0].score(picks[k][1], s.answer(picks[k][0].steps[picks[k][1]].observation,
-                                                        text))
+                                                        cut_at_stop(text, s.sampling.stop)))
                 for k, text in zip(indices, completions)]
 
     return learner.update(adapter, texts, reward_fn)

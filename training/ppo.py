@@ -409,6 +409,37 @@ class PPOLearner:
                     p.sub_(lr * scale * g)
         return float(loss.detach())
 
+    def supervised_update(self, adapter: str, prompts: Sequence[str],
+                          completions: Sequence[str], lr: float, steps: int = 2) -> float:
+        """``steps`` AdamW steps of the completion-only cross-entropy of ``completions`` (each
+        followed by the end-of-turn token, so the answer's end is learned too) on ``adapter``
+        alone: the online expert-iteration step. A fresh optimiser each call, so the step
+        depends only on the weights and its inputs (a loaded state continues identically).
+        Returns the loss before the first step."""
+        self._check_adapter(adapter)
+        prompts = self._check_prompts(prompts)
+        eos = self.adapters.tokenizer.eos_token or ""
+        targets = [c + eos for c in completions]
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"invalid lr={lr!r}: expected a finite number > 0")
+        params = self.adapters.parameters(adapter)
+        count = self._updates.get(adapter, 0)
+        self._updates[adapter] = count + 1
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+        first = float("nan")
+        with self._training(adapter), _seeded(derived_seed(self.settings.seed, adapter, count),
+                                              params[0].device):
+            self.adapters.model.train()
+            for step in range(steps):
+                loss = -self._mean_logprobs(prompts, targets).mean()
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                first = float(loss.detach()) if step == 0 else first
+            optimizer.zero_grad(set_to_none=True)
+        return first
+
     def _mean_logprobs(self, prompts: Sequence[str], completions: Sequence[str]) -> torch.Tensor:
         """Each completion's mean token log-probability given its prompt (0 for empty ones)."""
         tok = self.adapters.tokenizer

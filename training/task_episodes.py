@@ -172,6 +172,14 @@ def rollout_settings(settings, task_spec: TaskSpec):
                    temperature=sampling.temperature)
 
 
+def cut_at_stop(text: str, stops: Sequence[str]) -> str:
+    """``text`` up to its first stop string, as generation cuts a completion."""
+    for stop in stops:
+        if stop in text:
+            text = text[: text.index(stop)]
+    return text
+
+
 def greedy(task_spec: TaskSpec) -> TaskSpec:
     """The spec decoded greedily (evaluation without sampling noise)."""
     from dataclasses import replace

@@ -39,8 +39,11 @@ class Scorer(Protocol):
         """The reward ``action`` would earn if the env stepped now (others doing nothing)."""
 
     def score_on(self, experience: "Experience", action: str) -> float:
-        """The reward ``action`` would have earned in the step ``experience`` came from, with the
-        other agents' actions of that step."""
+        """The reward ``action`` would expect in the step ``experience`` came from, with the
+        other agents' actions of that step, over re-seeded draws of that step."""
+
+    def teacher_answer(self, experience: "Experience") -> str:
+        """The task heuristic's action in the step ``experience`` came from, as text."""
 
 
 @dataclass(frozen=True)
@@ -211,8 +214,8 @@ class SelfEvolvingLLM:
             "performance": {t.value: v for t, v in self.performance.items()},
             "members": {t.value: [m.to_json() for m in ms] for t, ms in self.members.items()},
             "experiences": [_experience_json(e, snapshot_index) for e in self.experiences],
-            # Online steps use rewards only: their tuples are kept without env snapshots.
-            "pending": {a: [_experience_json(e, {}) for e in es]
+            # Online steps score on the tuples' snapshots (all among the recent experiences).
+            "pending": {a: [_experience_json(e, snapshot_index) for e in es]
                         for a, es in self.strategy.pending().items()},
         }
 

@@ -138,6 +138,11 @@ class SelfEvolvingOasis:
             experience.snapshot, experience.task.value, [action], others, draws=2,
             seed=self.config.seed)[0]
 
+    def teacher_answer(self, experience: Experience) -> str:
+        task = experience.task.value
+        observation = experience.snapshot.arrays[f"obs.{task}"]
+        return self.env.tasks[task].format_action(heuristic_action(task, observation))
+
     # ------------------------------------------------------------------ state
     def save_state(self, path: str | os.PathLike) -> bool:
         """Write the whole sandbox to the directory ``path`` (replaced atomically). Returns

@@ -91,6 +91,8 @@ def test_online_adaptation_updates_adapters_between_evolution_steps(tmp_path):
         events += sandbox.simulate_step()["events"]
     online = [e for e in events if e["type"] == "online_update"]
     assert len(online) == 5  # every task's single member gathered 4 tuples
+    # The tiny model's answers rarely parse: the heuristic's answers beat them and are learned.
+    assert any(e["examples"] > 0 and e["mean_gain"] > 0 for e in online)
     after = _weights(sandbox, "lora_")
     assert any(not torch.equal(before[n], after[n]) for n in before)
 

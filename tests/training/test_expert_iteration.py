@@ -13,8 +13,8 @@ from sandbox_rl.agents.models import load_model
 from sandbox_rl.agents.task_specs import spec
 from sandbox_rl.cli import main
 from sandbox_rl.training import expert_iteration as ei
-from sandbox_rl.training.agents_trainer import AgentsConfig, cut_at_stop
-from sandbox_rl.training.task_episodes import collect_episode
+from sandbox_rl.training.agents_trainer import AgentsConfig
+from sandbox_rl.training.task_episodes import collect_episode, cut_at_stop
 
 TASK = "trend_prediction"
 

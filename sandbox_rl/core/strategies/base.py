@@ -16,16 +16,28 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ONLINE_BATCH = 4  # (prompt, completion, reward) tuples per online reward-weighted step
+ONLINE_BATCH = 4  # tuples gathered per online expert-iteration step
+ONLINE_STEPS = 2  # AdamW steps of an online step
+# The online step's learning rate is this times ``adaptation_learning_rate``: 1e-3 at the guide's
+# default 1e-4, the rate offline expert iteration fine-tunes at.
+ONLINE_LR_FACTOR = 10.0
 
 
 class Strategy:
     """Base strategy: routes each task to a member not tried yet, else to its incumbent (the
-    member with the best recent mean reward) and, with ``enable_online_adaptation``, takes a small reward-weighted step on an
-    adapter each time it has gathered ``ONLINE_BATCH`` fresh tuples."""
+    member with the best recent mean reward) and, with ``enable_online_adaptation``, takes a
+    small expert-iteration step on an adapter each time it has gathered ``ONLINE_BATCH`` fresh
+    tuples: for each tuple's state the answer it gave and the task heuristic's answer are scored
+    by their expected reward over re-seeded draws of that step, and the adapter is fine-tuned
+    (``ONLINE_STEPS`` AdamW steps, completion-only) on the heuristic's answers that beat its own.
+    """
 
     kind: EvolutionStrategy
-    needs_snapshots = False  # whether experiences must keep the env state for counterfactuals
+
+    @property
+    def needs_snapshots(self) -> bool:
+        """Whether experiences must keep the env state (for counterfactual scores)."""
+        return bool(self.config.enable_online_adaptation and self.config.enable_lora)
 
     def __init__(self, llm: "SelfEvolvingLLM") -> None:
         self.llm = llm
@@ -91,18 +103,37 @@ class Strategy:
         for exp in experiences:
             pending = self._pending[exp.adapter]
             pending.append(exp)
-            if len(pending) < ONLINE_BATCH:
-                continue
-            group = self.llm.group_of[exp.task]
-            loss = self.learner(group).reward_weighted_update(
-                exp.adapter, [e.prompt for e in pending], [e.completion for e in pending],
-                [e.reward for e in pending], self.config.adaptation_learning_rate)
-            self.online_updates += 1
-            events.append({"type": "online_update", "task": exp.task.value,
-                           "adapter": exp.adapter, "loss": float(loss),
-                           "mean_reward": sum(e.reward for e in pending) / len(pending)})
-            pending.clear()
+            if len(pending) >= ONLINE_BATCH:
+                events.append(self._online_step(exp.task, exp.adapter, list(pending)))
+                pending.clear()
         return events
+
+    def _online_step(self, task, adapter: str, tuples: list) -> dict:
+        """One online expert-iteration step on ``tuples`` (see the class docstring)."""
+        from sandbox_rl.agents.task_specs import spec
+
+        scorer, s = self.llm.scorer, spec(task)
+        prompts, targets, gains = [], [], []
+        for exp in tuples:
+            if exp.snapshot is None:
+                continue
+            teacher = scorer.teacher_answer(exp)
+            own, better = (scorer.score_on(exp, text)
+                           for text in (exp.actions[task.value], teacher))
+            if better > own:
+                prompts.append(exp.prompt)
+                targets.append(s.completion(exp.observation, teacher))
+                gains.append(better - own)
+        loss = 0.0
+        if prompts:
+            loss = self.learner(self.llm.group_of[task]).supervised_update(
+                adapter, prompts, targets, ONLINE_LR_FACTOR * self.config.adaptation_learning_rate,
+                ONLINE_STEPS)
+        self.online_updates += 1
+        return {"type": "online_update", "task": task.value, "adapter": adapter,
+                "examples": len(prompts), "loss": float(loss),
+                "mean_gain": float(sum(gains) / len(gains)) if gains else 0.0,
+                "mean_reward": sum(e.reward for e in tuples) / len(tuples)}
 
     def evolve(self) -> list[dict]:
         return []

@@ -16,7 +16,7 @@ MAX_PROMPTS = 16  # most recent prompts of a task an update trains on
 
 class GradientBased(Strategy):
     kind = EvolutionStrategy.GRADIENT_BASED
-    needs_snapshots = True
+    needs_snapshots = True  # type: ignore[assignment]  (PPO scores completions on them)
 
     def __init__(self, llm) -> None:
         super().__init__(llm)

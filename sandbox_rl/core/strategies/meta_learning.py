@@ -34,7 +34,7 @@ def reptile_step(meta: dict[str, torch.Tensor], adapted: list[dict[str, torch.Te
 
 class MetaLearning(Strategy):
     kind = EvolutionStrategy.META_LEARNING
-    needs_snapshots = True
+    needs_snapshots = True  # type: ignore[assignment]  (PPO scores completions on them)
 
     def __init__(self, llm) -> None:
         super().__init__(llm)
