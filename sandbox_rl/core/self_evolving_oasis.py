@@ -18,6 +18,7 @@ import os
 import time
 from typing import Any
 
+from sandbox_rl.agents.policy import to_action_text
 from sandbox_rl.core import state as state_io
 from sandbox_rl.core.config import SelfEvolvingConfig
 from sandbox_rl.core.evolving_llm import Experience, SelfEvolvingLLM, TaskResponse
@@ -26,6 +27,7 @@ from sandbox_rl.enums import EvolutionStrategy, TaskType
 from sandbox_rl.envs import oasis_v0
 from sandbox_rl.envs.counterfactual import Counterfactual
 from sandbox_rl.envs.heuristics import heuristic_action
+from sandbox_rl.envs.oasis_v0 import MAX_COMPLETION_CHARS
 from sandbox_rl.envs.state import snapshot
 from sandbox_rl.seeding import derived_seed
 
@@ -134,8 +136,10 @@ class SelfEvolvingOasis:
         # Expected over re-seeded draws: PPO must not be rewarded for luck in the step's own
         # draws (a future the agent could not see).
         others = {a: x for a, x in experience.actions.items() if a != experience.task.value}
+        # As the env receives text (printable, cut); an empty answer is the no-op.
+        candidate = to_action_text(action, MAX_COMPLETION_CHARS) or None
         return self._counterfactual.expected_rewards(
-            experience.snapshot, experience.task.value, [action], others, draws=2,
+            experience.snapshot, experience.task.value, [candidate], others, draws=2,
             seed=self.config.seed)[0]
 
     def teacher_answer(self, experience: Experience) -> str:

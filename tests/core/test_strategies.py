@@ -27,6 +27,11 @@ def test_gradient_based_ppo_moves_the_incumbent_adapter_and_not_the_base(tmp_pat
     events = sandbox.simulate_step()["events"]
     ppo = [e for e in events if e["type"] == "ppo_update"]
     assert {e["task"] for e in ppo} == {t.value for t in TaskType}
+    expert = [e for e in events if e["type"] == "expert_iteration"]
+    assert {e["task"] for e in expert} == {t.value for t in TaskType}
+    # Before PPO, each incumbent learns the proposals (heuristic or its own samples) that
+    # beat the answers it gave, judged by expected reward: the tiny model's rarely parse.
+    assert any(e["examples"] > 0 and e["mean_gain"] > 0 for e in expert)
     after = _weights(sandbox)
     moved = {n for n in before if not torch.equal(before[n], after[n])}
     assert moved and all("lora_" in n for n in moved)

@@ -104,34 +104,43 @@ class Strategy:
             pending = self._pending[exp.adapter]
             pending.append(exp)
             if len(pending) >= ONLINE_BATCH:
-                events.append(self._online_step(exp.task, exp.adapter, list(pending)))
+                event = self.expert_step(exp.task, exp.adapter, list(pending), 0, ONLINE_STEPS)
+                self.online_updates += 1
+                events.append({**event, "type": "online_update"})
                 pending.clear()
         return events
 
-    def _online_step(self, task, adapter: str, tuples: list) -> dict:
-        """One online expert-iteration step on ``tuples`` (see the class docstring)."""
+    def expert_step(self, task, adapter: str, tuples: list, samples: int, steps: int) -> dict:
+        """Expert iteration on the states of ``tuples``: proposals are the answer each tuple
+        gave, the task heuristic's answer and ``samples`` answers sampled from ``adapter``;
+        each is scored by its expected reward over re-seeded draws of its step, and the
+        adapter takes ``steps`` AdamW steps (completion-only) on the proposals that beat the
+        answer given. Returns the event (type ``expert_iteration``)."""
         from sandbox_rl.agents.task_specs import spec
+        from sandbox_rl.seeding import derived_seed
+        from sandbox_rl.training.expert_iteration import sampled_answers
 
-        scorer, s = self.llm.scorer, spec(task)
-        prompts, targets, gains = [], [], []
-        for exp in tuples:
-            if exp.snapshot is None:
-                continue
-            teacher = scorer.teacher_answer(exp)
-            own, better = (scorer.score_on(exp, text)
-                           for text in (exp.actions[task.value], teacher))
-            if better > own:
+        scorer, s, group = self.llm.scorer, spec(task), self.llm.group_of[task]
+        prompts, targets, gains, teacher_wins = [], [], [], 0
+        for k, exp in enumerate(t for t in tuples if t.snapshot is not None):
+            given, teacher = exp.actions[task.value], scorer.teacher_answer(exp)
+            proposals = [given, teacher] + (sampled_answers(
+                group.adapters, adapter, s, exp.observation, samples, 1.0,
+                derived_seed(self.config.seed, adapter, exp.step, k)) if samples else [])
+            scores = [scorer.score_on(exp, text) for text in proposals]
+            best = max(range(len(proposals)), key=lambda i: (scores[i], -i))
+            if scores[best] > scores[0]:
                 prompts.append(exp.prompt)
-                targets.append(s.completion(exp.observation, teacher))
-                gains.append(better - own)
+                targets.append(s.completion(exp.observation, proposals[best]))
+                gains.append(scores[best] - scores[0])
+                teacher_wins += best == 1
         loss = 0.0
         if prompts:
-            loss = self.learner(self.llm.group_of[task]).supervised_update(
+            loss = self.learner(group).supervised_update(
                 adapter, prompts, targets, ONLINE_LR_FACTOR * self.config.adaptation_learning_rate,
-                ONLINE_STEPS)
-        self.online_updates += 1
-        return {"type": "online_update", "task": task.value, "adapter": adapter,
-                "examples": len(prompts), "loss": float(loss),
+                steps)
+        return {"type": "expert_iteration", "task": task.value, "adapter": adapter,
+                "examples": len(prompts), "from_heuristic": teacher_wins, "loss": float(loss),
                 "mean_gain": float(sum(gains) / len(gains)) if gains else 0.0,
                 "mean_reward": sum(e.reward for e in tuples) / len(tuples)}
 

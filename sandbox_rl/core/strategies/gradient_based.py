@@ -1,9 +1,11 @@
-"""``gradient_based``: TRL PPO updates of each task's incumbent adapter.
+"""``gradient_based``: expert iteration, then TRL PPO, on each task's incumbent adapter.
 
-Every evolution step, each task's incumbent member is updated by PPO (``training/ppo.py``,
-``trl.experimental.ppo``) on the prompts it saw during the interval
-(:meth:`Strategy.ppo_update`: the reward "model" is the env's own reward function in a
-counterfactual step of the state each prompt came from).
+Every evolution step, each task's incumbent member first takes an expert-iteration step on the
+states the live run gathered in the interval (:meth:`Strategy.expert_step`: its own answers, the
+heuristic's and ``SAMPLES`` sampled answers scored by expected reward over re-seeded draws; a
+few AdamW steps on the winners), then one PPO update (``training/ppo.py``,
+``trl.experimental.ppo``) on those prompts (:meth:`Strategy.ppo_update`: the reward "model" is
+the env's own reward function in counterfactual steps of the state each prompt came from).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from sandbox_rl.core.strategies.base import Strategy
 from sandbox_rl.enums import EvolutionStrategy
 
 MAX_PROMPTS = 16  # most recent prompts of a task an update trains on
+SAMPLES = 2  # sampled proposals per state in the expert-iteration step
+EXPERT_STEPS = 4  # AdamW steps on the winners
 
 
 class GradientBased(Strategy):
@@ -30,6 +34,11 @@ class GradientBased(Strategy):
             group = self.llm.group_of[task]
             if group.adapters is None:
                 continue
+            tuples = [e for e in self.llm.recent_experiences(task, limit=MAX_PROMPTS)
+                      if e.snapshot is not None]
+            if tuples:
+                events.append(self.expert_step(task, member.adapter, tuples, SAMPLES,
+                                               EXPERT_STEPS))
             events.append(self.ppo_update_event(task, member, group))
         return [e for e in events if e]
 
