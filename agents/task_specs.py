@@ -65,9 +65,9 @@ def _fixed(start: str) -> Callable[[str], str]:
 
 # No concrete example answers: a 135M model copies them verbatim, and identical answers give
 # a learner nothing to compare. The format is said in words, not with placeholders: the model
-# copied a placeholder answer ('ranking: TOPIC > TOPIC > ...') as readily as an example. Every task stops
-# at its stop string or the end-of-turn token, in rollouts, evaluation and the live sandbox alike
-# (they all decode through these specs).
+# copied 'ranking: TOPIC > TOPIC > ...' as readily as an example. Every task stops at its stop
+# string or the end-of-turn token, in rollouts, evaluation and the live sandbox alike (they
+# all decode through these specs).
 TASK_SPECS: dict[TaskType, TaskSpec] = {
     TaskType.CONTENT_GENERATION: TaskSpec(
         TaskType.CONTENT_GENERATION,

@@ -329,9 +329,13 @@ class BehaviorAnalysis(Task):
         )
 
     def parse(self, text):
-        found = re.findall(r"\b(inactive|lurk|positive|negative|post)\b", text.lower())
+        # A line counts only if it is a class alone (optionally numbered): a copied prompt row
+        # ("1. next 6%, online 0%, positive 0%, negative 0%, ...") names classes but answers
+        # nothing.
+        found = [m.group(1) for line in text.lower().splitlines()
+                 if (m := _CLASS_LINE.match(line))]
         if not found:
-            return Parsed(None, "no class (inactive, lurk, positive, negative, post) found")
+            return Parsed(None, "no line with a class (inactive, lurk, positive, negative, post)")
         pred = np.full(self.panel_size, -1)
         given = [BEHAVIOURS.index(c) for c in found[: self.panel_size]]
         pred[: len(given)] = given
@@ -340,6 +344,10 @@ class BehaviorAnalysis(Task):
 
     def format_action(self, action):
         return "\n".join(BEHAVIOURS[int(c)] for c in action)
+
+
+_CLASS_LINE = re.compile(r"\s*(?:(?:user\s*)?#?\d+\s*[.:)=\-]*\s*)?"
+                         r"(inactive|lurk|positive|negative|post)\s*[.,;]?\s*$")
 
 
 class NetworkOptimization(Task):
@@ -479,7 +487,7 @@ class TrendPrediction(Task):
             f"Share of platform activity per topic in the last three hours (newest first), "
             f"topics ordered by last hour's share; next hour is {platform.hour}:00.\n"
             + "\n".join(lines)
-            + "\nRank all ten topics by how much activity they will get next hour, most first."
+            + f"\nRank all {T} topics by how much activity they will get next hour, most first."
         )
 
     def parse(self, text):

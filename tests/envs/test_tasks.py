@@ -158,6 +158,9 @@ def test_behavior_analysis_parse_reads_classes_in_panel_order() -> None:
     assert full.reason == "" and full.complete
     assert task.parse("posts, positively").action is None  # whole words only
     assert task.parse("everyone lurks").action is None
+    copied = "1. next 6%, online 0%, positive 0%, negative 0%, posts 0%, fatigue 0.0\n" * 3
+    assert task.parse(copied).action is None  # a copied prompt row is no answer
+    assert task.parse("user 1: lurk\n#2 - post\nInactive.").complete
 
 
 def test_spearman_reward() -> None:
