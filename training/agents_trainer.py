@@ -195,7 +195,8 @@ def _ppo_phase(adapters, task: str, cfg: AgentsConfig, episodes, validation, rew
     learner.settings = rollout_settings(learner.settings, s)
     before, rng, stats = adapters.state(task), np.random.default_rng(cfg.seed), []
     pool = [(e, i) for e in episodes for i in range(len(e.steps))]
-    while time.perf_counter() < deadline:
+    # An update is not started when the last one would not fit in the time left.
+    while time.perf_counter() + (stats[-1]["seconds"] if stats else 0.0) < deadline:
         picks = [pool[j] for j in rng.choice(len(pool), 4, replace=False)]
 
         def reward_fn(indices, completions, picks=picks):

@@ -313,13 +313,6 @@ def _with_answer(others: dict, task: str, answer: str) -> dict:
     return others if action is None else {**others, task: action}
 
 
-def _score(episode: TaskEpisode, index: int, answer: str) -> float:
-    """``episode.score``, an empty answer scored as the task's no-op."""
-    step, task = episode.steps[index], episode.task.value
-    actions = _with_answer(step.others, task, answer)
-    return episode.scorer.rewards(step.snapshot, actions, [task])[task]
-
-
 def _complete(episode: TaskEpisode, answer: str) -> bool:
     """Whether the env's parser reads the text the env receives as a complete answer."""
     task = episode.scorer.scratch.tasks[episode.task.value]
@@ -334,12 +327,12 @@ def play_open(task: str, seed: int, config: ProtocolConfig, answer: Answerer) ->
     observations = [s.observation for s in episode.steps]
     run.answers = answer(task, greedy(spec(task)), observations, config.seed)
     for i, text in enumerate(run.answers):
-        run.add("agents", _score(episode, i, text), _complete(episode, text))
+        run.add("agents", episode.score(i, text), _complete(episode, text))
     for k in range(config.sampled):
         texts = answer(task, as_trained(spec(task)), observations,
                        config.seed + SAMPLE_STRIDE * k)
         for i, text in enumerate(texts):
-            run.add("sampled", _score(episode, i, text), _complete(episode, text))
+            run.add("sampled", episode.score(i, text), _complete(episode, text))
     run.score_baselines()
     return run
 
@@ -365,7 +358,7 @@ def play_closed(task: str, seed: int, config: ProtocolConfig, answer: Answerer) 
         if config.sampled:
             for s in answer(task, sampled_spec, [step.observation] * config.sampled,
                             config.seed + SAMPLE_STRIDE * i):
-                run.add("sampled", _score(run.episode, i, s), _complete(run.episode, s))
+                run.add("sampled", run.episode.score(i, s), _complete(run.episode, s))
     run.score_baselines()
     return run
 
