@@ -49,10 +49,11 @@ on the ``TaskAdapters`` model itself; no copy of the model is made. How the piec
 - **Randomness.** TRL seeds the global torch RNG and shuffles with NumPy's global RNG; both are
   seeded per update from ``(settings.seed, adapter, update count)`` and restored afterwards.
 
-:meth:`PPOLearner.reward_weighted_update` is the online adaptation between PPO updates: one
-plain-torch gradient step of the reward-weighted log-likelihood (advantage = reward - mean) on
-given (prompt, completion, reward) tuples. Not TRL: it is a single cheap step on completions the
-environment already produced, with no rollouts, reference or value model to pay for.
+:meth:`PPOLearner.supervised_update` is the strategies' expert-iteration step (online
+adaptation, ``gradient_based``): a few AdamW steps of the completion-only cross-entropy on
+winning answers. Not TRL: a couple of steps on a handful of answers, where building a trainer
+would cost more than the step. :meth:`PPOLearner.reward_weighted_update` (one plain-torch step
+of the reward-weighted log-likelihood) is no longer called by the sandbox.
 """
 
 from __future__ import annotations
