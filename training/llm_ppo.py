@@ -9,7 +9,10 @@ episodes (seeds ``eval_seeds``) greedily and sampled as in training, scored by c
 env steps, next to the task's heuristic and random actions scored the same way. The run folder
 holds the adapters in PEFT's format (``adapters/``, and ``checkpoints/`` every
 ``checkpoint_every`` updates), TensorBoard scalars of every update (``tb/``) and the table
-(``results.json``).
+(``results.json``). As for the other trainers, a folder holding a finished run (its
+``results.json``) is refused unless ``--overwrite``, which first removes that run's outputs
+(only those: ``tb/``, ``checkpoints/``, ``adapters/``, ``results.json``), so TensorBoard files of
+two runs never mix.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from sandbox_rl.enums import TaskType
-from sandbox_rl.training.common import field, require
+from sandbox_rl.training.common import field, prepare_out_dir, require
 
 ALL_TASKS = tuple(t.value for t in TaskType)
+MARKER = "results.json"  # a finished run
 
 
 @dataclass
@@ -56,6 +60,7 @@ class LLMPPOConfig:
     checkpoint_every: int = field(10, "save the adapters every this many updates of a task")
     out: str = field("runs/llm_ppo", "run folder: adapters (PEFT format), checkpoints/, tb/, "
                                      "results.json")
+    overwrite: bool = field(False, "replace a finished run in --out")
     quiet: bool = field(False, "hide the progress bar")
 
     def __post_init__(self) -> None:
@@ -107,10 +112,9 @@ def train_llm_ppo(cfg: LLMPPOConfig) -> dict[str, TaskResult]:
     from sandbox_rl.training.ppo import PPOLearner
     from sandbox_rl.training.task_episodes import collect_episode, with_temperature
 
+    out = _prepare_out(cfg)
     torch.set_num_threads(cfg.threads)
     console = Console(stderr=True, quiet=cfg.quiet)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     writer = SummaryWriter(str(out / "tb"))
     adapters = TaskAdapters(load_model(cfg.model), list(cfg.tasks), LoraSettings(rank=cfg.lora_rank),
                             cfg.seed)
@@ -144,6 +148,17 @@ def train_llm_ppo(cfg: LLMPPOConfig) -> dict[str, TaskResult]:
     (out / "results.json").write_text(json.dumps(
         {"config": asdict(cfg), "results": {t: asdict(r) for t, r in results.items()}}, indent=1))
     return results
+
+
+def _prepare_out(cfg: LLMPPOConfig) -> Path:
+    """The other trainers' rule (``prepare_out_dir``); with ``overwrite``, an earlier llm-ppo
+    run's outputs are removed first (nothing else in the folder)."""
+    from sandbox_rl.run_folders import LLM_PPO, remove_outputs, why_not_run_folder
+
+    out = prepare_out_dir(cfg.out, cfg.overwrite, MARKER)
+    if cfg.overwrite and why_not_run_folder(out, LLM_PPO, whole=False) is None:
+        remove_outputs(out, LLM_PPO)
+    return out
 
 
 def episode_update(learner, adapter: str, episodes, prompts: int, rng: np.random.Generator,

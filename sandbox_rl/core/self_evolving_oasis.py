@@ -158,28 +158,41 @@ class SelfEvolvingOasis:
             return False
         return True
 
-    def load_state(self, path: str | os.PathLike) -> bool:
+    def load_state(self, path: str | os.PathLike, log_dir: str | os.PathLike | None = None
+                   ) -> bool:
         """Replace this sandbox by the one saved at ``path``. Everything is read and checked
         first; on a missing, corrupt or incompatible state it returns False with the reason
-        logged and the sandbox is left as it was."""
+        logged, and the sandbox (and the global torch RNG) is left as it was. The sandbox keeps
+        its device and writes to its own ``log_dir`` unless ``log_dir`` names another."""
+        import torch
+
         try:
             folder, _ = state_io.read_verified(path)
-            parts = state_io.read_parts(folder)
-            built = self._build_from(parts, folder)
-        except (ValueError, KeyError, TypeError, OSError, RuntimeError) as err:
-            log.error("load_state(%r) failed, sandbox unchanged: %s", str(path), err)
+            keep = {"log_dir": self.config.log_dir if log_dir is None else log_dir,
+                    "device": self.config.device}
+            parts = state_io.read_parts(folder, keep)
+            # Building aside draws from the global RNG; a refused state must not move it.
+            cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+            with torch.random.fork_rng(devices=cuda):
+                built = self._build_from(parts, folder)
+        except Exception as err:  # noqa: BLE001 - a bad state is refused, whatever noticed it
+            log.error("load_state(%r) failed, sandbox unchanged: %s", str(path)[:200],
+                      err if isinstance(err, ValueError) else f"{type(err).__name__}: {err}")
             return False
         self._swap(built, parts)
         return True
 
     def _build_from(self, parts: dict[str, Any], folder) -> dict[str, Any]:
         """New env, LLM and strategy holding the saved state; the live sandbox untouched."""
-        import torch
-
         config = parts["config"]
         env = oasis_v0.parallel_env(num_users=config.num_users, max_cycles=EPISODE_STEPS,
                                     obs_mode="text", attach_tweets=False)
         env.load_state_dict(*parts["env"])
+        for i, snap in enumerate(parts["snapshots"]):
+            try:  # the same full check the counterfactual scorer makes before using one
+                env._check_state(snap.meta, snap.arrays)
+            except ValueError as err:
+                raise state_io.StateError(f"snapshots/{i}: {err}") from None
         llm = SelfEvolvingLLM(config, scorer=self, start_adapters=False)
         for name, group in llm.groups.items():
             if group.adapters is not None:
@@ -191,11 +204,8 @@ class SelfEvolvingOasis:
         body = parts["body"]
         llm.load_state_json(body["llm"], parts["snapshots"])
         llm.strategy.load_state_dict(body["strategy"], parts["tensors"])
-        rng = parts["tensors"].get("rng/torch")
-        if rng is None or rng.dtype != torch.uint8:
-            raise ValueError("tensors.safetensors has no torch RNG state")
         return {"config": config, "env": env, "llm": llm, "step": int(body["step_count"]),
-                "rng": rng}
+                "rng": parts["tensors"]["rng/torch"]}  # checked by read_parts
 
     def _swap(self, built: dict[str, Any], parts: dict[str, Any]) -> None:
         import torch

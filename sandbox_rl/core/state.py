@@ -13,33 +13,66 @@ Layout of a state directory::
     adapters/<model>/       PEFT adapters of each base model (PEFT's own format)
     prefix_cache/<model>/   the system-prompt prefix caches, per adapter (safetensors)
 
-A save is written to a temporary directory beside the target and renamed into place, so an
-interrupted save leaves the previous state (or nothing), never half of one. A load reads and
-checks every file, builds the new models, adapters and env aside, and only then swaps them into
-the sandbox; any problem leaves the sandbox as it was.
+A save replaces only a state it wrote (a folder with this format's manifest and no file the
+manifest does not list) or an empty folder; anything else (``''``, ``.``, a folder of the user's,
+a file) is refused. It is written to ``.<name>.<pid>-<token>.tmp`` beside the target and
+published by two renames: the old state to ``.<name>.<pid>-<token>.old``, the new one into
+place. A save killed between them leaves the old state beside the target, where the next
+``load_state`` or ``save_state`` of that target puts it back (when the process that wrote it is
+gone); the next save also removes the temporaries of dead saves.
+
+A load checks the manifest (format, version, relative paths inside the folder only, no file
+left unlisted, no link), every checksum, and every value against its type and range, builds the
+new models, adapters and env aside, and only then swaps them into the sandbox; any problem
+leaves the sandbox, and the global torch RNG, as they were.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 import os
+import re
+import secrets
 import shutil
-import tempfile
+import stat
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from sandbox_rl.core.pool import slug
+from sandbox_rl.core.pool import RECENT, slug
+from sandbox_rl.run_folders import (STATE_FORMAT, STATE_MANIFEST, is_state_folder, pid_alive,
+                                    sibling_name, state_siblings)
 
 if TYPE_CHECKING:
     from sandbox_rl.core.self_evolving_oasis import SelfEvolvingOasis
 
-FORMAT = "sandbox_rl.self_evolving_oasis"
+log = logging.getLogger(__name__)
+
+FORMAT = STATE_FORMAT
 VERSION = 1
+MANIFEST = STATE_MANIFEST
+# Every file a state may hold (paths relative to the state folder, '/'-separated).
+LAYOUT = tuple(re.compile(p) for p in (
+    r"config\.json", r"sandbox\.json", r"tensors\.safetensors",
+    r"env/env_state\.json", r"env/env_state\.npz",
+    r"snapshots/(0|[1-9][0-9]{0,8})/(meta\.json|arrays\.npz)",
+    r"adapters/[^/]+/README\.md",
+    r"adapters/[^/]+/[^/]+/(adapter_config\.json|adapter_model\.safetensors)",
+    r"prefix_cache/[^/]+/[^/]+\.safetensors"))
+REQUIRED = ("config.json", "sandbox.json", "tensors.safetensors", "env/env_state.json",
+            "env/env_state.npz")
+MAX_INT = 2**53  # counters and steps: exact in JSON and in float64
+MAX_TEMPERATURE = 10.0
+MAX_LORA_RANK = 1024
+# Tokens of the saves running in this process (their temporaries are not stale).
+_IN_FLIGHT: set[str] = set()
 
 
 class StateError(ValueError):
@@ -54,41 +87,88 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-# ----------------------------------------------------------------------------- save
-def save(sandbox: "SelfEvolvingOasis", path: str | os.PathLike) -> Path:
-    from sandbox_rl.envs.state import save_env_state
+def _short(text: Any, limit: int = 80) -> str:
+    text = str(text)
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
-    target = Path(path).absolute()
+
+def state_path(path: Any, saving: bool = False) -> Path:
+    """The absolute state folder named by ``path``; StateError for anything but a non-empty
+    str / PathLike, and (``saving``) for the working directory, one of its parents or a link."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise StateError(f"a state path must be a str or os.PathLike, got {type(path).__name__}")
+    raw = os.fspath(path)
+    raw = os.fsdecode(raw) if isinstance(raw, bytes) else raw
+    if not isinstance(raw, str) or not raw.strip() or "\0" in raw:
+        raise StateError(f"a state path must name a folder, got {_short(raw)}")
+    target = Path(os.path.abspath(raw))
+    if saving:
+        here = Path.cwd()
+        if target == here or target in here.parents:
+            raise StateError(f"{_short(raw)} is the working directory or one of its parents; "
+                             "save_state writes a folder of its own (e.g. 'state')")
+        if target.is_symlink():
+            raise StateError(f"{target} is a link; save_state replaces only a folder it wrote")
+    return target
+
+
+# ----------------------------------------------------------------------------- save
+def save(sandbox: "SelfEvolvingOasis", path: Any) -> Path:
+    target = state_path(path, saving=True)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    recover(target, clean=True)
+    check_replaceable(target)
+    token = secrets.token_hex(4)
+    tmp = target.parent / sibling_name(target.name, os.getpid(), token, "tmp")
+    _IN_FLIGHT.add(token)
     try:
-        llm = sandbox.evolving_llm
-        (tmp / "config.json").write_text(json.dumps(sandbox.config.to_json(), indent=1))
-        meta, tensors = llm.strategy.state_dict()
-        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        tensors["rng/torch"] = torch.get_rng_state()
-        save_file(tensors, str(tmp / "tensors.safetensors"))
-        snapshots = _save_snapshots(llm, tmp / "snapshots")
-        body = {"step_count": sandbox.step_count, "llm": llm.state_json(snapshots),
-                "strategy": meta}
-        (tmp / "sandbox.json").write_text(json.dumps(body, default=float))
-        save_env_state(sandbox.env, tmp / "env")
-        for name, group in llm.groups.items():
-            if group.adapters is not None:
-                group.adapters.save(tmp / "adapters" / slug(name))
-        for name, store in llm.prefix_stores.items():
-            for key, prefix in store.items():
-                prefix.save(tmp / "prefix_cache" / slug(name) / f"{key}.safetensors")
-        files = sorted(p for p in tmp.rglob("*") if p.is_file())
-        manifest = {"format": FORMAT, "version": VERSION, "step": sandbox.step_count,
-                    "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    "files": {str(p.relative_to(tmp)): sha256(p) for p in files}}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        _publish(tmp, target)
+        tmp.mkdir()
+        _write(sandbox, tmp)
+        _publish(tmp, target, token)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        _IN_FLIGHT.discard(token)
     return target
+
+
+def _write(sandbox: "SelfEvolvingOasis", tmp: Path) -> None:
+    from sandbox_rl.envs.state import save_env_state
+
+    llm = sandbox.evolving_llm
+    (tmp / "config.json").write_text(json.dumps(sandbox.config.to_json(), indent=1))
+    meta, tensors = llm.strategy.state_dict()
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    tensors["rng/torch"] = torch.get_rng_state()
+    save_file(tensors, str(tmp / "tensors.safetensors"))
+    snapshots = _save_snapshots(llm, tmp / "snapshots")
+    body = {"step_count": sandbox.step_count, "llm": llm.state_json(snapshots), "strategy": meta}
+    (tmp / "sandbox.json").write_text(json.dumps(body, default=float))
+    save_env_state(sandbox.env, tmp / "env")
+    for name, group in llm.groups.items():
+        if group.adapters is not None:
+            group.adapters.save(tmp / "adapters" / slug(name))
+    for name, store in llm.prefix_stores.items():
+        for key, prefix in store.items():
+            prefix.save(tmp / "prefix_cache" / slug(name) / f"{key}.safetensors")
+    files, odd = _walk(tmp)
+    if odd:
+        raise StateError(f"the state written holds a link or special file {_short(odd[0])}")
+    manifest = {"format": FORMAT, "version": VERSION, "step": sandbox.step_count,
+                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "files": {name: _sha256_synced(tmp / name) for name in sorted(files)}}
+    with open(tmp / MANIFEST, "w") as f:  # written last: a state with a manifest is whole
+        f.write(json.dumps(manifest, indent=1))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _sha256_synced(path: Path) -> str:
+    """The checksum, after the file reached the disk (a power cut cannot undo a published save)."""
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+    return sha256(path)
 
 
 def _save_snapshots(llm, folder: Path) -> dict[int, int]:
@@ -108,75 +188,427 @@ def _save_snapshots(llm, folder: Path) -> dict[int, int]:
     return index
 
 
-def _publish(tmp: Path, target: Path) -> None:
-    """Move the finished state into place; an old state is removed only after the new one is."""
+def check_replaceable(target: Path) -> None:
+    """StateError unless ``target`` is absent, an empty folder, or a state this module wrote
+    that holds nothing its manifest does not list."""
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise StateError(f"{target} exists and is not a folder; save_state replaces only a "
+                         "state it wrote")
+    if not any(target.iterdir()):
+        return
+    if not is_state_folder(target):
+        raise StateError(f"{target} is a folder but not a saved state (no {FORMAT} manifest); "
+                         "save_state replaces only a state it wrote")
+    listed = json.loads((target / MANIFEST).read_text(encoding="utf-8")).get("files")
+    files, odd = _walk(target)
+    extra = sorted(files - set(listed if isinstance(listed, dict) else ()) - {MANIFEST}) + odd
+    if extra:
+        raise StateError(f"{target} holds files its manifest does not list ({_short(extra[0])}"
+                         f"{f' and {len(extra) - 1} more' if len(extra) > 1 else ''}); "
+                         "save_state replaces only a state it wrote")
+
+
+def _publish(tmp: Path, target: Path, token: str) -> None:
+    """Move the finished state into place; an old state is removed only after the new one is.
+    Killed between the renames, the old state waits beside the target for :func:`recover`."""
     old = None
     if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        old = target.parent / sibling_name(target.name, os.getpid(), token, "old")
         os.replace(target, old)
-    os.replace(tmp, target)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        if old is not None:
+            try:
+                os.replace(old, target)
+            except OSError:
+                pass  # left for the next load or save of target (recover)
+        raise
+    _sync_dir(target.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-# ----------------------------------------------------------------------------- load
-def read_verified(path: str | os.PathLike) -> tuple[Path, dict]:
-    """The state folder and its manifest, after checking format, version and every checksum."""
-    folder = Path(path)
-    manifest_path = folder / "manifest.json"
-    if not manifest_path.is_file():
-        raise StateError(f"no saved state at {folder} (manifest.json missing)")
+def _sync_dir(folder: Path) -> None:
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise StateError(f"corrupt manifest {manifest_path}: {err}") from None
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _stale(sibling) -> bool:
+    """A temporary no running save owns (its process is gone, or it is this process's and no
+    save of this process holds its token)."""
+    if sibling.pid == os.getpid():
+        return sibling.token not in _IN_FLIGHT
+    return not pid_alive(sibling.pid)
+
+
+def recover(target: Path, clean: bool = False) -> None:
+    """Undo a save killed between the renames of its publish step: with no state at
+    ``target``, put back the newest whole state a dead save left beside it (the moved-aside
+    old one first, else a finished temporary). ``clean``: then remove the other temporaries
+    of dead saves."""
+    stale = [s for s in state_siblings(target) if _stale(s)]
+    if not stale:
+        return
+    if not target.exists() and not target.is_symlink():
+        by_age = sorted(stale, key=lambda s: (s.kind == "old", _mtime(s.path)), reverse=True)
+        for candidate in by_age:
+            try:
+                verify(candidate.path)
+            except (ValueError, OSError):  # StateError is a ValueError
+                continue
+            os.replace(candidate.path, target)
+            log.warning("restored the state at %s from %s, left by an interrupted save",
+                        target, candidate.path.name)
+            stale.remove(candidate)
+            break
+    if clean:  # an old state only once a state is in place: it may be the only copy
+        for s in stale:
+            if s.kind == "tmp" or target.exists():
+                shutil.rmtree(s.path, ignore_errors=True)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _walk(folder: Path) -> tuple[set[str], list[str]]:
+    """The regular files under ``folder`` ('/'-separated relative names), and any link or
+    special file (which a state never holds); links are not followed."""
+    files, odd = set(), []
+    for root, dirs, names in os.walk(folder, followlinks=False):
+        rel = Path(root).relative_to(folder)
+        for name in dirs:
+            if os.path.islink(os.path.join(root, name)):
+                odd.append((rel / name).as_posix())
+        for name in names:
+            mode = os.lstat(os.path.join(root, name)).st_mode
+            (files.add if stat.S_ISREG(mode) else odd.append)((rel / name).as_posix())
+    return files, sorted(odd)
+
+
+# ----------------------------------------------------------------------------- load
+def read_verified(path: Any) -> tuple[Path, dict]:
+    """The state folder and its manifest, after recovering an interrupted save of it and
+    checking format, version, the listed paths and every checksum."""
+    folder = state_path(path)
+    recover(folder)
+    return folder, verify(folder)
+
+
+def verify(folder: Path) -> dict:
+    """The manifest of the state in ``folder``, every file checked (StateError otherwise)."""
+    manifest_path = folder / MANIFEST
+    if not folder.is_dir() or manifest_path.is_symlink() or not manifest_path.is_file():
+        raise StateError(f"no saved state at {folder} (manifest.json missing)")
+    manifest = _json(manifest_path, "manifest.json")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise StateError(f"{manifest_path} is not a {FORMAT} state")
     if manifest.get("version") != VERSION:
-        raise StateError(f"state version {manifest.get('version')!r} is not supported "
+        raise StateError(f"state version {_short(manifest.get('version'))} is not supported "
                          f"(this version reads {VERSION})")
-    for name, digest in manifest.get("files", {}).items():
-        file = folder / name
-        if not file.is_file():
-            raise StateError(f"state file {name} is missing")
-        if sha256(file) != digest:
-            raise StateError(f"state file {name} is corrupt (checksum mismatch)")
-    for required in ("config.json", "sandbox.json", "tensors.safetensors"):
-        if required not in manifest.get("files", {}):
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise StateError("manifest.json: 'files' must be a mapping path -> sha256, got "
+                         f"{type(files).__name__}")
+    check_int(manifest.get("step"), "manifest.json: step")
+    for name, digest in files.items():
+        check_listed(name, digest)
+    present, odd = _walk(folder)
+    if odd:
+        raise StateError(f"state folder holds a link or special file {_short(odd[0])}")
+    for required in REQUIRED:
+        if required not in files:
             raise StateError(f"state has no {required}")
-    return folder, manifest
+    missing = sorted(set(files) - present)
+    if missing:
+        raise StateError(f"state file {_short(missing[0])} is missing")
+    unlisted = sorted(present - set(files) - {MANIFEST})
+    if unlisted:
+        raise StateError(f"state folder holds {len(unlisted)} file(s) its manifest does not "
+                         f"list (first {_short(unlisted[0])}): refused, since they are unverified")
+    _check_snapshot_files(files)
+    for name in sorted(files):
+        if sha256(folder / name) != files[name]:
+            raise StateError(f"state file {_short(name)} is corrupt (checksum mismatch)")
+    return manifest
 
 
-def read_parts(folder: Path) -> dict[str, Any]:
-    """Parse every part of a verified state (nothing is applied)."""
-    from sandbox_rl.core.config import SelfEvolvingConfig
-    from sandbox_rl.envs.state import EnvSnapshot, read_env_state
+def check_listed(name: Any, digest: Any) -> None:
+    """A manifest entry: a normalised relative path inside the state folder that the layout
+    allows, and a sha256 hex digest (checked before any file is opened)."""
+    if not isinstance(name, str) or not name or len(name) > 1024:
+        raise StateError(f"manifest lists an invalid path {_short(name)}")
+    parts = PurePosixPath(name).parts
+    if (name.startswith("/") or "\\" in name or "\0" in name or ".." in parts
+            or "/".join(parts) != name or re.match(r"[A-Za-z]:", name)):
+        raise StateError(f"manifest lists the path {_short(name)}: only relative paths inside "
+                         "the state folder are valid")
+    if not any(p.fullmatch(name) for p in LAYOUT):
+        raise StateError(f"manifest lists {_short(name)}, which is not a file of a state")
+    if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise StateError(f"manifest: the checksum of {_short(name)} is not a sha256 digest")
 
+
+def _check_snapshot_files(files: Mapping[str, str]) -> None:
+    indices = {int(n.split("/")[1]) for n in files if n.startswith("snapshots/")}
+    for i in range(len(indices)):
+        for part in ("meta.json", "arrays.npz"):
+            if f"snapshots/{i}/{part}" not in files:
+                raise StateError(f"state has no snapshots/{i}/{part} (snapshots are numbered "
+                                 f"0..{len(indices) - 1})")
+
+
+def _json(path: Path, label: str) -> Any:
     try:
-        config = SelfEvolvingConfig.from_json(json.loads((folder / "config.json").read_text()))
-    except ValueError as err:
-        raise StateError(f"config.json: {err}") from None
-    body = json.loads((folder / "sandbox.json").read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise StateError(f"{label} is not valid JSON: {str(err)[:200]}") from None
+
+
+def read_parts(folder: Path, keep: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Parse and check every part of a verified state (nothing is applied). ``keep``: config
+    fields of the live sandbox that the state's config does not override (``log_dir``: a
+    state does not choose where the sandbox writes; ``device``: a state saved on a GPU loads on
+    a CPU machine)."""
+    from sandbox_rl.envs.state import read_env_state
+
+    config = _read_config(folder, keep or {})
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    snapshots = [_read_snapshot(folder, i) for i in
+                 range(len({f.split("/")[1] for f in files if f.startswith("snapshots/")}))]
+    body = _json(folder / "sandbox.json", "sandbox.json")
+    check_body(body, config, len(snapshots))
+    tensors = _read_tensors(folder / "tensors.safetensors", "tensors.safetensors")
+    check_rng(tensors.get("rng/torch"))
+    for name in files:
+        if name.startswith("adapters/") and name.endswith("adapter_config.json"):
+            check_adapter_config(_json(folder / name, name), name)
+        elif name.endswith(".safetensors") and name != "tensors.safetensors":
+            _read_tensors(folder / name, name)  # checked only: PEFT and the caches read them
     try:
-        tensors = load_file(str(folder / "tensors.safetensors"))
-    except Exception as err:  # safetensors raises its own error types
-        raise StateError(f"tensors.safetensors: {err}") from None
-    env_meta, env_arrays = read_env_state(folder / "env")
-    snapshots = []
-    snap_dir = folder / "snapshots"
-    for i in range(len(list(snap_dir.iterdir())) if snap_dir.is_dir() else 0):
-        meta, arrays = _read_snapshot(snap_dir / str(i))
-        snapshots.append(EnvSnapshot(meta, arrays))
-    return {"config": config, "body": body, "tensors": tensors, "env": (env_meta, env_arrays),
+        env = read_env_state(folder / "env")
+    except (ValueError, OSError) as err:
+        raise StateError(f"env: {str(err)[:300]}") from None
+    saved_env = env[0].get("env") if isinstance(env[0], dict) else None
+    users = saved_env.get("num_users") if isinstance(saved_env, dict) else None
+    if users != config.num_users:  # checked before an env of that size is built
+        raise StateError(f"env/env_state.json: num_users is {_short(users)}, config.json says "
+                         f"{config.num_users}")
+    return {"config": config, "body": body, "tensors": tensors, "env": env,
             "snapshots": snapshots}
 
 
-def _read_snapshot(sub: Path):
+def _read_config(folder: Path, keep: dict[str, Any]):
+    from sandbox_rl.core.config import SelfEvolvingConfig
+
+    data = _json(folder / "config.json", "config.json")
+    if not isinstance(data, dict):
+        raise StateError(f"config.json must hold an object, got {type(data).__name__}")
+    log_dir = keep.get("log_dir")
+    if log_dir is not None and not isinstance(log_dir, (str, os.PathLike)):
+        raise StateError(f"log_dir must be a path, got {type(log_dir).__name__}")
+    data = {**data, **{k: os.fspath(v) if k == "log_dir" else v for k, v in keep.items()}}
+    try:
+        return SelfEvolvingConfig.from_json(data)
+    except (TypeError, ValueError, AttributeError) as err:
+        raise StateError(f"config.json: {str(err)[:300]}") from None
+
+
+def _read_tensors(path: Path, label: str) -> dict[str, torch.Tensor]:
+    """A safetensors file whose floating-point tensors are all finite."""
+    try:
+        tensors = load_file(str(path))
+    except Exception as err:  # safetensors raises its own error types
+        raise StateError(f"{label}: {str(err)[:200]}") from None
+    for key, value in tensors.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise StateError(f"{label}: tensor {_short(key)} holds NaN or infinite values")
+    return tensors
+
+
+def _read_snapshot(folder: Path, i: int):
     import numpy as np
 
-    meta = json.loads((sub / "meta.json").read_text())
-    with np.load(sub / "arrays.npz", allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
+    from sandbox_rl.envs.state import EnvSnapshot
+
+    sub, label = folder / "snapshots" / str(i), f"snapshots/{i}"
+    meta = _json(sub / "meta.json", f"{label}/meta.json")
+    if not isinstance(meta, dict):
+        raise StateError(f"{label}/meta.json must hold an object")
+    try:
+        with np.load(sub / "arrays.npz", allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        raise StateError(f"{label}/arrays.npz is not a valid npz: {str(err)[:200]}") from None
     for a in arrays.values():
         a.flags.writeable = False
-    return meta, arrays
+    return EnvSnapshot(meta, arrays)
+
+
+def check_rng(rng: Any) -> None:
+    """A state torch accepts for its CPU generator (tried on a forked RNG, so nothing moves)."""
+    size = torch.get_rng_state().numel()
+    if not isinstance(rng, torch.Tensor) or rng.dtype != torch.uint8 or rng.dim() != 1 \
+            or rng.numel() != size:
+        got = "nothing" if rng is None else f"{getattr(rng, 'dtype', type(rng).__name__)} " \
+                                             f"{tuple(getattr(rng, 'shape', ()))}"
+        raise StateError(f"tensors.safetensors: rng/torch is {got}, expected a uint8 torch RNG "
+                         f"state of {size} bytes")
+    with torch.random.fork_rng(devices=[]):
+        try:
+            torch.set_rng_state(rng)
+        except RuntimeError as err:
+            raise StateError(f"tensors.safetensors: rng/torch is not a valid torch RNG state "
+                             f"({err})") from None
+
+
+def check_adapter_config(data: Any, where: str) -> None:
+    if not isinstance(data, dict) or data.get("peft_type") != "LORA":
+        raise StateError(f"{where}: not a PEFT LoRA adapter config")
+    check_int(data.get("r"), f"{where}: r", 1, MAX_LORA_RANK)
+    check_number(data.get("lora_alpha"), f"{where}: lora_alpha", 0, math.inf, open_low=True)
+    check_number(data.get("lora_dropout"), f"{where}: lora_dropout", 0, 1)
+    modules = data.get("target_modules")
+    if not isinstance(modules, list) or not modules or \
+            not all(isinstance(m, str) for m in modules):
+        raise StateError(f"{where}: target_modules must be a list of module names")
+
+
+# ----------------------------------------------------------------------------- values
+def check_int(value: Any, where: str, low: int = 0, high: int = MAX_INT) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise StateError(f"{where} is {_short(value)}, expected an integer in [{low}, {high}]")
+    return value
+
+
+def check_number(value: Any, where: str, low: float = -math.inf, high: float = math.inf,
+                 open_low: bool = False, open_high: bool = False) -> float:
+    ok = (not isinstance(value, bool) and isinstance(value, (int, float))
+          and math.isfinite(value) and (value > low if open_low else value >= low)
+          and (value < high if open_high else value <= high))
+    if not ok:
+        raise StateError(f"{where} is {_short(value)}, expected a finite number in "
+                         f"{'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}")
+    return float(value)
+
+
+def _dict(value: Any, where: str, keys: set[str] | None = None) -> dict:
+    if not isinstance(value, dict):
+        raise StateError(f"{where} must be an object, got {type(value).__name__}")
+    if keys is not None and set(value) != keys:
+        raise StateError(f"{where} has keys {_short(sorted(map(str, value)), 200)}, expected "
+                         f"{sorted(keys)}")
+    return value
+
+
+def _list(value: Any, where: str) -> list:
+    if not isinstance(value, list):
+        raise StateError(f"{where} must be a list, got {type(value).__name__}")
+    return value
+
+
+def _str(value: Any, where: str, optional: bool = False) -> None:
+    if not (isinstance(value, str) or (optional and value is None)):
+        raise StateError(f"{where} is {_short(value)}, expected a string"
+                         f"{' or null' if optional else ''}")
+
+
+BODY_KEYS = {"step_count", "llm", "strategy"}
+LLM_KEYS = {"evolution_step", "env_steps", "generate_calls", "events", "performance", "members",
+            "experiences", "pending"}
+MEMBER_KEYS = {"index", "adapter", "temperature", "generation", "pulls", "recent",
+               "total_reward"}
+EXPERIENCE_KEYS = {"task", "adapter", "step", "observation", "prompt", "completion", "reward",
+                   "actions", "snapshot"}
+
+
+def check_body(body: Any, config, snapshots: int) -> None:
+    """``sandbox.json``: every value of the type and range the sandbox gives it."""
+    from sandbox_rl.enums import TaskType
+
+    tasks = {t.value for t in TaskType}
+    _dict(body, "sandbox.json", BODY_KEYS)
+    check_int(body["step_count"], "sandbox.json: step_count")
+    llm = _dict(body["llm"], "sandbox.json: llm", LLM_KEYS)
+    for key in ("evolution_step", "env_steps", "generate_calls"):
+        check_int(llm[key], f"sandbox.json: llm.{key}")
+    for i, event in enumerate(_list(llm["events"], "sandbox.json: llm.events")):
+        _dict(event, f"sandbox.json: llm.events[{i}]")
+    _dict(llm["performance"], "sandbox.json: llm.performance", tasks)
+    for task, scores in llm["performance"].items():
+        for i, r in enumerate(_list(scores, f"sandbox.json: llm.performance.{task}")):
+            check_number(r, f"sandbox.json: llm.performance.{task}[{i}]")
+    _dict(llm["members"], "sandbox.json: llm.members", tasks)
+    for task, members in llm["members"].items():
+        where = f"sandbox.json: llm.members.{task}"
+        if len(_list(members, where)) != config.model_pool_size:
+            raise StateError(f"{where} has {len(members)} members, expected model_pool_size="
+                             f"{config.model_pool_size}")
+        for i, member in enumerate(members):
+            check_member(member, i, f"{where}[{i}]")
+    for i, item in enumerate(_list(llm["experiences"], "sandbox.json: llm.experiences")):
+        check_experience(item, tasks, snapshots, f"sandbox.json: llm.experiences[{i}]")
+    for adapter, items in _dict(llm["pending"], "sandbox.json: llm.pending").items():
+        for i, item in enumerate(_list(items, f"sandbox.json: llm.pending.{adapter}")):
+            check_experience(item, tasks, snapshots, f"sandbox.json: llm.pending.{adapter}[{i}]")
+    check_strategy(body["strategy"], config)
+
+
+def check_member(member: Any, index: int, where: str) -> None:
+    _dict(member, where, MEMBER_KEYS)
+    if check_int(member["index"], f"{where}.index") != index:
+        raise StateError(f"{where}.index is {member['index']}, expected {index}")
+    _str(member["adapter"], f"{where}.adapter", optional=True)
+    check_number(member["temperature"], f"{where}.temperature", 0, MAX_TEMPERATURE,
+                 open_low=True)
+    check_int(member["generation"], f"{where}.generation")
+    check_int(member["pulls"], f"{where}.pulls")
+    recent = _list(member["recent"], f"{where}.recent")
+    if len(recent) > RECENT:
+        raise StateError(f"{where}.recent holds {len(recent)} rewards, at most {RECENT} kept")
+    for i, r in enumerate(recent):
+        check_number(r, f"{where}.recent[{i}]")
+    check_number(member["total_reward"], f"{where}.total_reward")
+
+
+def check_experience(item: Any, tasks: set[str], snapshots: int, where: str) -> None:
+    _dict(item, where, EXPERIENCE_KEYS)
+    if item["task"] not in tasks:
+        raise StateError(f"{where}.task is {_short(item['task'])}, expected one of "
+                         f"{sorted(tasks)}")
+    _str(item["adapter"], f"{where}.adapter", optional=True)
+    check_int(item["step"], f"{where}.step")
+    for key in ("observation", "prompt", "completion"):
+        _str(item[key], f"{where}.{key}")
+    check_number(item["reward"], f"{where}.reward")
+    for agent, text in _dict(item["actions"], f"{where}.actions").items():
+        _str(text, f"{where}.actions.{agent}", optional=True)
+    if item["snapshot"] is not None:
+        check_int(item["snapshot"], f"{where}.snapshot", 0, snapshots - 1)
+
+
+def check_strategy(meta: Any, config) -> None:
+    where = "sandbox.json: strategy"
+    _dict(meta, where)
+    kind = config.evolution_strategy.value
+    if meta.get("kind") != kind:
+        raise StateError(f"{where}.kind is {_short(meta.get('kind'))}, expected {kind!r} "
+                         "(the state's evolution_strategy)")
+    check_int(meta.get("online_updates"), f"{where}.online_updates")
+    for key, value in meta.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            check_number(value, f"{where}.{key}")
