@@ -353,10 +353,22 @@ def _not_available(name: str) -> ModelNotAvailableError:
     return ModelNotAvailableError(
         f"model {name!r} is not a registered name ({', '.join(available_models())}) and is not in the "
         "local Hugging Face cache (this machine loads models offline). To get it, on a machine with "
-        f"internet run `huggingface-cli download {name}` (or `python -c \"from huggingface_hub import "
+        f"internet run `{download_command()} {name}` (or `python -c \"from huggingface_hub import "
         f"snapshot_download; snapshot_download('{name}')\"`), then copy the Hugging Face cache "
         "(~/.cache/huggingface/hub, or $HF_HOME/hub) to the same place here."
     )
+
+
+def download_command() -> str:
+    """The download command of the installed huggingface_hub: ``hf download`` since 0.34 (1.x
+    removed ``huggingface-cli``), ``huggingface-cli download`` before."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        major, minor = (int(part) for part in version("huggingface_hub").split(".")[:2])
+    except (PackageNotFoundError, ValueError):
+        return "hf download"
+    return "hf download" if (major, minor) >= (0, 34) else "huggingface-cli download"
 
 
 def _load_hf(name: str, settings: ModelSettings) -> LoadedModel:

@@ -1,14 +1,141 @@
-"""Configuration of the simulated platform (the world), validated at construction."""
+"""Configuration of the simulated platform (the world), validated at construction.
+
+Every option has a typed range (:class:`Int`, :class:`Real`, :class:`Flag`, :class:`OneOf`); the
+world's fields carry theirs in the dataclass metadata, and the env's own arguments use the same
+checkers, so a bad value of any option is one ``ValueError`` naming it. A world too large for
+this machine is refused before it is built (:func:`check_fits_in_memory`).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import numbers
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
 RECOMMENDERS = ("twitter", "reddit", "random")
+MAX_QUOTED = 80  # characters of a bad value quoted in an error message
+
+# Largest user or post index the arrays hold (int32 columns; edges are int64 src * n + dst).
+MAX_INDEX = 2**31 - 1
 
 
+def shorten(value: object, limit: int = MAX_QUOTED) -> str:
+    """``repr(value)`` cut to ``limit`` characters, so an error never quotes a huge input."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit - 3]}... ({len(text):,} characters)"
+
+
+def require(ok: bool, name: str, value: object, expected: str) -> None:
+    """Raise ValueError naming the option when ``ok`` is false."""
+    if not ok:
+        raise ValueError(f"invalid {name}={shorten(value)}: expected {expected}")
+
+
+# ---------------------------------------------------------------------- typed ranges
+def _bound(x: float | None) -> str:
+    return "inf" if x is None else f"{x:g}" if isinstance(x, float) else str(x)
+
+
+@dataclass(frozen=True)
+class Int:
+    """An integer (Python or numpy, not bool) in ``[low, high]``; normalised to ``int``."""
+
+    low: int
+    high: int | None = None
+
+    @property
+    def expected(self) -> str:
+        if self.high is None:
+            return f"an integer >= {self.low}"
+        return f"an integer in [{self.low}, {self.high}]"
+
+    def check(self, name: str, value: Any) -> int:
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+        require(ok and self.low <= value and (self.high is None or value <= self.high), name,
+                value, self.expected)
+        return int(value)
+
+
+@dataclass(frozen=True)
+class Real:
+    """A finite real number (int or float, not bool) in a range; normalised to ``float``."""
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+
+    @property
+    def expected(self) -> str:
+        if self.high is None:
+            return f"a finite number {'>' if self.open_low else '>='} {_bound(self.low)}"
+        lo, hi = "(" if self.open_low else "[", ")" if self.open_high else "]"
+        return f"a number in {lo}{_bound(self.low)}, {_bound(self.high)}{hi}"
+
+    def check(self, name: str, value: Any) -> float:
+        x = math.nan
+        if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+            try:
+                x = float(value)
+            except OverflowError:  # an int beyond any float
+                pass
+        ok = math.isfinite(x)
+        if ok and self.low is not None:
+            ok = x > self.low if self.open_low else x >= self.low
+        if ok and self.high is not None:
+            ok = x < self.high if self.open_high else x <= self.high
+        require(ok, name, value, self.expected)
+        return x
+
+
+@dataclass(frozen=True)
+class Flag:
+    """``True`` or ``False`` (numpy booleans too); not 'no', 0 or None."""
+
+    expected = "True or False"
+
+    def check(self, name: str, value: Any) -> bool:
+        require(isinstance(value, (bool, np.bool_)), name, value, self.expected)
+        return bool(value)
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """One of a few strings."""
+
+    choices: tuple[str, ...]
+
+    @property
+    def expected(self) -> str:
+        return f"one of {self.choices}"
+
+    def check(self, name: str, value: Any) -> str:
+        require(isinstance(value, str) and value in self.choices, name, value, self.expected)
+        return value
+
+
+@dataclass(frozen=True)
+class TopicWeights:
+    """None, or one finite weight > 0 per topic; normalised to a tuple summing to 1."""
+
+    expected = "None or one finite weight > 0 per topic"
+
+    def check(self, name: str, value: Any) -> tuple[float, ...] | None:
+        return None if value is None else _topic_mix(value)
+
+
+def option(default: Any, check: Int | Real | Flag | OneOf | TopicWeights) -> Any:
+    """A dataclass field with its typed range."""
+    return dataclasses.field(default=default, metadata={"check": check})
+
+
+# ---------------------------------------------------------------------- the world
 @dataclass(frozen=True)
 class PlatformConfig:
     """Parameters of the world. Every field is checked in ``__post_init__``.
@@ -39,51 +166,47 @@ class PlatformConfig:
             and what trends: a "new topic mix" scenario.
     """
 
-    num_users: int = 1000
-    recsys: str = "twitter"
-    feed_size: int = 10
-    candidate_pool: int = 512
-    mean_follows: float = 20.0
-    homophily: float = 4.0
-    pa_batches: int = 16
-    activation: float = 1.0
-    mean_activity: float = 0.028
-    session_continue: float = 0.3
-    mean_post_rate: float = 0.08
-    event_rate: float = 0.08
-    event_strength: float = 1.5
-    event_decay: float = 0.8
-    recency_hours: float = 6.0
-    attach_tweets: bool = False
-    start_hour: int = 8
-    topic_mix: tuple[float, ...] | None = None
+    num_users: int = option(1000, Int(10, MAX_INDEX))
+    recsys: str = option("twitter", OneOf(RECOMMENDERS))
+    feed_size: int = option(10, Int(1, 200))
+    candidate_pool: int = option(512, Int(1, MAX_INDEX))
+    mean_follows: float = option(20.0, Real(0, None, open_low=True))
+    homophily: float = option(4.0, Real(0, None))
+    pa_batches: int = option(16, Int(1, 1000))
+    activation: float = option(1.0, Real(0, None, open_low=True))
+    mean_activity: float = option(0.028, Real(0, 0.5, open_low=True))
+    session_continue: float = option(0.3, Real(0, 1, open_high=True))
+    mean_post_rate: float = option(0.08, Real(0, 1))
+    event_rate: float = option(0.08, Real(0, 1))
+    event_strength: float = option(1.5, Real(0, None))
+    event_decay: float = option(0.8, Real(0, 1, open_high=True))
+    recency_hours: float = option(6.0, Real(0, None, open_low=True))
+    attach_tweets: bool = option(False, Flag())
+    start_hour: int = option(8, Int(0, 23))
+    topic_mix: tuple[float, ...] | None = option(None, TopicWeights())
 
     def __post_init__(self) -> None:
-        if self.topic_mix is not None:
-            object.__setattr__(self, "topic_mix", _topic_mix(self.topic_mix))
-        require(self.num_users >= 10, "num_users", self.num_users, "an integer >= 10")
-        require(self.recsys in RECOMMENDERS, "recsys", self.recsys, f"one of {RECOMMENDERS}")
-        require(1 <= self.feed_size <= 200, "feed_size", self.feed_size, "in [1, 200]")
+        for f in fields(self):
+            value = f.metadata["check"].check(f.name, getattr(self, f.name))
+            object.__setattr__(self, f.name, value)
         require(self.candidate_pool >= self.feed_size, "candidate_pool", self.candidate_pool,
-               ">= feed_size")
-        require(0 < self.mean_follows < self.num_users - 1, "mean_follows", self.mean_follows,
-               "in (0, num_users - 1)")
-        require(self.homophily >= 0, "homophily", self.homophily, ">= 0")
-        require(1 <= self.pa_batches <= 1000, "pa_batches", self.pa_batches, "in [1, 1000]")
-        require(self.activation > 0, "activation", self.activation, "> 0")
-        require(0 < self.mean_activity <= 0.5, "mean_activity", self.mean_activity, "in (0, 0.5]")
-        require(0 <= self.session_continue < 1, "session_continue", self.session_continue,
-               "in [0, 1)")
-        require(0 <= self.mean_post_rate <= 1, "mean_post_rate", self.mean_post_rate, "in [0, 1]")
-        require(0 <= self.event_rate <= 1, "event_rate", self.event_rate, "in [0, 1]")
-        require(self.event_strength >= 0, "event_strength", self.event_strength, ">= 0")
-        require(0 <= self.event_decay < 1, "event_decay", self.event_decay, "in [0, 1)")
-        require(self.recency_hours > 0, "recency_hours", self.recency_hours, "> 0")
-        require(0 <= self.start_hour < 24, "start_hour", self.start_hour, "in [0, 24)")
+                f"an integer >= feed_size ({self.feed_size})")
+        if self.mean_follows >= self.num_users - 1:
+            # Name the option the caller changed: usually num_users, set below what the default
+            # graph needs.
+            if self.mean_follows == _DEFAULTS["mean_follows"]:
+                require(False, "num_users", self.num_users,
+                        f"an integer >= {math.floor(self.mean_follows) + 2} (users follow "
+                        f"mean_follows={self.mean_follows:g} others on average)")
+            require(False, "mean_follows", self.mean_follows,
+                    f"a number in (0, num_users - 1 = {self.num_users - 1})")
 
     @classmethod
     def field_names(cls) -> frozenset[str]:
         return frozenset(f.name for f in fields(cls))
+
+
+_DEFAULTS = {f.name: f.default for f in fields(PlatformConfig)}
 
 
 def _topic_mix(value: object) -> tuple[float, ...]:
@@ -92,15 +215,79 @@ def _topic_mix(value: object) -> tuple[float, ...]:
     expected = f"{NUM_TOPICS} finite weights > 0 (one per topic)"
     try:
         weights = np.asarray(value, dtype=float)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         weights = np.zeros(0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = weights.sum()
     ok = weights.shape == (NUM_TOPICS,) and bool(np.all(np.isfinite(weights))) and bool(
-        np.all(weights > 0))
+        np.all(weights > 0)) and bool(np.isfinite(total))
     require(ok, "topic_mix", value, expected)
     return tuple(float(w) for w in weights / weights.sum())
 
 
-def require(ok: bool, name: str, value: object, expected: str) -> None:
-    """Raise ValueError naming the option when ``ok`` is false."""
-    if not ok:
-        raise ValueError(f"invalid {name}={value!r}: expected {expected}")
+# ---------------------------------------------------------------------- memory
+# Bytes, measured with tracemalloc (2k-100k users, 512-200k candidate posts, activation 1-20):
+# building the users and the follower graph peaks at ~230 B per user plus ~35 B per user and mean
+# follow, and leaves ~100 + 20 per follow; the post store holds 4 x candidate_pool rows of ~78 B;
+# each step scores every active user against the pool (~16 B per pair). The estimate is within
+# 0.6x-1.3x of the peaks measured over three steps of such worlds.
+_BUILD_USER, _BUILD_FOLLOW, _USER, _FOLLOW, _POST_ROW, _PAIR = 230, 35, 100, 20, 78, 16
+
+
+def memory_estimate(config: PlatformConfig) -> dict[str, float]:
+    """Bytes a world needs at its peak (building it, or a step), by the option that drives
+    each part: ``num_users`` (users and graph) and ``candidate_pool`` (posts), with the feeds
+    (active users x candidate posts) on whichever is further above its default."""
+    n, follows = float(config.num_users), config.mean_follows
+    posts = 4.0 * config.candidate_pool * _POST_ROW
+    build = {"num_users": n * (_BUILD_USER + _BUILD_FOLLOW * follows), "candidate_pool": posts}
+    # Steady state of "active now": p for users offline last step, max(p, floor) for the rest.
+    p = min(0.95, config.mean_activity * config.activation)
+    active = min(0.95, p / (1 - max(p, config.session_continue) + p))
+    run = {"num_users": n * (_USER + _FOLLOW * follows), "candidate_pool": posts}
+    feeds_by = ("candidate_pool" if config.candidate_pool / _DEFAULTS["candidate_pool"]
+                >= config.num_users / _DEFAULTS["num_users"] else "num_users")
+    run[feeds_by] += active * n * config.candidate_pool * _PAIR
+    return max(build, run, key=lambda parts: sum(parts.values()))
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (psutil, else /proc/meminfo), or None."""
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    if psutil is not None:
+        return int(psutil.virtual_memory().available)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_fits_in_memory(config: PlatformConfig) -> None:
+    """ValueError naming the option that drives the world's size, if the world's estimated
+    peak memory exceeds what this machine has available (no check where that is unknown)."""
+    available = available_memory()
+    if available is None:
+        return
+    parts = memory_estimate(config)
+    needed = sum(parts.values())
+    if needed > available:
+        name = max(parts, key=parts.get)
+        require(False, name, getattr(config, name),
+                f"a world that fits in memory: num_users={config.num_users}, "
+                f"candidate_pool={config.candidate_pool} and mean_follows="
+                f"{config.mean_follows:g} need about {_size(needed)}, and {_size(available)} "
+                "is available")
+
+
+def _size(n: float) -> str:
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n / 2**20:.2f} MiB"

@@ -29,14 +29,15 @@ class SelfEvolvingOasisEnv(gymnasium.Env):
     As ``oasis_v0``: a world drawn from the seed; truncation after ``max_cycles`` steps.
 
     ## Arguments
-    ``task`` (a ``TaskType`` or its value, default ``"trend_prediction"``), ``render_mode`` and
-    every argument of ``oasis_v0.parallel_env``.
+    ``task`` (a ``TaskType`` or its value, default ``"trend_prediction"``), ``render_mode``
+    (None, "ansi", "human" or "rgb_array", the frame ``RecordVideo`` records; see
+    ``sandbox_rl.envs.render``) and every argument of ``oasis_v0.parallel_env``.
 
     ## Version History
     * v0: initial release.
     """
 
-    metadata = {"render_modes": ["ansi", "human"], "render_fps": 4}
+    metadata = {"render_modes": ["ansi", "human", "rgb_array"], "render_fps": 4}
 
     def __init__(self, task: TaskType | str = TaskType.TREND_PREDICTION,
                  render_mode: str | None = None, **kwargs: Any) -> None:

@@ -6,8 +6,11 @@ Factories follow PettingZoo's convention: ``parallel_env`` (native), ``raw_env``
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
+import os
+import sqlite3
 import string
 from typing import Any, Mapping
 
@@ -15,10 +18,12 @@ import gymnasium
 import numpy as np
 from gymnasium.utils import seeding
 from pettingzoo import ParallelEnv
-from pettingzoo.utils import parallel_to_aec, wrappers
+from pettingzoo.utils import wrappers
+from pettingzoo.utils.conversions import parallel_to_aec_wrapper
 
 from sandbox_rl.enums import TaskType
-from sandbox_rl.envs.config import PlatformConfig, require
+from sandbox_rl.envs.config import (Flag, Int, OneOf, PlatformConfig, check_fits_in_memory,
+                                    require, shorten)
 from sandbox_rl.envs.platform import Platform, StepOutcome, StepPlan
 from sandbox_rl.envs.state import (STATE_FORMAT, STATE_VERSION, ArraySpec, check_arrays,
                                    check_int, check_keys, prefixed, split_arrays)
@@ -29,6 +34,7 @@ OBS_MODES = ("vector", "text")
 TEXT_CHARSET = string.printable
 MAX_PROMPT_CHARS = 4096
 MAX_COMPLETION_CHARS = 2048
+ACTIVITY_HISTORY = 36  # steps of activity the rgb_array frame shows (one dot each)
 
 
 class OasisParallelEnv(ParallelEnv):
@@ -53,6 +59,9 @@ class OasisParallelEnv(ParallelEnv):
     Box(0, 1, (10,)) (topic scores); user_engagement MultiDiscrete([10, 4]) (segment, intensity).
     text mode: ``Text(2048)`` for every agent: a completion parsed by the task's parser; one that
     does not parse is the task's no-op and ``info[agent]["parse_error"]`` says why.
+    ``step`` (and the AEC env's ``step`` that receives it) raises ValueError for an action
+    outside its space, naming the agent and the space: MultiDiscrete actions must be integers
+    and Box actions real numbers (nothing is silently cast), text a ``str`` within ``Text``.
 
     ## Observation Space
     vector mode: a ``Box`` per agent (see ``sandbox_rl.envs.tasks``); text mode: ``Text(4096)``,
@@ -83,7 +92,10 @@ class OasisParallelEnv(ParallelEnv):
     may also be an action of its task's structured space, which skips parsing), ``panel_size`` (8),
     ``history`` (6), ``trace_path`` (SQLite trace file or None), ``trace_overwrite`` (False:
     an existing trace file raises ValueError at reset), ``render_mode`` (None | "ansi" |
-    "human"), and every field of ``PlatformConfig`` (``num_users``, ``recsys``, ...).
+    "human" | "rgb_array": a small RGB frame of topic shares, recent activity and the agents'
+    latest actions), and every field of ``PlatformConfig`` (``num_users``, ``recsys``, ...).
+    Each is checked against its type and range at construction (a ValueError names it), and
+    a world whose estimated memory exceeds what this machine has available is refused.
 
     ## Saving and restoring
     ``state_dict()`` returns ``(meta, arrays)``: a JSON-serialisable dict and numpy arrays that
@@ -93,13 +105,15 @@ class OasisParallelEnv(ParallelEnv):
     would, bit for bit. It loads into a fresh env built with the same arguments without a
     ``reset()``. ``sandbox_rl.envs.state`` saves to disk (JSON + ``.npz``, no pickle) and takes
     in-memory snapshots. Not state: the SQLite trace (a load closes an open trace; the next
-    ``reset()`` starts a new one), the lazily loaded text analyser and the tweet corpus.
+    ``reset()`` starts a new one), the lazily loaded text analyser, the tweet corpus and what the
+    ``rgb_array`` frame shows of past steps (the latest actions and the activity history).
 
     ## Version History
     * v0: initial release.
     """
 
-    metadata = {"name": "oasis_v0", "render_modes": ["ansi", "human"], "is_parallelizable": True}
+    metadata = {"name": "oasis_v0", "render_modes": ["ansi", "human", "rgb_array"],
+                "render_fps": 4, "is_parallelizable": True}
 
     def __init__(self, max_cycles: int = 200, obs_mode: str = "vector", panel_size: int = 8,
                  history: int = 6, trace_path: str | None = None, trace_overwrite: bool = False,
@@ -109,14 +123,21 @@ class OasisParallelEnv(ParallelEnv):
         if unknown:
             raise ValueError(f"unknown option(s) {sorted(unknown)} for oasis_v0")
         self.config = PlatformConfig(**world)
-        require(isinstance(max_cycles, int) and max_cycles >= 1, "max_cycles", max_cycles, ">= 1")
-        require(obs_mode in OBS_MODES, "obs_mode", obs_mode, f"one of {OBS_MODES}")
-        require(1 <= panel_size <= 256, "panel_size", panel_size, "in [1, 256]")
-        require(1 <= history <= 48, "history", history, "in [1, 48]")
-        require(render_mode in (None, *self.metadata["render_modes"]), "render_mode",
-                 render_mode, f"None or one of {self.metadata['render_modes']}")
-        self.max_cycles, self.obs_mode, self.render_mode = max_cycles, obs_mode, render_mode
-        self._panel_size, self._history = panel_size, history
+        self.max_cycles = Int(1).check("max_cycles", max_cycles)
+        self.obs_mode = OneOf(OBS_MODES).check("obs_mode", obs_mode)
+        # The panel is drawn among the users without replacement.
+        self._panel_size = Int(1, min(256, self.config.num_users)).check("panel_size", panel_size)
+        self._history = Int(1, 48).check("history", history)
+        modes = self.metadata["render_modes"]
+        require(render_mode is None or render_mode in modes, "render_mode", render_mode,
+                f"None or one of {modes}")
+        self.render_mode = render_mode
+        require(trace_path is None or (isinstance(trace_path, (str, os.PathLike))
+                                       and bool(str(trace_path))),
+                "trace_path", trace_path, "None or a file path")
+        trace_overwrite = Flag().check("trace_overwrite", trace_overwrite)
+        check_fits_in_memory(self.config)
+        panel_size, history = self._panel_size, self._history
         self.trace_path = trace_path
         # An existing trace file is only replaced when asked; later resets of this env
         # replace the trace it wrote itself.
@@ -125,8 +146,8 @@ class OasisParallelEnv(ParallelEnv):
         self.tasks: dict[str, Task] = make_tasks(panel_size, history, _text_analyzer)
         self.text_agents = frozenset()
         if obs_mode == "text":
-            names = self.possible_agents if text_agents is None else text_agents
-            self.text_agents = frozenset(TaskType.parse(a).value for a in names)
+            self.text_agents = _text_agents(self.possible_agents if text_agents is None
+                                            else text_agents)
         self._obs_spaces = {a: t.observation_space for a, t in self.tasks.items()}
         self._act_spaces = {a: t.action_space for a, t in self.tasks.items()}
         for a in self.text_agents:
@@ -138,6 +159,9 @@ class OasisParallelEnv(ParallelEnv):
         self._np_random: np.random.Generator | None = None
         self._vector_obs: dict[str, np.ndarray] = {}
         self._trace = None
+        # Render-only (not state): the decoded actions of the last step and recent activity.
+        self._last_actions: dict[str, Any] = {}
+        self._activity: collections.deque = collections.deque(maxlen=ACTIVITY_HISTORY)
 
     def observation_space(self, agent: str) -> gymnasium.Space:
         return self._obs_spaces[agent]
@@ -153,6 +177,7 @@ class OasisParallelEnv(ParallelEnv):
             task.reset(self.platform, self._np_random)
         self.agents = self.possible_agents[:]
         self.num_cycles = 0
+        self._last_actions, self._activity = {}, collections.deque(maxlen=ACTIVITY_HISTORY)
         self._open_trace()
         return self._observations(), {a: {} for a in self.agents}
 
@@ -160,6 +185,9 @@ class OasisParallelEnv(ParallelEnv):
         if not self.agents:
             raise RuntimeError("step() called on a finished episode; call reset() first")
         infos, outcome, rewards = self._advance(actions, self.agents)
+        if self.render_mode == "rgb_array":
+            stats = self.platform.stats()
+            self._activity.append((stats.active_users / stats.total_users, stats.engagement_rate))
         if self._trace is not None:
             self._trace.write_step(self.platform, outcome)
         self.num_cycles += 1
@@ -191,10 +219,19 @@ class OasisParallelEnv(ParallelEnv):
         return printable(self.tasks[agent].render(self._vector_obs[agent], self.platform),
                           MAX_PROMPT_CHARS)
 
-    def render(self) -> str | None:
+    def render(self) -> str | np.ndarray | None:
+        """``ansi``: a status line; ``human``: prints it; ``rgb_array``: an RGB frame (uint8,
+        ``FRAME_SHAPE``) of topic shares, recent activity and the agents' latest actions."""
         if self.render_mode is None:
             gymnasium.logger.warn("render() called without a render_mode; pass render_mode='ansi'")
             return None
+        if self.platform is None:
+            raise RuntimeError("render() called before reset(): there is no world yet")
+        if self.render_mode == "rgb_array":
+            from sandbox_rl.envs.render import draw_frame
+
+            spaces = {a: t.action_space for a, t in self.tasks.items()}
+            return draw_frame(self.platform, list(self._activity), self._last_actions, spaces)
         s = self.platform.stats()
         line = (f"step {s.step} hour {self.platform.hour:02d}:00 | users {s.total_users} "
                 f"active {s.active_users} | posts {s.total_posts} | edges {s.total_edges} | "
@@ -312,6 +349,7 @@ class OasisParallelEnv(ParallelEnv):
             task.load_state_dict(meta["tasks"][agent], tasks[agent + "."], rng)
         self._vector_obs = {a: parts["obs."][a].copy() for a in self.possible_agents}
         self.num_cycles, self.agents = meta["num_cycles"], list(meta["agents"])
+        self._last_actions, self._activity = {}, collections.deque(maxlen=ACTIVITY_HISTORY)
 
     # ------------------------------------------------------------------ internals
     def _advance(self, actions: dict[str, Any], reward_agents) -> tuple[dict, StepOutcome, dict]:
@@ -321,6 +359,8 @@ class OasisParallelEnv(ParallelEnv):
         calls this alone on a scratch copy.
         """
         decoded, infos = self._decode(actions)
+        if self.render_mode == "rgb_array":
+            self._last_actions = decoded
         plan: dict[str, Any] = {}
         for agent, action in decoded.items():
             self.tasks[agent].decide(action, plan)
@@ -339,24 +379,38 @@ class OasisParallelEnv(ParallelEnv):
             raise ValueError(f"actions for unknown or finished agents: {sorted(unknown)}")
         decoded, infos = {}, {a: {} for a in self.agents}
         for agent, action in actions.items():
-            space = self._act_spaces[agent]
-            text = agent in self.text_agents
-            if text and not isinstance(action, str):
-                # A text agent may also act in its task's structured space (baselines such as
-                # the heuristic scored on the same text-mode world).
-                space, text = self.tasks[agent].action_space, False
-            if not text:
-                action = np.asarray(action, dtype=getattr(space, "dtype", None))
-            if not space.contains(action):
-                raise ValueError(f"action {action!r} of agent {agent!r} is outside its "
-                                 f"action space {space}")
-            if text:
+            action = self.check_action(agent, action)
+            if isinstance(action, str):
                 parsed = self.tasks[agent].parse(action)
                 action = parsed.action
                 if parsed.reason:
                     infos[agent]["parse_error"] = parsed.reason
             decoded[agent] = action
         return decoded, infos
+
+    def check_action(self, agent: str, action: Any) -> Any:
+        """``action`` as a member of ``agent``'s action space (arrays in the space's dtype), or a
+        ValueError naming the agent, the space and the start of the action.
+
+        Only lossless conversions: a MultiDiscrete action must be integers, a Box action real
+        numbers (not complex, objects or strings), a text action a ``str`` in the ``Text``
+        space; the space's ``contains`` decides. A text agent also takes an action of its
+        task's structured space (baselines such as the heuristic scored on a text world).
+        """
+        space = self._act_spaces[agent]
+        text = agent in self.text_agents
+        if text and isinstance(action, str):
+            if space.contains(action):
+                return action
+        else:
+            structured = self.tasks[agent].action_space
+            member = space_member(structured, action)
+            if member is not None:
+                return member
+            if text:
+                space = f"{space} (or a structured action in {structured})"
+        raise ValueError(f"action {shorten(action)} of agent {agent!r} is outside its action "
+                         f"space {space}")
 
     def _info(self, agent: str, outcome: StepOutcome) -> dict:
         info: dict[str, Any] = {"step": outcome.step, "hour": outcome.hour}
@@ -373,9 +427,15 @@ class OasisParallelEnv(ParallelEnv):
         if self.trace_path is not None:
             from sandbox_rl.envs.trace import TraceStore
 
-            self._trace = TraceStore(self.trace_path, overwrite=self._trace_overwrite)
-            self._trace_overwrite = True
-            self._trace.write_world(self.platform)
+            try:
+                self._trace = TraceStore(self.trace_path, overwrite=self._trace_overwrite)
+                self._trace_overwrite = True
+                self._trace.write_world(self.platform)
+            except (ValueError, OSError, sqlite3.Error) as err:
+                self._close_trace()
+                # Named as the env's argument, whichever layer refused the file.
+                kind = ValueError if isinstance(err, ValueError) else OSError
+                raise kind(f"invalid trace_path={shorten(str(self.trace_path))}: {err}") from err
 
     def _close_trace(self) -> None:
         if self._trace is not None:
@@ -386,6 +446,38 @@ class OasisParallelEnv(ParallelEnv):
 def printable(text: str, limit: int) -> str:
     """``text`` inside a ``Text`` space of this env: its charset (else '?'), at most ``limit``."""
     return "".join(c if c in TEXT_CHARSET else "?" for c in text)[:limit]
+
+
+def space_member(space: gymnasium.Space, action: Any) -> np.ndarray | None:
+    """``action`` cast to the dtype of ``space`` (a ``MultiDiscrete`` or ``Box``) if it is a
+    member, else None. Integers only for ``MultiDiscrete``; real numbers only for ``Box``."""
+    try:
+        array = np.asarray(action)
+    except (TypeError, ValueError, OverflowError):  # ragged sequences, huge integers
+        return None
+    discrete = isinstance(space, gymnasium.spaces.MultiDiscrete)
+    if array.dtype.kind not in ("biu" if discrete else "biuf") or array.shape != space.shape:
+        return None
+    if discrete and not np.can_cast(array.dtype, space.dtype):  # uint64: may not fit
+        return None
+    if not discrete:
+        with np.errstate(over="ignore", invalid="ignore"):  # too large: inf, outside the Box
+            array = array.astype(space.dtype)
+    try:
+        ok = space.contains(array)
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    return array.astype(space.dtype, copy=False) if ok else None
+
+
+def _text_agents(names: Any) -> frozenset[str]:
+    ok = not isinstance(names, (str, bytes)) and hasattr(names, "__iter__")
+    require(ok, "text_agents", names, "None or a list of agent names")
+    try:
+        return frozenset(TaskType.parse(a).value for a in names)
+    except (ValueError, TypeError, AttributeError):
+        require(False, "text_agents", names,
+                "None or a list of agent names: " + ", ".join(t.value for t in TaskType))
 
 
 def _text_analyzer():
@@ -407,9 +499,20 @@ def parallel_env(**kwargs: Any) -> OasisParallelEnv:
     return OasisParallelEnv(**kwargs)
 
 
+class _AECEnv(parallel_to_aec_wrapper):
+    """``parallel_to_aec`` that checks each action at the step that receives it (PettingZoo's
+    wrapper only steps the parallel env, and so checks, when the cycle's last agent acts)."""
+
+    def step(self, action: Any) -> None:
+        agent = self.agent_selection
+        if not (self.terminations[agent] or self.truncations[agent]):
+            self.env.check_action(agent, action)
+        super().step(action)
+
+
 def raw_env(**kwargs: Any):
-    """The AEC form of the env, without wrappers."""
-    return parallel_to_aec(parallel_env(**kwargs))
+    """The AEC form of the env (``parallel_to_aec`` with actions checked as they arrive)."""
+    return wrappers.OrderEnforcingWrapper(_AECEnv(parallel_env(**kwargs)))
 
 
 def env(**kwargs: Any):

@@ -18,7 +18,10 @@ closed loop: the world the agent's answers drive). It prints a table (on stderr 
 ``--json``, which prints one JSON line per task and arm on stdout); ``--out`` saves the lines.
 
 The env, the policies and rich are imported inside the command, so ``--help`` and argument
-errors answer at once.
+errors answer at once. Bad user input is one line naming the flag, with exit status 2, whichever
+layer finds it: argparse, a config's checks, the env's (``invalid num_users=10`` is reported as
+``argument --users``) or the file system (an unwritable ``--trace``, an ``--out`` that is a file);
+``_user_input`` is the one place that turns such errors into usage errors.
 """
 
 from __future__ import annotations
@@ -27,19 +30,67 @@ import argparse
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import partial
+from pathlib import Path
 from typing import NoReturn
 
 from sandbox_rl.envs.config import RECOMMENDERS
 
 USAGE_ERROR = 2  # the exit status argparse uses for bad arguments
 
-# World options that the CLI names differently, so errors can point at the flag the user typed.
-_FLAG_OF_OPTION = {"num_users": "--users", "recsys": "--recsys", "max_cycles": "--steps"}
-_INVALID = re.compile(r"invalid (\w+)=(.*?): expected (.*)")
+# Options of the env and the sandbox that a command sets from a flag of another name, so that an
+# error about the option names the flag the user typed.
+_SIMULATE_FLAGS = {"num_users": "--users", "recsys": "--recsys", "max_cycles": "--steps",
+                   "trace_path": "--trace", "trace_overwrite": "--overwrite",
+                   "attach_tweets": "--no-tweets", "seed": "--seed"}
+_EVOLVE_FLAGS = {"num_users": "--users", "model_pool_size": "--pool-size",
+                 "evolution_strategy": "--strategy", "enable_online_adaptation":
+                 "--online-adaptation", "adapters_dir": "--adapters", "log_dir": "--out",
+                 "task_distribution": "--model", "fallback_model": "--model"}
+# The form of every option error (``require`` and the configs' checks): "invalid NAME=VALUE: ...".
+_INVALID = re.compile(r"invalid (\w+)=(.*?): (.*)", re.DOTALL)
+
+
+class _UsageError(Exception):
+    """Bad user input: ``main`` prints it as one line naming the flag and exits with status 2."""
+
+
+@contextmanager
+def _user_input(flags: Mapping[str, str], by_type: Mapping[type, str] | None = None,
+                fallback: bool = True) -> Iterator[None]:
+    """Turn a ValueError, TypeError or OSError raised inside into a :class:`_UsageError` naming
+    the flag: the one of the option the message names (``flags``: option -> flag), else the one
+    of the error's type (``by_type``). Without either, ``fallback`` decides: a usage error
+    without a flag, or the error as raised (it is not about the user's input)."""
+    try:
+        yield
+    except (ValueError, TypeError, OSError) as err:
+        message = _naming_flag(err, flags, by_type or {})
+        if message is None and not fallback:
+            raise
+        raise _UsageError(message or str(err)) from err
+
+
+def _naming_flag(err: Exception, flags: Mapping[str, str],
+                 by_type: Mapping[type, str]) -> str | None:
+    match = _INVALID.match(str(err))
+    if match and match.group(1) in flags:
+        option, value, rest = match.groups()
+        return f"argument {flags[option]}: invalid value {value}: {rest}"
+    for kind, flag in by_type.items():
+        if isinstance(err, kind):
+            return f"argument {flag}: {err}"
+    return None
+
+
+def _config_flags(config_cls: type, **renamed: str) -> dict[str, str]:
+    """Every field of a config dataclass -> its flag, plus options the command renames."""
+    from sandbox_rl.training.common import flag_of
+
+    return {**{f.name: flag_of(f.name) for f in fields(config_cls)}, **renamed}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -84,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="do not give simulated posts real tweet text from the corpus")
     sim.add_argument("--seed", type=_integer(0), default=0, help="random seed (default 0)")
     sim.add_argument("--quiet", action="store_true", help="hide the progress bar")
-    sim.set_defaults(run=simulate)
+    sim.set_defaults(run=simulate, cli_prog=sim.prog)
     _add_train(commands)
     _add_evolve(commands)
     _add_evaluate(commands)
@@ -93,7 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except _UsageError as err:
+        message = " ".join(str(err).split())  # one line, whatever the error held
+        print(f"{args.cli_prog}: error: {message} (see {args.cli_prog} --help)", file=sys.stderr)
+        return USAGE_ERROR
 
 
 # ---------------------------------------------------------------------- simulate
@@ -112,14 +168,13 @@ def simulate(args: argparse.Namespace) -> int:
     from sandbox_rl.envs import oasis_v0
 
     start = time.perf_counter()
-    try:
+    with _user_input(_SIMULATE_FLAGS):
         env = oasis_v0.parallel_env(num_users=args.users, recsys=args.recsys,
                                     max_cycles=args.steps, trace_path=args.trace,
                                     trace_overwrite=args.overwrite, attach_tweets=args.tweets)
-        # reset() builds the world and opens the trace, which refuses a file that is not ours.
+        # reset() builds the world and opens the trace, which refuses a file that is not ours
+        # or a place it cannot write.
         observations, _ = env.reset(seed=args.seed)
-    except (ValueError, FileNotFoundError) as err:
-        return _usage_error("sandbox-rl simulate", err)
     try:
         result = _play(env, observations, args, time.perf_counter() - start)
     finally:
@@ -130,17 +185,6 @@ def simulate(args: argparse.Namespace) -> int:
         result.trace_counts = trace_counts(args.trace)
     _print_summary(result, args)
     return 0
-
-
-def _usage_error(prog: str, err: ValueError) -> int:
-    """Print a config error as one line, naming the command-line flag where there is one."""
-    message = str(err)
-    match = _INVALID.fullmatch(message)
-    if match and match.group(1) in _FLAG_OF_OPTION:
-        option, value, expected = match.groups()
-        message = f"argument {_FLAG_OF_OPTION[option]}: invalid value {value}: expected {expected}"
-    print(f"{prog}: error: {message} (see {prog} --help)", file=sys.stderr)
-    return USAGE_ERROR
 
 
 def _play(env, observations: dict, args: argparse.Namespace, setup_s: float) -> _RunResult:
@@ -233,24 +277,35 @@ def _add_evolve(commands) -> None:
                     "state, plots and a summary.")
     add_config_arguments(evolve, EvolveRunConfig,
                          {"strategy": tuple(s.value for s in EvolutionStrategy)})
-    evolve.set_defaults(run=run_evolve)
+    evolve.set_defaults(run=run_evolve, cli_prog=evolve.prog)
 
 
 def run_evolve(args: argparse.Namespace) -> int:
+    from sandbox_rl.agents.models import ModelNotAvailableError
     from sandbox_rl.core.run import EvolveRunConfig, run_evolution
     from sandbox_rl.training.common import config_from_args
 
-    prog = "sandbox-rl evolve"
-    try:
+    flags = _config_flags(EvolveRunConfig, **_EVOLVE_FLAGS)
+    with _user_input(flags):
         config = config_from_args(EvolveRunConfig, args)
-    except ValueError as err:
-        return _config_error(prog, err)
+        _check_out_folder(config.out)
     try:
-        run_evolution(config)
-    except (FileExistsError, ValueError) as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
+        # The sandbox checks its own config (users, pool size, ...) before any model loads.
+        with _user_input(flags, {ModelNotAvailableError: "--model"}, fallback=False):
+            run_evolution(config)
+    except (FileExistsError, ValueError) as err:  # a run folder kept, or a failure of the run
+        print(f"{args.cli_prog}: error: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+def _check_out_folder(path: str) -> None:
+    """A run folder must be a folder, or a path a folder can be made at."""
+    out = Path(path)
+    existing = next(p for p in (out, *out.parents) if p.exists() or p == p.parent)
+    if existing.exists() and not existing.is_dir():
+        what = "is a file" if existing == out else f"is under {str(existing)!r}, a file"
+        raise NotADirectoryError(f"invalid out={str(out)!r}: expected a folder; it {what}")
 
 
 # ---------------------------------------------------------------------- evaluate
@@ -307,7 +362,7 @@ def _add_evaluate(commands) -> None:
     ev.add_argument("--json", action="store_true",
                     help="print one JSON line per task and arm on stdout (table on stderr)")
     ev.add_argument("--out", metavar="FILE", default=None, help="save the JSON lines to FILE")
-    ev.set_defaults(run=run_evaluate)
+    ev.set_defaults(run=run_evaluate, cli_prog=ev.prog)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -317,23 +372,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from sandbox_rl.agents.models import ModelNotAvailableError
     from sandbox_rl.training.protocol import ProtocolConfig, check_adapters
 
-    prog = "sandbox-rl evaluate"
-    try:
+    flags = _config_flags(ProtocolConfig, num_users="--users")
+    with _user_input(flags):
         config = ProtocolConfig(tasks=tuple(args.tasks),
                                 seeds=tuple(s for part in args.seeds for s in part),
                                 steps=args.steps, loop=args.loop, users=args.users,
                                 recsys=args.recsys, sampled=args.sampled, seed=args.seed)
-    except ValueError as err:
-        return _config_error(prog, err)
     adapters = None if args.adapters == "untrained" else args.adapters
-    try:
+    with _user_input(flags, {FileNotFoundError: "--adapters", ModelNotAvailableError: "--model"},
+                     fallback=False):
         if adapters is not None:
             check_adapters(adapters, config.tasks)  # before the model loads: fail at once
         report = _evaluate(config, adapters, args)
-    except FileNotFoundError as err:
-        return _flag_error(prog, "--adapters", err)
-    except ModelNotAvailableError as err:
-        return _flag_error(prog, "--model", err)
     report.print(_console(stderr=args.json))
     if args.json:
         for line in report.json_lines():
@@ -350,11 +400,6 @@ def _evaluate(config, adapters: str | None, args: argparse.Namespace):
 
     torch.set_num_threads(args.threads)
     return evaluate_run(config, adapters, args.model)
-
-
-def _flag_error(prog: str, flag: str, err: Exception) -> int:
-    print(f"{prog}: error: argument {flag}: {err} (see {prog} --help)", file=sys.stderr)
-    return USAGE_ERROR
 
 
 # ---------------------------------------------------------------------- train
@@ -404,35 +449,21 @@ def _add_train(commands) -> None:
     for name, trainer in trainers().items():
         sub = kinds.add_parser(name, help=trainer.help, description=trainer.help)
         add_config_arguments(sub, trainer.config, trainer.choices)
-        sub.set_defaults(run=partial(run_training, name, trainer))
+        sub.set_defaults(run=partial(run_training, name, trainer), cli_prog=sub.prog)
 
 
 def run_training(name: str, trainer: Trainer, args: argparse.Namespace) -> int:
     """The ``train NAME`` command: build the config, train, print the evaluation table."""
     from sandbox_rl.training.common import ExtraMissingError, config_from_args
 
-    prog = f"sandbox-rl train {name}"
-    try:
+    flags = _config_flags(trainer.config, num_users="--users")
+    with _user_input(flags):
         config = config_from_args(trainer.config, args)
-    except ValueError as err:
-        return _config_error(prog, err)
     try:
-        result = trainer.train(config)
+        with _user_input(flags, fallback=False):  # the env's own checks of the flags' values
+            result = trainer.train(config)
     except (ExtraMissingError, FileExistsError) as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
+        print(f"{args.cli_prog}: error: {err}", file=sys.stderr)
         return 1
     trainer.report(result, _console())
     return 0
-
-
-def _config_error(prog: str, err: ValueError) -> int:
-    """A config error as one line naming the flag (``invalid seed=-1`` -> ``--seed``)."""
-    from sandbox_rl.training.common import flag_of
-
-    message = str(err)
-    match = _INVALID.fullmatch(message)
-    if match:
-        option, value, expected = match.groups()
-        message = f"argument {flag_of(option)}: invalid value {value}: expected {expected}"
-    print(f"{prog}: error: {message} (see {prog} --help)", file=sys.stderr)
-    return USAGE_ERROR

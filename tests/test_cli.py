@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 import pytest
@@ -117,3 +118,67 @@ def test_bad_train_option_is_a_usage_error(argv: list[str], flag: str, capsys) -
 def test_train_without_a_trainer_is_a_usage_error(capsys) -> None:
     assert _exit_status(["train"]) == 2
     assert "TRAINER" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- user errors
+def _one_line_usage_error(argv: list[str], flag: str, capsys) -> str:
+    """Run ``argv``; assert a one-line usage error naming ``flag``; return the line."""
+    assert _exit_status(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"argument {flag}:" in err, err
+    return err
+
+
+@pytest.mark.parametrize("users", ["10", "21"])
+def test_too_few_users_names_the_users_flag(users: str, capsys) -> None:
+    err = _one_line_usage_error(["simulate", "--users", users, "--steps", "1", "--quiet"],
+                                "--users", capsys)
+    assert "mean_follows=" in err and "invalid num_users" not in err
+
+
+def _unwritable_traces(tmp_path) -> list:
+    afile = tmp_path / "notes.txt"
+    afile.write_text("keep me\n")
+    paths = [afile / "t.db", afile / "sub" / "t.db", tmp_path / ("x" * 300) / "t.db"]
+    if os.path.isdir("/proc/self"):  # a place even root cannot create a file
+        paths.append("/proc/sandbox-rl-test.db")
+    return paths
+
+
+def test_unwritable_trace_is_a_usage_error(tmp_path, capsys) -> None:
+    for path in _unwritable_traces(tmp_path):
+        _one_line_usage_error(["simulate", "--users", "50", "--steps", "1", "--quiet",
+                               "--trace", str(path)], "--trace", capsys)
+    assert (tmp_path / "notes.txt").read_text() == "keep me\n"
+    _one_line_usage_error(["simulate", "--users", "50", "--steps", "1", "--quiet", "--trace",
+                           str(tmp_path)], "--trace", capsys)  # a folder
+
+
+def test_evolve_bad_users_is_a_usage_error_naming_users(tmp_path, capsys) -> None:
+    err = _one_line_usage_error(["evolve", "--users", "10", "--steps", "1", "--quiet",
+                                 "--out", str(tmp_path / "run")], "--users", capsys)
+    assert "num_users" not in err
+    assert not (tmp_path / "run").exists()  # checked before the run folder is made
+
+
+def test_evolve_out_that_is_a_file_is_a_usage_error(tmp_path, capsys) -> None:
+    afile = tmp_path / "notes.txt"
+    afile.write_text("keep me\n")
+    for out in (afile, afile / "run"):
+        _one_line_usage_error(["evolve", "--steps", "1", "--quiet", "--out", str(out)],
+                              "--out", capsys)
+    assert afile.read_text() == "keep me\n"
+
+
+@pytest.mark.parametrize(("argv", "flag"), [
+    (["evolve", "--steps", "0"], "--steps"),
+    (["evolve", "--pool-size", "0"], "--pool-size"),
+    (["evolve", "--strategy", "magic"], "--strategy"),
+    (["evaluate", "--adapters", "untrained", "--users", "12"], "--users"),
+    (["train", "sb3", "--users", "12", "--timesteps", "8", "--no-progress"], "--users"),
+])
+def test_other_commands_name_the_flag(argv: list[str], flag: str, capsys, tmp_path) -> None:
+    if argv[0] in ("evolve", "train"):
+        argv = [*argv, "--out", str(tmp_path / "run")]
+    _one_line_usage_error(argv, flag, capsys)

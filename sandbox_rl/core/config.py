@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 from sandbox_rl.enums import EvolutionStrategy, TaskType
+from sandbox_rl.envs.config import shorten
 
 # The model every task runs on unless ``task_distribution`` names another. Tests and quick
 # experiments point it at a tiny random model without touching code that follows the guide.
@@ -35,7 +37,8 @@ class SelfEvolvingConfig:
 
     The world: ``num_users`` simulated users, seeded by ``seed``. ``log_dir`` receives the
     monitoring JSONL and TensorBoard scalars when ``enable_monitoring`` is on. ``device``: None
-    runs the models on CUDA when present, else on the CPU. ``adapters_dir``: start every task's
+    runs the models on CUDA when present, else on the CPU; a named device must be present
+    (``'cpu'``, ``'cuda'``, ``'cuda:1'``, ``'mps'``). ``adapters_dir``: start every task's
     pool from the adapters ``sandbox-rl train agents`` trained (its run folder or ``adapters/``).
     """
 
@@ -84,9 +87,7 @@ class SelfEvolvingConfig:
                 raise ValueError(f"invalid adapters_dir={self.adapters_dir!r}: expected a folder "
                                  "path or None")
             self.adapters_dir = str(self.adapters_dir)
-        if self.device is not None and (not isinstance(self.device, str) or not self.device):
-            raise ValueError(f"invalid device={self.device!r}: expected None (CUDA when present, "
-                             "else CPU), 'cpu', 'cuda', ...")
+        _check(self, "device", _device)
 
     @classmethod
     def field_names(cls) -> set[str]:
@@ -116,7 +117,7 @@ def _check(config: SelfEvolvingConfig, name: str, validate) -> None:
     try:
         setattr(config, name, validate(value))
     except (TypeError, ValueError) as err:
-        raise ValueError(f"invalid {name}={value!r}: expected {err}") from None
+        raise ValueError(f"invalid {name}={shorten(value)}: expected {err}") from None
 
 
 def _enum(kind):
@@ -145,17 +146,53 @@ def _int(low: int, high: int | None):
 
 def _float(low: float, high: float | None, open_low: bool = False, open_high: bool = False):
     def validate(value):
-        lo, hi = "(" if open_low else "[", ")" if open_high else "]"
-        expected = f"a number in {lo}{low}, {high if high is not None else 'inf'}{hi}"
+        if high is None:
+            expected = f"a finite number {'>' if open_low else '>='} {low}"
+        else:
+            lo, hi = "(" if open_low else "[", ")" if open_high else "]"
+            expected = f"a number in {lo}{low}, {high}{hi}"
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(expected)
         value = float(value)
-        if not (value > low if open_low else value >= low):
+        if not math.isfinite(value) or not (value > low if open_low else value >= low):
             raise ValueError(expected)
         if high is not None and not (value < high if open_high else value <= high):
             raise ValueError(expected)
         return value
     return validate
+
+
+def _device(value):
+    """None, or a torch device present on this machine ('cpu', 'cuda', 'cuda:1', 'mps')."""
+    if value is None:
+        return None
+    import torch
+
+    present = present_devices()
+    expected = ("None (CUDA when present, else CPU) or a device present on this machine "
+                f"({', '.join(present)})")
+    if not isinstance(value, str):
+        raise ValueError(expected)
+    try:
+        device = torch.device(value.strip())
+    except (RuntimeError, ValueError):
+        raise ValueError(expected) from None
+    # "cuda" (no index) names the current CUDA device: present when any is.
+    if str(device) not in present and not (
+            device.index is None and any(p.split(":")[0] == device.type for p in present)):
+        raise ValueError(expected)
+    return str(device)
+
+
+def present_devices() -> list[str]:
+    """The torch devices of this machine: 'cpu', then 'cuda:N' and 'mps' where present."""
+    import torch
+
+    devices = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    return devices
 
 
 def _distribution(value):

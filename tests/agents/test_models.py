@@ -126,7 +126,9 @@ def test_unknown_hf_id_is_not_substituted(monkeypatch: pytest.MonkeyPatch) -> No
     for name in ["mistralai/Mistral-7B-Instruct-v0.2", "no-such-org/no-such-model"]:
         with pytest.raises(ModelNotAvailableError, match=re.escape(name)) as info:
             load_model(name)
-        assert "huggingface-cli download" in str(info.value)
+        # huggingface_hub 1.x removed `huggingface-cli`; the message names its `hf` command.
+        assert f"`hf download {name}`" in str(info.value)
+        assert "huggingface-cli" not in str(info.value)
         assert isinstance(info.value, ValueError)
 
 
