@@ -4,12 +4,15 @@
     <out>/state/                                        the saved sandbox (load_state reads it)
     <out>/plots/{scores,events,network}.png             per-task score, evolution events, growth
     <out>/summary.json                                  the summary table's numbers
+    <out>/.sandbox_rl_run.json                          marks the folder as a run of evolve
+
+``--overwrite`` empties only a folder that is recognisably such a run folder (marked, or holding
+an earlier run's summary or state) and holds nothing else; any other folder is refused.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,7 +37,7 @@ class EvolveRunConfig:
     adapters: str | None = field(None, "start every task from the adapters a `sandbox-rl train "
                                        "agents` run saved (its run folder)")
     out: str = field("runs/latest", "run folder")
-    overwrite: bool = field(False, "replace a non-empty run folder")
+    overwrite: bool = field(False, "replace the run folder of an earlier evolve run")
     quiet: bool = field(False, "no progress bar or summary")
 
     def __post_init__(self) -> None:
@@ -53,22 +56,22 @@ def run_evolution(args: EvolveRunConfig) -> dict:
 
     from sandbox_rl.core.monitoring import step_record
     from sandbox_rl.core.plots import plot_run
-    from sandbox_rl.core.self_evolving_oasis import create_self_evolving_oasis
+    from sandbox_rl.core.config import SelfEvolvingConfig
+    from sandbox_rl.core.self_evolving_oasis import SelfEvolvingOasis
+    from sandbox_rl.run_folders import EVOLVE, prepare_run_folder
 
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        if not args.overwrite:
-            raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
-        shutil.rmtree(out)
+    options = dict(evolution_strategy=args.strategy, model_pool_size=args.pool_size,
+                   evolution_interval=args.evolution_interval, num_users=args.users,
+                   seed=args.seed, enable_online_adaptation=args.online_adaptation,
+                   task_distribution={t: args.model for t in TaskType}, fallback_model=None,
+                   adapters_dir=args.adapters)
+    # Every option is checked before the run folder is touched (a bad one leaves no folder).
+    SelfEvolvingConfig(**options, log_dir=str(Path(args.out) / "logs"))
+    out = prepare_run_folder(args.out, args.overwrite, EVOLVE)
     console = Console(stderr=True, quiet=args.quiet)
     start = time.perf_counter()
     with console.status(f"loading {args.model} with {5 * args.pool_size} adapters"):
-        sandbox = create_self_evolving_oasis(
-            evolution_strategy=args.strategy, model_pool_size=args.pool_size,
-            evolution_interval=args.evolution_interval, num_users=args.users, seed=args.seed,
-            enable_online_adaptation=args.online_adaptation,
-            task_distribution={t: args.model for t in TaskType}, fallback_model=None,
-            log_dir=str(out / "logs"), adapters_dir=args.adapters)
+        sandbox = SelfEvolvingOasis(SelfEvolvingConfig(**options, log_dir=str(out / "logs")))
     setup_s = time.perf_counter() - start
     records = []
     columns = (TextColumn("[bold]evolve"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -94,16 +97,23 @@ def run_evolution(args: EvolveRunConfig) -> dict:
 
 
 def summarise(records, sandbox, setup_s: float, total_s: float, args: EvolveRunConfig) -> dict:
+    from sandbox_rl.training.protocol import paired_difference
+
     half = max(len(records) // 2, 1)
     tasks = {}
     for task in records[0]["scores"]:
         scores = [r["scores"][task] for r in records]
+        # the task's baseline actions scored on the same steps (counterfactually)
+        refs = {kind: [r[kind][task] for r in records] for kind in ("heuristic", "random")}
         tasks[task] = {"mean": sum(scores) / len(scores),
                        "first_half": sum(scores[:half]) / len(scores[:half]),
                        "second_half": sum(scores[half:]) / max(len(scores[half:]), 1),
-                       # the task's baseline actions scored on the same steps (counterfactually)
-                       "heuristic": sum(r["heuristic"][task] for r in records) / len(records),
-                       "random": sum(r["random"][task] for r in records) / len(records),
+                       **{kind: sum(v) / len(v) for kind, v in refs.items()},
+                       # paired over the run's steps (one world: the steps are not independent
+                       # worlds, so this interval is descriptive; held-out figures come from
+                       # `sandbox-rl evaluate`)
+                       **{f"minus_{kind}": paired_difference(scores, v).as_dict()
+                          for kind, v in refs.items()},
                        "parse_errors": sum(task in r["parse_errors"] for r in records)}
     events: dict[str, int] = {}
     for r in records:
@@ -123,14 +133,17 @@ def print_summary(summary: dict, console) -> None:
     table = Table(title=f"Self-evolving run ({summary['config']['strategy']}, "
                         f"{summary['config']['steps']} steps, {summary['config']['model']})")
     for col in ("task", "agents", "first half", "second half", "heuristic", "random",
-                "parse errors"):
+                "agents - random", "parse errors"):
         table.add_column(col, justify="left" if col == "task" else "right")
     for task, t in summary["tasks"].items():
+        d = t["minus_random"]
         table.add_row(task, f"{t['mean']:.3f}", f"{t['first_half']:.3f}",
                       f"{t['second_half']:.3f}", f"{t['heuristic']:.3f}", f"{t['random']:.3f}",
+                      f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]",
                       str(t["parse_errors"]))
     table.caption = ("mean reward per step; heuristic and random: the task's baseline actions "
-                     "scored on the same steps")
+                     "scored on the same steps; agents - random: paired over the steps, 95% "
+                     "interval (one world; held-out figures: sandbox-rl evaluate)")
     console.print(table)
     net = summary["network"]
     console.print(f"evolution steps {summary['evolution_step']}, events "
