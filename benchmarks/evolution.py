@@ -1,52 +1,84 @@
-"""Held-out figures of the evolution strategies, one JSON line per (strategy, task, figure):
+"""Held-out figures of the four evolution strategies, all from the evaluation protocol.
 
-    {"strategy", "task", "metric", "evolved_mean", "baseline_mean", "ci95_low", "ci95_high",
-     "seeds"}
+    python benchmarks/evolution.py [--quick] [--strategies ...] [--tasks ...] [--adapters RUN]
 
-The interval is the 95% Student-t interval over seeds of the per-seed difference evolved minus
-baseline (baseline minus evolved for a cost such as bytes). Every figure is measured on
-held-out episodes (``training/task_episodes.py``: seeds 1000+, never trained on), scored by
-counterfactual steps of the simulation.
+Every figure is measured on the registered held-out worlds (``--seeds``, default 1000-1019, all
+of them, also with ``--quick``) with the agents' greedy answers (what is deployed), by
+``training/protocol.py``: open loop, every arm answers the same env steps of each world and is
+scored counterfactually with the step's own draws. Where a figure needs arms that one protocol
+run does not hold (pool members, a compressed adapter), the world is played by the protocol's
+``play_open`` with the first arm and the other arms' greedy answers to the same observations are
+scored by the same ``TaskEpisode.score``.
 
-    python benchmarks/evolution.py [--quick] [--strategies multi_model gradient_based ...]
+One JSON line per (strategy, task, metric)::
 
-- multi_model: for each held-out seed, every pool member answers every step (member k decodes
-  at its own temperature, members 1.. are perturbed adapters), giving a reward matrix R[k, t];
-  the strategy's UCB router then picks one member per step online, seeing only the rewards of
-  the members it picked. Figure: routing reward vs the best fixed member chosen in hindsight.
-- gradient_based: ``training/llm_ppo.py`` trains each task adapter by TRL PPO on training
-  seeds; held-out reward and parse rate of the trained vs the untrained adapter, answering
-  greedily and sampled as PPO's rollouts are (the policy PPO optimises; ``--eval-samples`` answers
-  per step, the same sampling seeds for both adapters). ``--samples-per-prompt``,
-  ``--ppo-epochs`` and ``--rollout-temperature`` are llm-ppo's options of the same names;
-  ``--trained-run DIR`` scores the adapters a finished ``train llm-ppo`` run saved on
-  ``--eval-seeds`` instead of training (more held-out worlds for a run already made).
-- adaptive_compression: the strategy's compression step (LoRA rank halved by truncated SVD, KV
-  cache 4 -> 2 bits) applied to the PPO-trained adapters: bytes saved and held-out reward kept.
-- meta_learning: the strategy's Reptile meta-initialisation (``reptile_step``, inner loop of
-  ``--inner-steps`` PPO updates per task from the meta weights, on worlds of the training seeds,
-  outer step ``--meta-step``; defaults the strategy's ``INNER_STEPS`` and ``META_STEP``) over
-  ``--meta-tasks``; then, on a shifted world (a fixed new topic mix, ``shifted_mix``), an
-  adapter of each ``--meta-targets`` task is trained by PPO from the meta-initialisation and
-  from PEFT's fresh adapter (the same learner seed for both), evaluated on the held-out episode
-  after every update, sampled as in training (``--eval-samples`` answers per step). Figure:
-  updates until the held-out reward reaches the target (the fresh adapter's starting reward +
-  ``--target-gain``; ``--adapt-updates`` + 1 when never reached), and the reward after the last
-  update. ``--meta-dir DIR`` saves the meta-initialisation after every iteration and resumes
-  from it (refusing other settings), so meta-training can be spread over several runs; with no
-  ``--meta-targets`` the run only meta-trains. Each world's arms are seeded by the world's seed,
-  so runs over parts of the held-out worlds (in parallel, say, resuming one ``--meta-dir``)
-  give the lines of one run over all of them with ``--combine FILE...`` (their printed lines).
+    {"strategy", "task", "metric", "evolved", "baseline" (what each arm is), "evolved_mean",
+     "baseline_mean", "difference", "difference_is", "ci95_low", "ci95_high", "seeds",
+     "per_world": {"evolved": [...], "baseline": [...]} (in the order of seeds), "settings"}
+
+``difference`` is the mean over worlds of evolved - baseline (baseline - evolved for bytes: what
+is saved) with its 95% Student-t interval (``protocol.paired_difference``).
+
+- gradient_based: ``sandbox-rl train agents``'s trainer (``train_agents``: expert-iteration rounds
+  with the world as verifier on training worlds 0-899, the best round on validation worlds kept,
+  then TRL PPO kept only if validation rises), ``--minutes`` per task; its own protocol reports
+  give trained vs untrained (PEFT's fresh adapter), vs the heuristic and vs random actions.
+  ``--adapters RUN`` scores a finished ``train agents`` run instead of training.
+- multi_model: ``--pool`` members per task that really differ: member 0 the untrained adapter,
+  member 1 the gradient_based trained adapter, member k >= 2 trained from the untrained adapter by
+  ``--member-updates`` expert-iteration updates (below) with seed ``--seed + k`` (its own samples
+  and training worlds; no PPO, no validation). Every member answers every held-out step; the
+  strategy's ``ucb_choice`` picks one member per step online, over the worlds in seed order (its
+  statistics carry over from world to world, as in a live run), seeing only the rewards of the
+  members it picked. Figures: routing vs member 0, vs the heuristic, vs the best member in
+  hindsight (the member with the best mean over all worlds).
+- adaptive_compression: the strategy's two steps, separately, on the trained adapters: LoRA rank
+  halved by truncated SVD (``TaskAdapters.resize``), reward vs the full-rank adapter (the
+  gradient_based trained figure); KV cache in 2 bits vs 4 bits (quanto) with the full-rank
+  adapter. The bytes each saves: adapter bytes; KV bytes per cached token times the tokens a
+  world's batch caches (prompt tokens + the task's token budget per row, an upper bound), each
+  also as a share of the process's resident memory (RSS: psutil, else resource's peak) then.
+- meta_learning: two arms take the same expert-iteration updates (the same training states and
+  seeds) on ``--meta-tasks`` for ``--meta-iterations`` iterations of ``--inner-updates`` updates
+  per task: ``reptile`` starts each task's inner loop from the meta weights and moves them by the
+  strategy's ``reptile_step`` (``--meta-step``); ``sequential`` (the baseline) trains straight
+  through the same updates without Reptile. Each arm's adapter then takes ``--adapt-updates``
+  updates on each ``--meta-targets`` task (the same states for both); held-out reward after
+  every update k gives one line per k (reptile vs sequential, paired by world), the last line
+  with both curves.
+
+An expert-iteration update (multi_model's members, meta_learning) is one round of
+``training/expert_iteration.py`` on ``--update-states`` fresh training states: the greedy answer,
+``--update-samples`` samples and the heuristic's answer as proposals, verdict by expected reward
+over re-seeded draws, SFT on the winners for ``--update-epochs`` epochs. Unlike ``run_rounds``
+it keeps no buffer and no validation choice, so that the two meta arms' updates can be counted.
+
+``--quick`` (explicit flags still win) keeps every held-out world, one step each, and smaller
+budgets: train agents 3 minutes per task (16 states per round; proposals the greedy and the
+heuristic's answers, no samples: the agents' own search is PPO's; 4-step training worlds,
+validation world 900; PPO from half time, so a round started before then finishes and PPO still
+gets an update), multi_model and adaptive_compression on the first task only, one member update,
+one Reptile iteration and one adaptation update of 8 states each (no samples, 2 SFT epochs).
+Estimate for the 2-core CPU and the embedded model, from ``docs/results.md``'s timings (greedy
+~1 s a state, SFT ~15 s a batch of 8, a PPO update ~100 s; not run): gradient_based ~10 min
+(per task round 0 ~1 min, round 1 ~1.3 min, one PPO update ~1.7 min; then 80 held-out answers),
+multi_model ~2 min (one update, 60 answers), adaptive_compression ~2 min (60 answers, 40 of them
+through a quantised cache), meta_learning ~4.5 min (5 updates of ~35 s, 80 answers): about 19
+minutes. The full run (8 steps per world, 10 minutes per task, every strategy on both tasks)
+needs about 2.5 hours there: it is meant for a GPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
-import math
 import sys
 import time
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,38 +86,583 @@ import torch
 from sandbox_rl.core.strategies.meta_learning import INNER_STEPS, META_STEP
 from sandbox_rl.enums import TaskType
 
-STRATEGIES = ("multi_model", "gradient_based", "adaptive_compression", "meta_learning")
+STRATEGIES = ("gradient_based", "multi_model", "adaptive_compression", "meta_learning")
+ON_TRAINED = {"gradient_based", "multi_model", "adaptive_compression"}
+# Option: (full run, --quick). --quick keeps every held-out world: fewer steps, smaller budgets.
+SCALED = {
+    "steps": (8, 1),
+    "minutes": (10.0, 3.0),
+    "samples": (4, 0),
+    "states_per_round": (24, 16),
+    "ppo_share": (0.2, 0.5),
+    "world_steps": (8, 4),
+    "validation_seeds": ((900, 901, 902), (900,)),
+    "member_updates": (3, 1),
+    "update_states": (16, 8),
+    "update_samples": (2, 0),
+    "update_epochs": (1, 2),
+    "meta_iterations": (3, 1),
+    "adapt_updates": (4, 1),
+}
+UNTRAINED = "the untrained adapter (PEFT's fresh adapter, B = 0: the base model), greedy"
+HEURISTIC = "the task's heuristic action on the same steps"
+RANDOM = "uniformly random actions of the task's structured space on the same steps"
+
+# (episode, sampling seed) -> the reward of an arm's answer at every step of the episode
+Scorer = Callable[[Any, int], list]
 
 
-def emit(strategy: str, task: str, metric: str, evolved: list[float], baseline: list[float],
-         seeds: list[int], cost: bool = False, **extra) -> None:
-    evolved, baseline = np.asarray(evolved, float), np.asarray(baseline, float)
-    diff = (baseline - evolved) if cost else (evolved - baseline)
-    low, high = ci95(diff)
-    print(json.dumps({"strategy": strategy, "task": task, "metric": metric,
-                      "evolved_mean": round(float(evolved.mean()), 5),
-                      "baseline_mean": round(float(baseline.mean()), 5),
-                      "ci95_low": round(low, 5), "ci95_high": round(high, 5), "seeds": seeds,
-                      **extra}), flush=True)
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
-def ci95(values: np.ndarray) -> tuple[float, float]:
-    from scipy import stats
+def emit(strategy: str, task: str, metric: str, evolved: Sequence[float],
+         baseline: Sequence[float], seeds: Sequence[int], *, evolved_is: str, baseline_is: str,
+         settings: dict, cost: bool = False, **extra) -> dict:
+    """Print (and return) one figure line: evolved vs baseline paired by world."""
+    from sandbox_rl.training.protocol import paired_difference
 
-    mean = float(np.mean(values))
-    if len(values) < 2:
-        return mean, mean
-    half = float(stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values)))
-    return mean - half, mean + half
+    evolved, baseline = [float(v) for v in evolved], [float(v) for v in baseline]
+    d = paired_difference(baseline, evolved) if cost else paired_difference(evolved, baseline)
+    line = {"strategy": strategy, "task": task, "metric": metric, "evolved": evolved_is,
+            "baseline": baseline_is, "evolved_mean": _r(np.mean(evolved)),
+            "baseline_mean": _r(np.mean(baseline)), "difference": _r(d.mean),
+            "difference_is": "baseline - evolved (saved)" if cost else "evolved - baseline",
+            "ci95_low": _r(d.low), "ci95_high": _r(d.high), "seeds": [int(s) for s in seeds],
+            "per_world": {"evolved": [_r(v) for v in evolved],
+                          "baseline": [_r(v) for v in baseline]},
+            "settings": settings, **extra}
+    print(json.dumps(line), flush=True)
+    return line
 
 
-def shifted_mix() -> tuple[float, ...]:
-    """The shifted scenario's topic mix: popularity halving from the last topic to the first
-    (concentrated, and in no seed's order by construction)."""
-    from sandbox_rl.envs.topics import NUM_TOPICS
+def _r(value: float) -> float:
+    return round(float(value), 5)
 
-    weights = [0.5 ** (NUM_TOPICS - 1 - k) for k in range(NUM_TOPICS)]
-    return tuple(w / sum(weights) for w in weights)
+
+def _share(part: float, whole: float) -> float:
+    return float(f"{part / whole:.4g}")
+
+
+# ----------------------------------------------------------------------------- shared machinery
+@dataclass
+class SameSteps:
+    """Per world (in seed order): each arm's reward at every step, and the steps' prompts."""
+
+    rewards: dict[str, list[list[float]]] = field(default_factory=dict)
+    observations: list[list[str]] = field(default_factory=list)
+
+    def per_world(self, arm: str) -> list[float]:
+        return [float(np.mean(r)) for r in self.rewards[arm]]
+
+
+def score_on_same_steps(task: str, config, first, others: dict[str, Scorer]) -> SameSteps:
+    """Play every world of ``config`` with the protocol (``play_open``, greedy answers of the
+    Answerer ``first``: arm "first", plus "heuristic" and "random") and score ``others`` on the
+    same steps."""
+    from sandbox_rl.training.protocol import BASELINES, play_open
+
+    out = SameSteps()
+    for seed in config.seeds:
+        run = play_open(task, seed, config, first)
+        arms = {"first": run.rewards["agents"], **{b: run.rewards[b] for b in BASELINES},
+                **{name: score(run.episode, config.seed) for name, score in others.items()}}
+        for arm, rewards in arms.items():
+            out.rewards.setdefault(arm, []).append([float(r) for r in rewards])
+        out.observations.append([s.observation for s in run.episode.steps])
+    return out
+
+
+def through(adapters, adapter: str, cache_factory=None):
+    """The protocol's ``adapter_answerer``, decoding through ``adapter`` whatever the task."""
+    from sandbox_rl.training.protocol import adapter_answerer
+
+    return adapter_answerer(adapters, adapter=adapter, cache_factory=cache_factory)
+
+
+def answers_scored(answer) -> Scorer:
+    """A Scorer of an Answerer's greedy answers."""
+    from sandbox_rl.agents.task_specs import spec
+    from sandbox_rl.training.task_episodes import greedy
+
+    def score(episode, seed: int) -> list[float]:
+        task = episode.task.value
+        texts = answer(task, greedy(spec(task)), [s.observation for s in episode.steps], seed)
+        return [episode.score(i, text) for i, text in enumerate(texts)]
+    return score
+
+
+def training_states(task: str, seed: int, args):
+    """Training-world states (seeds 0-899) in ``seed``'s order, as ``train agents`` draws them:
+    call with a count."""
+    from sandbox_rl.training.agents_trainer import TrainingWorlds
+
+    return TrainingWorlds(task, seed, args.world_steps, args.users)
+
+
+def round_settings(args, seed: int):
+    from sandbox_rl.training.expert_iteration import RoundSettings
+
+    return RoundSettings(samples=args.update_samples, draws=4, epochs=args.update_epochs,
+                         seed=seed)
+
+
+def expert_update(adapters, adapter: str, states, settings, index: int) -> dict:
+    """One expert-iteration update of ``adapter`` on ``states`` (see the module docstring)."""
+    from sandbox_rl.seeding import derived_seed
+    from sandbox_rl.training.expert_iteration import RoundStats, collect_examples, fine_tune
+
+    stats = RoundStats()
+    examples = collect_examples(adapters, adapter, states, settings, index, stats)
+    if examples:
+        stats.sft_loss = fine_tune(adapters, adapter, examples, settings,
+                                   derived_seed(settings.seed, adapter, index))
+    return {"examples": stats.examples, "from_heuristic": stats.from_heuristic,
+            "greedy_reward": _r(stats.greedy_reward), "best_reward": _r(stats.best_reward)}
+
+
+def process_rss() -> int:
+    """The process's resident memory in bytes now (psutil), or its peak where psutil, which the
+    project does not require, is missing (``resource``)."""
+    try:
+        import psutil
+    except ImportError:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    return int(psutil.Process().memory_info().rss)
+
+
+# ----------------------------------------------------------------------------- trained agents
+@dataclass(frozen=True)
+class Trained:
+    """Task adapters trained by ``train_agents`` (or a finished run's) and the protocol's
+    reports of them and of the untrained adapters on the benchmark's worlds."""
+
+    folder: Path
+    reports: dict
+    summary: dict
+    settings: dict
+
+
+def trained_agents(args, config) -> Trained:
+    from sandbox_rl.training.agents_trainer import AgentsConfig, train_agents
+    from sandbox_rl.training.protocol import evaluate_run
+
+    if args.adapters:
+        folder = Path(args.adapters)
+        folder = folder / "adapters" if (folder / "adapters").is_dir() else folder
+        try:
+            reports = {"trained": evaluate_run(config, folder, args.model),
+                       "untrained": evaluate_run(config, None, args.model)}
+        except FileNotFoundError as err:
+            sys.exit(f"--adapters {args.adapters}: {err}")
+        return Trained(folder, reports, {}, {"adapters": str(folder)})
+    cfg = AgentsConfig(tasks=config.tasks, minutes=args.minutes, seed=args.seed, model=args.model,
+                       samples=args.samples, states_per_round=args.states_per_round,
+                       ppo_share=args.ppo_share, world_steps=args.world_steps, users=args.users,
+                       validation_seeds=tuple(args.validation_seeds), eval_seeds=config.seeds,
+                       eval_steps=config.steps, threads=args.threads,
+                       out=str(Path(args.out) / "agents"), overwrite=True, quiet=True)
+    result = train_agents(cfg)
+    if result["reports"]["trained"].config != config:
+        raise RuntimeError("train_agents evaluated other worlds than the benchmark's")
+    summary = {task: {"rounds": len(t["rounds"]),
+                      "examples_per_round": [r["examples"] for r in t["rounds"]],
+                      "validation_untrained": _r(t["validation_untrained"]),
+                      "validation_after_rounds": _r(t["validation_after_rounds"]),
+                      "ppo_updates": t["ppo"]["updates"], "ppo_kept": t["ppo"].get("kept"),
+                      "seconds": round(t["seconds"], 1)} for task, t in result["log"].items()}
+    settings = {"trainer": "train_agents", "minutes_per_task": args.minutes,
+                "samples": args.samples, "states_per_round": args.states_per_round,
+                "ppo_share": args.ppo_share, "world_steps": args.world_steps,
+                "validation_seeds": list(args.validation_seeds), "run": cfg.out}
+    return Trained(Path(cfg.out) / "adapters", result["reports"], summary, settings)
+
+
+# ----------------------------------------------------------------------------- gradient_based
+def gradient_based(trained: Trained, config, common: dict) -> None:
+    after, before = trained.reports["trained"], trained.reports["untrained"]
+    evolved_is = ("the adapter trained by train_agents (expert-iteration rounds, then TRL PPO "
+                  "kept if validation rose), greedy" if trained.summary else
+                  f"the adapter of {trained.folder}, greedy")
+    for task in config.tasks:
+        agents = after.result(task, "agents")
+        settings = {**common, **trained.settings, "training": trained.summary.get(task)}
+        for metric, baseline, baseline_is in (
+                ("untrained", before.result(task, "agents"), UNTRAINED),
+                ("heuristic", after.result(task, "heuristic"), HEURISTIC),
+                ("random", after.result(task, "random"), RANDOM)):
+            emit("gradient_based", task, f"held_out_reward_trained_vs_{metric}",
+                 agents.per_world, baseline.per_world, config.seeds, evolved_is=evolved_is,
+                 baseline_is=baseline_is, settings=settings, parse_rate=agents.parse_rate,
+                 **({"baseline_parse_rate": baseline.parse_rate} if metric == "untrained"
+                    else {}))
+
+
+# ----------------------------------------------------------------------------- multi_model
+def multi_model(args, trained: Trained, config, common: dict, tasks: Sequence[str]) -> None:
+    from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
+    from sandbox_rl.agents.models import load_model
+    from sandbox_rl.core.pool import Member, adapter_name
+    from sandbox_rl.training.protocol import adapter_answerer
+
+    names = [adapter_name(TaskType(t), k) for t in tasks for k in range(1, args.pool)]
+    adapters = TaskAdapters(load_model(args.model), names, LoraSettings(), args.seed)
+    for task in tasks:
+        members = [Member(TaskType(task), k, adapter_name(TaskType(task), k) if k else None, 1.0)
+                   for k in range(args.pool)]
+        adapters.load_from(trained.folder / task, members[1].adapter)
+        described = [UNTRAINED, "the gradient_based trained adapter, greedy"]
+        updates = {}
+        for m in members[2:]:
+            seed, stream = args.seed + m.index, training_states(task, args.seed + m.index, args)
+            updates[m.index] = [expert_update(adapters, m.adapter, stream(args.update_states),
+                                              round_settings(args, seed), u)
+                                for u in range(args.member_updates)]
+            described.append(f"{args.member_updates} expert-iteration update(s) from the untrained "
+                             f"adapter with seed {seed} (its own sampling and training worlds), "
+                             "greedy")
+        played = score_on_same_steps(task, config, adapter_answerer(adapters, untrained=True),
+                                     {m.adapter: answers_scored(through(adapters, m.adapter))
+                                      for m in members[1:]})
+        rewards = [played.rewards["first" if m.index == 0 else m.adapter] for m in members]
+        routed, pulls = ucb_routing(members, rewards)
+        _multi_model_lines(task, config, common, args, played, rewards, routed, pulls,
+                           described, updates)
+
+
+def ucb_routing(members, rewards: list[list[list[float]]]) -> tuple[list[float], list[int]]:
+    """Each world's mean reward of the member ``ucb_choice`` picks at each step, the router
+    seeing only the picked member's reward; its statistics carry over from world to world."""
+    from sandbox_rl.core.strategies.multi_model import ucb_choice
+
+    for m in members:
+        m.reset_stats()
+    routed = []
+    for world in range(len(rewards[0])):
+        chosen = []
+        for step in range(len(rewards[0][world])):
+            m = ucb_choice(members)
+            m.record(rewards[m.index][world][step])
+            chosen.append(rewards[m.index][world][step])
+        routed.append(float(np.mean(chosen)))
+    return routed, [m.pulls for m in members]
+
+
+def _multi_model_lines(task, config, common, args, played: SameSteps, rewards, routed, pulls,
+                       described, updates) -> None:
+    per_member = [[float(np.mean(w)) for w in r] for r in rewards]
+    best = int(np.argmax([np.mean(p) for p in per_member]))
+    settings = {**common, "pool": args.pool, "member_updates": args.member_updates,
+                "update_states": args.update_states, "update_samples": args.update_samples,
+                "update_epochs": args.update_epochs, "router": "ucb_choice over the worlds "
+                "in seed order, statistics carried from world to world"}
+    extra = {"members": [{"member": k, "is": described[k], "mean": _r(np.mean(per_member[k])),
+                          "per_world": [_r(v) for v in per_member[k]], "pulls": pulls[k],
+                          **({"updates": updates[k]} if k in updates else {})}
+                         for k in range(len(rewards))]}
+    routing_is = f"UCB routing over the {args.pool} members, greedy answers"
+    for metric, baseline, baseline_is in (
+            ("member0", per_member[0], f"member 0: {UNTRAINED}"),
+            ("heuristic", played.per_world("heuristic"), HEURISTIC),
+            ("best_member_in_hindsight", per_member[best],
+             f"member {best} (the best mean over all worlds, chosen in hindsight)")):
+        emit("multi_model", task, f"routing_reward_vs_{metric}", routed, baseline, config.seeds,
+             evolved_is=routing_is, baseline_is=baseline_is, settings=settings, **extra)
+
+
+# ----------------------------------------------------------------------------- adaptive_compression
+def adaptive_compression(args, trained: Trained, config, common: dict,
+                         tasks: Sequence[str]) -> None:
+    from sandbox_rl.agents.kv_cache import KVCacheSettings, cache_factory
+    from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
+    from sandbox_rl.agents.models import load_model
+    from sandbox_rl.core.pool import fit_kv_cache
+
+    loaded = load_model(args.model)
+    adapters = TaskAdapters(loaded, list(tasks), LoraSettings(), args.seed)
+    adapters.load(trained.folder, list(tasks))
+    kv = {bits: fit_kv_cache(KVCacheSettings(nbits=bits), loaded) for bits in (4, 2)}
+
+    def kv_scorer(task: str, bits: int) -> Scorer:
+        return answers_scored(through(adapters, task, cache_factory(adapters.model.config,
+                                                                    kv[bits])))
+
+    for task in tasks:
+        rank = adapters.settings(task).rank
+        half = f"{task}__half"
+        adapters.add(half, adapters.settings(task), copy_from=task)
+        adapters.resize(half, max(1, rank // 2))
+        played = score_on_same_steps(task, config, through(adapters, half),
+                                     {f"kv{b}": kv_scorer(task, b) for b in kv})
+        full = trained.reports["trained"].result(task, "agents").per_world
+        _rank_lines(task, config, common, adapters, half, rank, played, full)
+        _kv_lines(task, config, common, adapters, kv, played)
+
+
+def _rank_lines(task, config, common, adapters, half, rank, played: SameSteps, full) -> None:
+    settings = {**common, "rank": f"{rank}->{adapters.settings(half).rank}",
+                "kv_cache": "dense (transformers' DynamicCache)"}
+    emit("adaptive_compression", task, "held_out_reward_lora_rank_halved",
+         played.per_world("first"), full, config.seeds,
+         evolved_is="the trained adapter at half its LoRA rank (truncated SVD), greedy",
+         baseline_is="the trained adapter at full rank (the gradient_based figure), greedy",
+         settings=settings)
+    before, after = adapters.adapter_nbytes(task), adapters.adapter_nbytes(half)
+    rss = process_rss()
+    emit("adaptive_compression", task, "bytes_lora_rank_halved",
+         [after] * len(config.seeds), [before] * len(config.seeds), config.seeds, cost=True,
+         evolved_is="adapter bytes at half rank", baseline_is="adapter bytes at full rank",
+         settings=settings, rss_bytes=rss, saved_share_of_rss=_share(before - after, rss))
+
+
+def _kv_lines(task, config, common, adapters, kv, played: SameSteps) -> None:
+    from sandbox_rl.agents.task_specs import spec
+    from sandbox_rl.core.strategies.adaptive_compression import kv_bytes_per_token
+
+    s = spec(task)
+    per_token = {b: kv_bytes_per_token(adapters.model.config, kv[b]) for b in kv}
+    settings = {**common, "kv_bits": "4->2", "kv_backend": "quanto",
+                "q_group_size": kv[2].q_group_size, "residual_length": kv[2].residual_length,
+                "adapter": "the trained adapter at full rank"}
+    emit("adaptive_compression", task, "held_out_reward_kv_cache_2_bits",
+         played.per_world("kv2"), played.per_world("kv4"), config.seeds,
+         evolved_is="KV cache in 2 bits, greedy", baseline_is="KV cache in 4 bits, greedy",
+         settings=settings)
+    tokens = [sum(len(adapters.tokenizer(s.prompt(adapters.tokenizer, o)).input_ids)
+                  + s.sampling.max_new_tokens for o in world) for world in played.observations]
+    rss = process_rss()
+    saved = [(per_token[4] - per_token[2]) * t for t in tokens]
+    emit("adaptive_compression", task, "bytes_kv_cache_2_bits",
+         [per_token[2] * t for t in tokens], [per_token[4] * t for t in tokens], config.seeds,
+         cost=True, evolved_is="KV bytes of the world's batch at 2 bits",
+         baseline_is="KV bytes of the world's batch at 4 bits",
+         settings={**settings, "tokens": "prompt tokens + the task's token budget per row"},
+         kv_bytes_per_token={str(b): _r(v) for b, v in per_token.items()},
+         cached_tokens=tokens, rss_bytes=rss, saved_share_of_rss=_share(np.mean(saved), rss))
+
+
+# ----------------------------------------------------------------------------- meta_learning
+def meta_learning(args, config, common: dict) -> None:
+    from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
+    from sandbox_rl.agents.models import load_model
+
+    adapters = TaskAdapters(load_model(args.model), ["meta", *args.meta_targets], LoraSettings(),
+                            args.seed)
+    streams = {t: training_states(t, args.seed, args)
+               for t in dict.fromkeys([*args.meta_tasks, *args.meta_targets])}
+    schedule = [(it, task, j) for it in range(args.meta_iterations) for task in args.meta_tasks
+                for j in range(args.inner_updates)]
+    states = [streams[task](args.update_states) for _, task, _ in schedule]
+    inits, meta_log = meta_initialisations(adapters, schedule, states, args)
+    for target in args.meta_targets:
+        adapt_states = [streams[target](args.update_states) for _ in range(args.adapt_updates)]
+        curves, adapt_log = {}, {}
+        for arm, init in inits.items():
+            curves[arm], adapt_log[arm] = adapt(adapters, target, init, adapt_states,
+                                                len(schedule), config, args)
+            log(f"meta_learning {target} {arm}: "
+                f"{[round(float(np.mean(c)), 4) for c in curves[arm]]}")
+        _meta_lines(target, config, common, args, curves,
+                    {arm: {"meta_phase": meta_log[arm], "adaptation": adapt_log[arm]}
+                     for arm in inits})
+
+
+def meta_initialisations(adapters, schedule, states, args) -> tuple[dict, dict]:
+    """The ``reptile`` and ``sequential`` arms' weights after the same updates (an update from
+    the same weights at the same position is made once and shared)."""
+    from sandbox_rl.core.strategies.meta_learning import reptile_step
+
+    settings, memo = round_settings(args, args.seed), {}
+    logs: dict[str, list] = {"reptile": [], "sequential": []}
+
+    def update(arm: str, start: dict, position: int) -> dict:
+        key = (position, fingerprint(start))
+        if key not in memo:
+            adapters.load_state("meta", start)
+            stats = expert_update(adapters, "meta", states[position], settings, position)
+            memo[key] = (adapters.state("meta"), stats)
+        weights, stats = memo[key]
+        logs[arm].append({"task": schedule[position][1], **stats})
+        return weights
+
+    fresh = adapters.state("meta")
+    weights = fresh
+    for position in range(len(schedule)):
+        weights = update("sequential", weights, position)
+    meta, position = fresh, 0
+    for _ in range(args.meta_iterations):
+        adapted = []
+        for _task in args.meta_tasks:
+            w = meta
+            for _ in range(args.inner_updates):
+                w = update("reptile", w, position)
+                position += 1
+            adapted.append(w)
+        meta = reptile_step(meta, adapted, args.meta_step)
+    return {"reptile": meta, "sequential": weights}, logs
+
+
+def fingerprint(state: dict) -> str:
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        digest.update(key.encode())
+        digest.update(state[key].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def adapt(adapters, target: str, init: dict, states, first_index: int, config, args
+          ) -> tuple[list[tuple[float, ...]], list[dict]]:
+    """Held-out reward per world of ``target``'s adapter from ``init`` before and after each
+    adaptation update (the protocol's greedy agents arm)."""
+    from sandbox_rl.training.protocol import adapter_answerer, run_protocol
+
+    adapters.load_state(target, init)
+    settings, held_out = round_settings(args, args.seed), replace(config, tasks=(target,))
+
+    def score() -> tuple[float, ...]:
+        report = run_protocol(held_out, adapter_answerer(adapters), "meta", args.model)
+        return report.result(target, "agents").per_world
+
+    curve, stats = [score()], []
+    for u, chunk in enumerate(states):
+        stats.append(expert_update(adapters, target, chunk, settings, first_index + u))
+        curve.append(score())
+    return curve, stats
+
+
+def _meta_lines(target, config, common, args, curves: dict, updates: dict) -> None:
+    settings = {**common, "meta_tasks": list(args.meta_tasks),
+                "meta_iterations": args.meta_iterations, "inner_updates": args.inner_updates,
+                "meta_step": args.meta_step, "adapt_updates": args.adapt_updates,
+                "update_states": args.update_states, "update_samples": args.update_samples,
+                "update_epochs": args.update_epochs}
+    means = {arm: [_r(np.mean(c)) for c in curve] for arm, curve in curves.items()}
+    for k in range(args.adapt_updates + 1):
+        last = k == args.adapt_updates
+        emit("meta_learning", target, f"held_out_reward_after_{k}_updates",
+             curves["reptile"][k], curves["sequential"][k], config.seeds,
+             evolved_is=f"Reptile meta-initialisation, then {k} update(s) on {target}, greedy",
+             baseline_is=("the same meta-phase updates on the same tasks and states without "
+                          f"Reptile (trained straight through), then {k} update(s) on {target}, "
+                          "greedy"),
+             settings=settings, adaptation_updates=k,
+             **({"curves": means, "updates": updates} if last else {}))
+
+
+# ----------------------------------------------------------------------------- command line
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="smaller budgets and 1 step per world, still every held-out world")
+    p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
+    p.add_argument("--tasks", nargs="+", default=["behavior_analysis", "trend_prediction"],
+                   help="tasks trained by train_agents (gradient_based and the strategies on it)")
+    p.add_argument("--multi-model-tasks", nargs="+", default=None,
+                   help="tasks of multi_model, among --tasks (default all; --quick: the first)")
+    p.add_argument("--compression-tasks", nargs="+", default=None,
+                   help="tasks of adaptive_compression, among --tasks (default all; --quick: "
+                        "the first)")
+    p.add_argument("--model", default="embedded")
+    p.add_argument("--adapters", default=None,
+                   help="a finished `sandbox-rl train agents` run (or its adapters/) to measure "
+                        "instead of training")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="held-out worlds (default the registered 1000-1019)")
+    p.add_argument("--steps", type=int, help="env steps per held-out world" + _scaled("steps"))
+    p.add_argument("--users", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    for flag, kind, text in (("minutes", float, "train agents: minutes per task"),
+                             ("samples", int, "train agents: samples per state"),
+                             ("states-per-round", int, "train agents: states per round"),
+                             ("ppo-share", float, "train agents: share of a task's time for PPO"),
+                             ("world-steps", int, "steps per training and validation world")):
+        p.add_argument(f"--{flag}", type=kind, help=text + _scaled(flag))
+    p.add_argument("--validation-seeds", type=int, nargs="+",
+                   help="train agents' validation worlds" + _scaled("validation-seeds"))
+    p.add_argument("--pool", type=int, default=3, help="multi_model members per task (>= 2)")
+    for flag, text in (("member-updates", "updates of the members >= 2"),
+                       ("update-states", "training states per expert-iteration update"),
+                       ("update-samples", "samples per state of an update"),
+                       ("update-epochs", "SFT epochs of an update")):
+        p.add_argument(f"--{flag}", type=int, help=text + _scaled(flag))
+    p.add_argument("--meta-tasks", nargs="+", default=None, help="Reptile's tasks (--tasks)")
+    p.add_argument("--meta-targets", nargs="+", default=["trend_prediction"])
+    p.add_argument("--meta-iterations", type=int,
+                   help="Reptile iterations" + _scaled("meta-iterations"))
+    p.add_argument("--inner-updates", type=int, default=INNER_STEPS,
+                   help="updates per task of Reptile's inner loop (the strategy's INNER_STEPS)")
+    p.add_argument("--meta-step", type=float, default=META_STEP,
+                   help="Reptile's outer step (the strategy's META_STEP)")
+    p.add_argument("--adapt-updates", type=int,
+                   help="updates on each target" + _scaled("adapt-updates"))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default="runs/evolution_benchmark")
+    args = p.parse_args(argv)
+    for name, values in SCALED.items():
+        if getattr(args, name) is None:
+            setattr(args, name, values[args.quick])
+    check(p, args)
+    return args
+
+
+def _scaled(flag: str) -> str:
+    full, quick = SCALED[flag.replace("-", "_")]
+    return f" (default {full}; --quick {quick})".replace("%", "%%")
+
+
+def check(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Normalise task names and refuse settings the figures cannot be made with."""
+    def tasks(values, flag):
+        try:
+            return list(dict.fromkeys(TaskType.parse(t).value for t in values))
+        except ValueError as err:
+            p.error(f"{flag}: {err}")
+
+    args.tasks = tasks(args.tasks, "--tasks")
+    for name in ("multi_model_tasks", "compression_tasks"):
+        chosen = getattr(args, name)
+        chosen = tasks(chosen, name) if chosen else args.tasks[:1] if args.quick else args.tasks
+        if not set(chosen) <= set(args.tasks):
+            p.error(f"--{name.replace('_', '-')} must be among --tasks (they need trained "
+                    "adapters)")
+        setattr(args, name, chosen)
+    args.meta_tasks = tasks(args.meta_tasks or args.tasks, "--meta-tasks")
+    args.meta_targets = tasks(args.meta_targets, "--meta-targets")
+    if args.seeds is not None and (min(args.seeds) < 1000 or len(set(args.seeds)) <
+                                   len(args.seeds)):
+        p.error("--seeds: distinct held-out worlds >= 1000")
+    if args.pool < 2:
+        p.error("--pool: at least 2 members")
+
+
+def main(argv=None) -> None:
+    from sandbox_rl.training.protocol import DEFAULT_SEEDS, ProtocolConfig
+
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    config = ProtocolConfig(tasks=tuple(args.tasks), seeds=tuple(args.seeds or DEFAULT_SEEDS),
+                            steps=args.steps, users=args.users, seed=args.seed)
+    common = {"model": args.model, "loop": config.loop, "answers": "greedy",
+              "steps_per_world": config.steps, "users": config.users, "recsys": config.recsys,
+              "sampling_seed": config.seed, "quick": args.quick}
+    start, chosen = time.perf_counter(), set(args.strategies)
+    trained = trained_agents(args, config) if chosen & ON_TRAINED else None
+    if trained is not None:
+        log(f"trained agents ready: {time.perf_counter() - start:.0f} s")
+    if "gradient_based" in chosen:
+        gradient_based(trained, config, common)
+    if "multi_model" in chosen:
+        multi_model(args, trained, config, common, args.multi_model_tasks)
+        log(f"multi_model done: {time.perf_counter() - start:.0f} s")
+    if "adaptive_compression" in chosen:
+        on_gpu_use_portable_quanto()
+        adaptive_compression(args, trained, config, common, args.compression_tasks)
+        log(f"adaptive_compression done: {time.perf_counter() - start:.0f} s")
+    if "meta_learning" in chosen:
+        meta_learning(args, config, common)
+        log(f"meta_learning done: {time.perf_counter() - start:.0f} s")
 
 
 def on_gpu_use_portable_quanto() -> None:
@@ -94,413 +671,6 @@ def on_gpu_use_portable_quanto() -> None:
         from gpu_multi_adapter import python_quanto_unpack  # benchmarks/ is on sys.path
 
         python_quanto_unpack()
-
-
-# ----------------------------------------------------------------------------- multi_model
-def multi_model(args, tasks: list[str]) -> None:
-    from sandbox_rl.agents.generation import GenerationRequest, generate_batch
-    from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
-    from sandbox_rl.agents.models import load_model
-    from sandbox_rl.core.pool import TEMPERATURE_STEPS, Member, member_generator, member_spec, perturb
-    from sandbox_rl.core.strategies.multi_model import ucb_choice
-    from sandbox_rl.training.task_episodes import collect_episode
-
-    loaded = load_model(args.model)
-    for task_name in tasks:
-        task = TaskType(task_name)
-        names = [f"{task.value}__{k}" for k in range(args.pool)]
-        adapters = TaskAdapters(loaded, names, LoraSettings(rank=8), args.seed)
-        members = [Member(task, k, names[k], TEMPERATURE_STEPS[k % len(TEMPERATURE_STEPS)])
-                   for k in range(args.pool)]
-        for m in members[1:]:
-            perturb(adapters, m.adapter, 0.02, member_generator(args.seed, m))
-        routed, best, seeds = [], [], []
-        for seed in args.eval_seeds:
-            episode = collect_episode(task, seed, args.steps, args.users)
-            reward = np.zeros((args.pool, args.steps))
-            for t, step in enumerate(episode.steps):
-                requests = [GenerationRequest(member_spec(m).prompt(loaded.tokenizer, step.observation),
-                                              m.adapter, member_spec(m).sampling) for m in members]
-                outs = generate_batch(adapters.model, loaded.tokenizer, requests, seed=seed * 997 + t)
-                for m, out in zip(members, outs):
-                    reward[m.index, t] = episode.score(t, member_spec(m).answer(step.observation,
-                                                                                out.text))
-            for m in members:
-                m.reset_stats()
-            chosen = []
-            for t in range(args.steps):
-                m = ucb_choice(members)
-                m.record(reward[m.index, t])
-                chosen.append(reward[m.index, t])
-            routed.append(float(np.mean(chosen)))
-            best.append(float(reward.mean(axis=1).max()))
-            seeds.append(seed)
-        emit("multi_model", task.value, "routing_reward_vs_best_fixed", routed, best, seeds,
-             ratio=round(float(np.mean(routed) / max(np.mean(best), 1e-9)), 4),
-             pool=args.pool, steps=args.steps)
-        loaded = load_model(args.model)  # a base without this task's adapters for the next
-
-
-# ----------------------------------------------------------------------------- gradient / compression
-def gradient_and_compression(args, tasks: list[str], strategies: set[str]) -> None:
-    from sandbox_rl.training.llm_ppo import LLMPPOConfig, reevaluate, train_llm_ppo
-
-    if args.trained_run:
-        cfg, results = reevaluate(args.trained_run, tuple(args.eval_seeds), args.eval_samples,
-                                  args.threads)
-        tasks = list(cfg.tasks)
-    else:
-        cfg = LLMPPOConfig(
-            model=args.model, tasks=tuple(tasks), updates=args.updates,
-            prompts_per_update=args.prompts, train_seeds=tuple(args.train_seeds),
-            eval_seeds=tuple(args.eval_seeds), steps=args.steps, users=args.users,
-            learning_rate=args.lr, seed=args.seed, threads=args.threads,
-            samples_per_prompt=args.samples_per_prompt, ppo_epochs=args.ppo_epochs,
-            rollout_temperature=args.rollout_temperature, eval_samples=args.eval_samples,
-            out=args.out, quiet=True)
-        results = train_llm_ppo(cfg)
-    if "gradient_based" in strategies:
-        for task, r in results.items():
-            common = dict(updates=cfg.updates, prompts_per_update=cfg.prompts_per_update,
-                          lr=cfg.learning_rate, train_seeds=len(cfg.train_seeds),
-                          trained_run=args.trained_run, **ppo_figures(cfg))
-            emit("gradient_based", task, "held_out_reward_greedy", r.trained, r.untrained,
-                 list(cfg.eval_seeds), **common)
-            emit("gradient_based", task, "held_out_reward_sampled", r.trained_sampled,
-                 r.untrained_sampled, list(cfg.eval_seeds), samples_per_step=cfg.eval_samples,
-                 **common)
-            emit("gradient_based", task, "parse_rate", [r.trained_parse], [r.untrained_parse],
-                 list(cfg.eval_seeds), note="pooled over seeds")
-    if "adaptive_compression" in strategies:
-        compression(args, cfg, tasks)
-
-
-def compression(args, cfg, tasks: list[str]) -> None:
-    from sandbox_rl.agents.kv_cache import KVCacheSettings, make_cache
-    from sandbox_rl.agents.lora import TaskAdapters
-    from sandbox_rl.agents.models import load_model
-    from sandbox_rl.agents.task_specs import spec
-    from sandbox_rl.core.pool import fit_kv_cache
-    from sandbox_rl.core.strategies.adaptive_compression import kv_bytes_per_token
-    from sandbox_rl.training.task_episodes import collect_episode, evaluate, greedy
-
-    loaded = load_model(args.model)
-    adapters = TaskAdapters(loaded, list(tasks))
-    adapters.load(f"{cfg.out}/adapters", list(tasks))
-    full_kv = fit_kv_cache(KVCacheSettings(nbits=4), loaded)
-    low_kv = replace(full_kv, nbits=2)
-    for task in tasks:
-        episodes = [collect_episode(task, seed, cfg.steps, cfg.users) for seed in cfg.eval_seeds]
-        s = greedy(spec(task))
-
-        def run(kv):
-            factory = lambda: make_cache(adapters.model.config, kv)  # noqa: E731
-            return [evaluate(adapters, task, [e], s, cache_factory=factory).mean_reward
-                    for e in episodes]
-
-        rank = adapters.settings(task).rank
-        full_bytes, full_reward = adapters.adapter_nbytes(task), run(full_kv)
-        adapters.resize(task, max(1, rank // 2))
-        low_bytes, low_reward = adapters.adapter_nbytes(task), run(low_kv)
-        emit("adaptive_compression", task, "held_out_reward", low_reward, full_reward,
-             list(cfg.eval_seeds), rank=f"{rank}->{max(1, rank // 2)}", kv_bits="4->2")
-        kv_full, kv_low = (kv_bytes_per_token(adapters.model.config, k) for k in (full_kv, low_kv))
-        emit("adaptive_compression", task, "adapter_plus_kv_bytes_at_512_tokens",
-             [low_bytes + 512 * kv_low], [full_bytes + 512 * kv_full], list(cfg.eval_seeds),
-             cost=True, adapter_bytes=f"{full_bytes}->{low_bytes}",
-             kv_bytes_per_token=f"{kv_full:.0f}->{kv_low:.0f}")
-
-
-# ----------------------------------------------------------------------------- meta_learning
-def meta_learning(args) -> None:
-    from dataclasses import replace as with_
-
-    from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
-    from sandbox_rl.agents.models import load_model
-    from sandbox_rl.agents.task_specs import spec
-    from sandbox_rl.core.strategies.meta_learning import reptile_step
-    from sandbox_rl.training.llm_ppo import episode_update, ppo_settings
-    from sandbox_rl.training.ppo import PPOLearner
-    from sandbox_rl.training.task_episodes import (collect_episode, evaluate_sampled,
-                                                   with_temperature)
-
-    model = load_model(args.model)
-    adapters = TaskAdapters(model, ["scratch", "adapt"], LoraSettings(rank=8), args.seed)
-    fresh = adapters.state("adapt")  # PEFT's fresh adapter: the common start of both arms
-    learner = PPOLearner(adapters, ppo_settings(args.prompts, args.samples_per_prompt,
-                                                args.ppo_epochs, args.lr, args.seed))
-
-    def spec_of(task):
-        return with_temperature(spec(task), args.rollout_temperature)
-
-    rng = np.random.default_rng(args.seed)
-    meta, done = dict(fresh), 0
-    if args.meta_dir:
-        saved = load_meta_checkpoint(args.meta_dir, meta_settings(args))
-        if saved is not None:
-            fresh, meta, done, rng_state = saved
-            rng.bit_generator.state = rng_state
-            log(f"meta-initialisation resumed from {args.meta_dir} after {done} iterations")
-    train = {t: [collect_episode(t, seed, args.steps, args.users) for seed in args.train_seeds]
-             for t in args.meta_tasks} if done < args.meta_iterations else {}
-    start = time.perf_counter()
-    for iteration in range(done, args.meta_iterations):
-        adapted = []
-        for task in args.meta_tasks:
-            adapters.load_state("scratch", meta)
-            learner.reset_optimizer("scratch")
-            for _ in range(args.inner_steps):
-                episode_update(learner, "scratch", train[task], args.prompts, rng,
-                               spec_of(task))
-            adapted.append(adapters.state("scratch"))
-        meta = reptile_step(meta, adapted, args.meta_step)
-        if args.meta_dir:
-            save_meta_checkpoint(args.meta_dir, meta_settings(args), fresh, meta, iteration + 1,
-                                 rng.bit_generator.state)
-        log(f"meta iteration {iteration + 1}/{args.meta_iterations}: "
-            f"{time.perf_counter() - start:.0f} s")
-    mix = shifted_mix()
-    for task in args.meta_targets:
-        s = spec_of(task)
-        curves = {"meta": [], "scratch": []}
-        for seed in args.eval_seeds:
-            held_out = collect_episode(task, seed, args.steps, args.users, topic_mix=mix)
-            adapt_train = [collect_episode(task, 2000 + seed, args.steps, args.users,
-                                           topic_mix=mix)]
-            curve = {}
-            for arm, weights in (("scratch", fresh), ("meta", meta)):
-                # Both arms of a world share its learner seed and prompt order, drawn from the
-                # world's own seed: a world scores the same alone or in any list of worlds.
-                adapters.load_state("adapt", weights)
-                learner.reset_optimizer("adapt")
-                learner.settings = with_(learner.settings, seed=args.seed + seed)
-                arm_rng = np.random.default_rng([args.seed, seed])
-                def score():
-                    return evaluate_sampled(adapters, "adapt", [held_out], s,
-                                            args.eval_samples).mean_reward
-
-                rewards = [score()]
-                for _ in range(args.adapt_updates):
-                    episode_update(learner, "adapt", adapt_train, args.prompts, arm_rng, s)
-                    rewards.append(score())
-                curve[arm] = rewards
-                curves[arm].append([round(r, 4) for r in rewards])
-            log(f"{task} seed {seed}: curves {curve}, {time.perf_counter() - start:.0f} s")
-        common = dict(meta_tasks=list(args.meta_tasks),
-                      meta_iterations=max(done, args.meta_iterations),
-                      samples_per_step=args.eval_samples,
-                      inner_ppo_updates=args.inner_steps, meta_step=args.meta_step,
-                      adapt_updates=args.adapt_updates, target_gain=args.target_gain,
-                      prompts_per_update=args.prompts, topic_mix=[round(w, 4) for w in mix],
-                      **ppo_figures(args))
-        meta_figures(task, list(args.eval_seeds), curves, common)
-
-
-def meta_figures(task: str, seeds: list[int], curves: dict, common: dict) -> None:
-    """The meta_learning lines of one target task from the per-world reward curves (held-out
-    reward before and after every adaptation update, per arm): updates to the target, reward
-    before adaptation, reward after the last update (which keeps the curves)."""
-    target_gain, updates = common["target_gain"], common["adapt_updates"]
-    counts = {arm: [] for arm in curves}
-    for k in range(len(seeds)):
-        target = curves["scratch"][k][0] + target_gain
-        for arm, rewards in curves.items():
-            reached = [u for u, r in enumerate(rewards[k]) if r >= target - 1e-9]
-            counts[arm].append(reached[0] if reached else updates + 1)
-    emit("meta_learning", task, "updates_to_target", counts["meta"], counts["scratch"], seeds,
-         cost=True, per_seed=counts, **common)
-    for metric, at in (("held_out_reward_before_adaptation", 0),
-                       ("held_out_reward_after_adaptation", -1)):
-        emit("meta_learning", task, metric, [c[at] for c in curves["meta"]],
-             [c[at] for c in curves["scratch"]], seeds,
-             **({"curves": curves} if at == -1 else {}), **common)
-
-
-# Keys of a meta_learning line that are its figures, not the settings that made them.
-META_FIGURE_KEYS = {"metric", "evolved_mean", "baseline_mean", "ci95_low", "ci95_high", "seeds",
-                    "curves", "per_seed", "command"}
-
-
-def combine_meta(paths: list[str]) -> None:
-    """One set of meta_learning lines from runs over parts of the held-out worlds (their
-    ``held_out_reward_after_adaptation`` lines carry the curves): the runs must share every
-    setting and no world; exits naming the file and setting otherwise."""
-    runs = []
-    for path in paths:
-        try:
-            lines = [json.loads(line) for line in open(path) if line.strip().startswith("{")]
-        except (OSError, json.JSONDecodeError) as error:
-            sys.exit(f"--combine {path}: not a file of JSON lines ({error})")
-        runs += [(path, line) for line in lines if line.get("strategy") == "meta_learning"
-                 and line.get("metric") == "held_out_reward_after_adaptation"]
-    if not runs:
-        sys.exit(f"--combine {' '.join(paths)}: no meta_learning lines with curves")
-    for task in dict.fromkeys(line["task"] for _, line in runs):
-        parts = [(path, line) for path, line in runs if line["task"] == task]
-        first_path, first = parts[0]
-        settings = {k: v for k, v in first.items() if k not in META_FIGURE_KEYS}
-        missing = [k for k in ("target_gain", "adapt_updates") if k not in settings]
-        if missing:
-            sys.exit(f"--combine {first_path}: its {task} line lacks {missing} (made before "
-                     "lines recorded them)")
-        seeds, curves = [], {"meta": [], "scratch": []}
-        for path, line in parts:
-            other = {k: v for k, v in line.items() if k not in META_FIGURE_KEYS}
-            changed = sorted(k for k in settings.keys() | other.keys()
-                             if settings.get(k) != other.get(k))
-            if changed:
-                sys.exit(f"--combine {path}: {task} was measured with other {changed} than in "
-                         f"{first_path}")
-            twice = sorted(set(seeds) & set(line["seeds"]))
-            if twice:
-                sys.exit(f"--combine {path}: {task} worlds {twice} are in two runs")
-            seeds += line["seeds"]
-            for arm in curves:
-                curves[arm] += line["curves"][arm]
-        meta_figures(task, seeds, curves,
-                     {k: v for k, v in settings.items() if k not in ("strategy", "task")})
-
-META_CHECKPOINT = "meta_init.safetensors"
-
-
-def meta_settings(args) -> dict:
-    """What a saved meta-initialisation depends on: resuming with other values is refused."""
-    keys = ("model", "meta_tasks", "train_seeds", "steps", "users", "prompts",
-            "samples_per_prompt", "ppo_epochs", "rollout_temperature", "lr", "seed",
-            "inner_steps", "meta_step")
-    return {k: getattr(args, k) for k in keys}
-
-
-def save_meta_checkpoint(folder: str, settings: dict, fresh: dict, meta: dict, iterations: int,
-                         rng_state: dict) -> None:
-    """The meta-initialisation after ``iterations`` Reptile iterations, with the fresh adapter
-    both arms start from and the generator's state: one safetensors file (no pickle) written
-    beside its target and renamed, so an interrupted save keeps the previous iteration."""
-    import os
-    from pathlib import Path
-
-    from safetensors.torch import save_file
-
-    path = Path(folder)
-    path.mkdir(parents=True, exist_ok=True)
-    tensors = {**{f"fresh/{k}": v.contiguous() for k, v in fresh.items()},
-               **{f"meta/{k}": v.contiguous() for k, v in meta.items()}}
-    info = {"settings": settings, "iterations": iterations, "rng_state": rng_state}
-    tmp = path / f".{META_CHECKPOINT}.tmp"
-    save_file(tensors, str(tmp), metadata={"progress": json.dumps(info)})
-    os.replace(tmp, path / META_CHECKPOINT)
-
-
-def load_meta_checkpoint(folder: str, settings: dict):
-    """``(fresh, meta, iterations, rng_state)`` saved in ``folder``, None when there is none;
-    exits naming the setting when it was made with other settings."""
-    from pathlib import Path
-
-    from safetensors import safe_open
-
-    path = Path(folder) / META_CHECKPOINT
-    if not path.exists():
-        return None
-    try:
-        with safe_open(str(path), "pt") as f:
-            info = json.loads(f.metadata()["progress"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as error:  # safetensors' own errors have no common base class to name
-        sys.exit(f"--meta-dir {folder}: {path.name} is not a readable meta-initialisation "
-                 f"({type(error).__name__}: {error}); move it away to start again")
-    saved = json.loads(json.dumps(settings))  # as JSON stores it (tuples become lists)
-    changed = [k for k in saved if info["settings"].get(k) != saved[k]]
-    if changed:
-        sys.exit(f"--meta-dir {folder}: its meta-initialisation was made with other "
-                 + ", ".join(f"--{k.replace('_', '-')} ({info['settings'].get(k)!r}, now "
-                             f"{saved[k]!r})" for k in changed))
-    parts = {"fresh": {}, "meta": {}}
-    for key, value in tensors.items():
-        part, name = key.split("/", 1)
-        parts[part][name] = value
-    return parts["fresh"], parts["meta"], int(info["iterations"]), info["rng_state"]
-
-
-def ppo_figures(settings) -> dict:
-    """The PPO settings (of the arguments or a run's config) a figure line records."""
-    return dict(samples_per_prompt=settings.samples_per_prompt, ppo_epochs=settings.ppo_epochs,
-                rollout_temperature=settings.rollout_temperature or "task default")
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="a smaller run (about 20 minutes)")
-    p.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
-    p.add_argument("--tasks", nargs="+", default=["trend_prediction", "network_optimization"])
-    p.add_argument("--model", default="embedded")
-    p.add_argument("--pool", type=int, default=3)
-    p.add_argument("--steps", type=int, default=12)
-    p.add_argument("--users", type=int, default=1000)
-    p.add_argument("--updates", type=int, default=4)
-    p.add_argument("--prompts", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--samples-per-prompt", type=int, default=1,
-                   help="PPO rollouts per prompt; > 1: rewards centred on the prompt's mean")
-    p.add_argument("--ppo-epochs", type=int, default=1)
-    p.add_argument("--trained-run", default=None,
-                   help="gradient_based/adaptive_compression: score the adapters of this finished "
-                        "`train llm-ppo` run folder on --eval-seeds instead of training")
-    p.add_argument("--rollout-temperature", type=float, default=0.0,
-                   help="temperature of PPO's rollouts and the sampled evaluation (0: task's)")
-    p.add_argument("--eval-samples", type=int, default=4,
-                   help="sampled answers per held-out step (decoded as PPO's rollouts)")
-    p.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--eval-seeds", type=int, nargs="+", default=[1000, 1001, 1002])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--meta-tasks", nargs="+", default=["content_generation",
-                                                       "network_optimization",
-                                                       "trend_prediction", "user_engagement"])
-    p.add_argument("--meta-targets", nargs="*", default=["trend_prediction"],
-                   help="tasks adapted on the shifted world (none: only meta-train)")
-    p.add_argument("--meta-iterations", type=int, default=4)
-    p.add_argument("--inner-steps", type=int, default=INNER_STEPS,
-                   help="PPO updates of each task's inner loop (the strategy's INNER_STEPS)")
-    p.add_argument("--meta-step", type=float, default=META_STEP,
-                   help="Reptile's outer step size (the strategy's META_STEP)")
-    p.add_argument("--meta-dir", default=None,
-                   help="save the meta-initialisation here after every iteration and resume "
-                        "from it (same settings) instead of starting again")
-    p.add_argument("--adapt-updates", type=int, default=6)
-    p.add_argument("--target-gain", type=float, default=0.05)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default="runs/evolution_benchmark")
-    p.add_argument("--combine", nargs="+", metavar="FILE",
-                   help="meta_learning: combine the printed lines of runs over parts of the "
-                        "held-out worlds into one set of lines (nothing is run)")
-    args = p.parse_args()
-    if args.combine:
-        combine_meta(args.combine)
-        return
-    if args.quick:
-        args.steps, args.updates, args.prompts = min(args.steps, 6), min(args.updates, 2), 4
-        args.meta_iterations, args.adapt_updates = 1, min(args.adapt_updates, 1)
-        args.eval_samples = min(args.eval_samples, 1)
-        args.meta_tasks = args.meta_tasks[:2]
-    torch.set_num_threads(args.threads)
-    unknown = set(args.strategies) - set(STRATEGIES)
-    if unknown:
-        sys.exit(f"unknown strategies: {sorted(unknown)}; expected some of {list(STRATEGIES)}")
-    on_gpu_use_portable_quanto()
-    start = time.perf_counter()
-    if "multi_model" in args.strategies:
-        multi_model(args, args.tasks)
-        log(f"multi_model done: {time.perf_counter() - start:.0f} s")
-    rest = set(args.strategies) & {"gradient_based", "adaptive_compression"}
-    if rest:
-        gradient_and_compression(args, args.tasks, rest)
-        log(f"{' and '.join(sorted(rest))} done: {time.perf_counter() - start:.0f} s")
-    if "meta_learning" in args.strategies:
-        meta_learning(args)
-        log(f"meta_learning done: {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":

@@ -88,14 +88,15 @@ class AgentsConfig:
                 self.eval_seeds, "distinct seeds >= 1000 (held out from training)")
 
 
-class _TrainingWorlds:
-    """States of training worlds 0-899 in a seeded order, ``world_steps`` states per world."""
+class TrainingWorlds:
+    """States of training worlds 0-899 in an order drawn from ``seed``, ``world_steps`` states
+    per world of ``users`` users; call with a count."""
 
-    def __init__(self, task: str, cfg: AgentsConfig) -> None:
+    def __init__(self, task: str, seed: int, world_steps: int, users: int) -> None:
         from sandbox_rl.seeding import derived_seed
 
-        self.task, self.cfg = task, cfg
-        rng = np.random.default_rng(derived_seed(cfg.seed, task, "worlds"))
+        self.task, self.world_steps, self.users = task, world_steps, users
+        rng = np.random.default_rng(derived_seed(seed, task, "worlds"))
         self.order = rng.permutation(FIRST_VALIDATION_SEED).tolist()
         self.pending: list = []
         self.episodes: list = []  # every world collected so far (PPO draws from them)
@@ -106,7 +107,7 @@ class _TrainingWorlds:
 
         while len(self.pending) < count:
             seed = self.order[len(self.episodes) % len(self.order)]
-            episode = collect_episode(self.task, seed, self.cfg.world_steps, self.cfg.users)
+            episode = collect_episode(self.task, seed, self.world_steps, self.users)
             self.episodes.append(episode)
             self.pending += states_of([episode])
         taken, self.pending = self.pending[:count], self.pending[count:]
@@ -150,7 +151,7 @@ def _train_task(adapters, task: str, cfg: AgentsConfig, writer, progress, bar) -
                              cfg.seed)
     validation = [collect_episode(task, s, cfg.world_steps, cfg.users)
                   for s in cfg.validation_seeds]
-    worlds, rounds = _TrainingWorlds(task, cfg), []
+    worlds, rounds = TrainingWorlds(task, cfg.seed, cfg.world_steps, cfg.users), []
 
     def on_round(index, stats, reward) -> None:
         row = {**asdict(stats), "validation_reward": reward}
@@ -197,7 +198,7 @@ def _ppo_phase(adapters, task: str, cfg: AgentsConfig, episodes, validation, rew
     pool = [(e, i) for e in episodes for i in range(len(e.steps))]
     # An update is not started when the last one would not fit in the time left.
     while time.perf_counter() + (stats[-1]["seconds"] if stats else 0.0) < deadline:
-        picks = [pool[j] for j in rng.choice(len(pool), 4, replace=False)]
+        picks = [pool[j] for j in rng.choice(len(pool), 4, replace=len(pool) < 4)]
 
         def reward_fn(indices, completions, picks=picks):
             return [picks[k][0].expected_scores(

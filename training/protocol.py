@@ -394,18 +394,21 @@ def run_protocol(config: ProtocolConfig, answer: Answerer, adapters: str = "untr
     return ProtocolReport(config, tuple(results), adapters, model)
 
 
-def adapter_answerer(adapters, untrained: bool = False) -> Answerer:
-    """An :data:`Answerer` decoding with ``adapters`` (a ``TaskAdapters``), through the adapter
-    named after the task (``untrained``: through no adapter, i.e. the base model, which is
-    what PEFT's fresh adapter computes since its B is 0), all observations of a call in one
-    batch."""
+def adapter_answerer(adapters, untrained: bool = False, adapter: str | None = None,
+                     cache_factory: Callable[[], Any] | None = None) -> Answerer:
+    """An :data:`Answerer` decoding with ``adapters`` (a ``TaskAdapters``), through ``adapter``
+    (default the adapter named after the task; ``untrained``: through no adapter, i.e. the
+    base model, which is what PEFT's fresh adapter computes since its B is 0), all
+    observations of a call in one batch, into caches ``cache_factory`` makes (default plain)."""
+    require(not (untrained and adapter), "adapter", adapter, "None when untrained")
+
     def answer(task: str, task_spec: TaskSpec, observations: Sequence[str],
                seed: int) -> list[str]:
-        adapter = None if untrained else task
-        requests = [GenerationRequest(task_spec.prompt(adapters.tokenizer, o), adapter,
+        name = None if untrained else (adapter or task)
+        requests = [GenerationRequest(task_spec.prompt(adapters.tokenizer, o), name,
                                       task_spec.sampling) for o in observations]
-        outs = generate_batch(adapters.model, adapters.tokenizer, requests, None, seed=seed,
-                              multi_adapter=True)
+        outs = generate_batch(adapters.model, adapters.tokenizer, requests, cache_factory,
+                              seed=seed, multi_adapter=True)
         return [task_spec.answer(o, out.text) for o, out in zip(observations, outs)]
     return answer
 
