@@ -80,3 +80,10 @@ class LLMPolicy:
 def to_action_text(text: str, max_chars: int) -> str:
     """A completion as a valid ``Text`` action: printable ASCII, at most ``max_chars``."""
     return printable(text.strip(), max_chars)
+
+
+def env_action(answer: str) -> str | None:
+    """The text action the env receives for a text answer; None for an empty one, which the
+    env's ``Text`` space refuses: the task then does its no-op, as for any answer that does not
+    parse. Every counterfactual score of a text answer goes through this."""
+    return to_action_text(answer, MAX_COMPLETION_CHARS) or None

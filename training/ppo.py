@@ -52,8 +52,7 @@ on the ``TaskAdapters`` model itself; no copy of the model is made. How the piec
 :meth:`PPOLearner.supervised_update` is the strategies' expert-iteration step (online
 adaptation, ``gradient_based``): a few AdamW steps of the completion-only cross-entropy on
 winning answers. Not TRL: a couple of steps on a handful of answers, where building a trainer
-would cost more than the step. :meth:`PPOLearner.reward_weighted_update` (one plain-torch step
-of the reward-weighted log-likelihood) is no longer called by the sandbox.
+would cost more than the step.
 """
 
 from __future__ import annotations
@@ -374,42 +373,6 @@ class PPOLearner:
 
     # -- online adaptation ------------------------------------------------------------------------
 
-    def reward_weighted_update(self, adapter: str, prompts: Sequence[str],
-                               completions: Sequence[str], rewards: Sequence[float],
-                               lr: float) -> float:
-        """One gradient step on ``-mean((r - mean r) * mean log p(completion | prompt))``.
-
-        Plain SGD on ``adapter``'s LoRA parameters (gradient norm clipped to 1: one step on a few
-        samples can have a large gradient); LoRA dropout is active as in any fine-tuning step.
-        Returns the loss before the step (0.0, and no step, when all rewards are equal).
-        """
-        self._check_adapter(adapter)
-        prompts = self._check_prompts(prompts)
-        if isinstance(completions, str) or len(completions) != len(prompts) or not all(
-                isinstance(c, str) for c in completions):
-            raise ValueError(f"completions must be a sequence of {len(prompts)} strings, one per "
-                             "prompt")
-        rewards = _checked_rewards(rewards, len(prompts))
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-            raise ValueError(f"invalid lr={lr!r}: expected a finite number > 0")
-        advantages = torch.tensor(rewards) - float(np.mean(rewards))
-        if not bool(advantages.any()):
-            return 0.0
-        params = self.adapters.parameters(adapter)
-        device = params[0].device
-        count = self._updates.get(adapter, 0)
-        self._updates[adapter] = count + 1
-        with self._training(adapter), _seeded(derived_seed(self.settings.seed, adapter, count), device):
-            self.adapters.model.train()
-            loss = -(advantages.to(device) * self._mean_logprobs(prompts, completions)).mean()
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
-            grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
-            scale = min(1.0, 1.0 / (float(torch.nn.utils.get_total_norm(grads)) + 1e-6))
-            with torch.no_grad():
-                for p, g in zip(params, grads):
-                    p.sub_(lr * scale * g)
-        return float(loss.detach())
-
     def supervised_update(self, adapter: str, prompts: Sequence[str],
                           completions: Sequence[str], lr: float, steps: int = 2) -> float:
         """``steps`` AdamW steps of the completion-only cross-entropy of ``completions`` (each
@@ -419,10 +382,16 @@ class PPOLearner:
         Returns the loss before the first step."""
         self._check_adapter(adapter)
         prompts = self._check_prompts(prompts)
-        eos = self.adapters.tokenizer.eos_token or ""
-        targets = [c + eos for c in completions]
+        if isinstance(completions, str) or len(completions) != len(prompts) or not all(
+                isinstance(c, str) for c in completions):
+            raise ValueError(f"completions must be a sequence of {len(prompts)} strings, one per "
+                             "prompt")
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
             raise ValueError(f"invalid lr={lr!r}: expected a finite number > 0")
+        if not (isinstance(steps, int) and steps >= 1):
+            raise ValueError(f"invalid steps={steps!r}: expected an integer >= 1")
+        eos = self.adapters.tokenizer.eos_token or ""
+        targets = [c + eos for c in completions]
         params = self.adapters.parameters(adapter)
         count = self._updates.get(adapter, 0)
         self._updates[adapter] = count + 1

@@ -33,14 +33,13 @@ from typing import Any
 import numpy as np
 
 from sandbox_rl.agents.generation import GenerationRequest, generate_batch
-from sandbox_rl.agents.policy import to_action_text
+from sandbox_rl.agents.policy import env_action
 from sandbox_rl.agents.task_specs import TaskSpec, spec
 from sandbox_rl.enums import TaskType
 from sandbox_rl.envs import oasis_v0
 from sandbox_rl.envs.config import RECOMMENDERS, PlatformConfig, require
 from sandbox_rl.envs.counterfactual import Counterfactual
 from sandbox_rl.envs.heuristics import heuristic_action
-from sandbox_rl.envs.oasis_v0 import MAX_COMPLETION_CHARS
 from sandbox_rl.envs.state import snapshot
 from sandbox_rl.training.task_episodes import (TaskEpisode, TaskStep, as_trained,
                                                collect_episode, greedy)
@@ -301,22 +300,15 @@ class WorldRun:
                 self.add(kind, self.episode.score_action(i, step.baselines[kind]))
 
 
-def _action(answer: str) -> str | None:
-    """The text the env receives for ``answer``; None for an empty one, which the env's
-    ``Text`` space refuses: the task then does its no-op, as for any answer that does not
-    parse."""
-    return to_action_text(answer, MAX_COMPLETION_CHARS) or None
-
-
 def _with_answer(others: dict, task: str, answer: str) -> dict:
-    action = _action(answer)
+    action = env_action(answer)
     return others if action is None else {**others, task: action}
 
 
 def _complete(episode: TaskEpisode, answer: str) -> bool:
     """Whether the env's parser reads the text the env receives as a complete answer."""
     task = episode.scorer.scratch.tasks[episode.task.value]
-    action = _action(answer)
+    action = env_action(answer)
     return action is not None and task.parse(action).complete
 
 

@@ -19,13 +19,12 @@ from typing import Sequence
 import numpy as np
 
 from sandbox_rl.agents.generation import GenerationRequest, SamplingSettings, generate_batch
-from sandbox_rl.agents.policy import to_action_text
+from sandbox_rl.agents.policy import env_action
 from sandbox_rl.agents.task_specs import TaskSpec, spec
 from sandbox_rl.enums import TaskType
 from sandbox_rl.envs import oasis_v0
 from sandbox_rl.envs.counterfactual import Counterfactual
 from sandbox_rl.envs.heuristics import heuristic_action
-from sandbox_rl.envs.oasis_v0 import MAX_COMPLETION_CHARS
 from sandbox_rl.envs.state import EnvSnapshot, snapshot
 
 
@@ -47,7 +46,7 @@ class TaskEpisode:
     def score(self, index: int, answer: str) -> float:
         """The reward of the text answer ``answer`` at step ``index`` (an empty answer, which
         the env's ``Text`` space refuses, is the task's no-op like any that does not parse)."""
-        return self.score_action(index, to_action_text(answer, MAX_COMPLETION_CHARS) or None)
+        return self.score_action(index, env_action(answer))
 
     def score_action(self, index: int, action) -> float:
         """The reward of ``action`` (text, or an action of the task's structured space; None:
@@ -64,7 +63,7 @@ class TaskEpisode:
         among answers, see ``Counterfactual.expected_rewards``)."""
         step = self.steps[index]
         actions = [a if not isinstance(a, str) else
-                   to_action_text(a, MAX_COMPLETION_CHARS) or None for a in answers]
+                   env_action(a) for a in answers]
         return self.scorer.expected_rewards(step.snapshot, self.task.value, actions,
                                             step.others, draws, seed)
 

@@ -18,7 +18,7 @@ import os
 import time
 from typing import Any
 
-from sandbox_rl.agents.policy import to_action_text
+from sandbox_rl.agents.policy import env_action
 from sandbox_rl.core import state as state_io
 from sandbox_rl.core.config import SelfEvolvingConfig
 from sandbox_rl.core.evolving_llm import Experience, SelfEvolvingLLM, TaskResponse
@@ -27,7 +27,6 @@ from sandbox_rl.enums import EvolutionStrategy, TaskType
 from sandbox_rl.envs import oasis_v0
 from sandbox_rl.envs.counterfactual import Counterfactual
 from sandbox_rl.envs.heuristics import heuristic_action
-from sandbox_rl.envs.oasis_v0 import MAX_COMPLETION_CHARS
 from sandbox_rl.envs.state import snapshot
 from sandbox_rl.seeding import derived_seed
 
@@ -137,7 +136,7 @@ class SelfEvolvingOasis:
         # draws (a future the agent could not see).
         others = {a: x for a, x in experience.actions.items() if a != experience.task.value}
         # As the env receives text (printable, cut); an empty answer is the no-op.
-        candidate = to_action_text(action, MAX_COMPLETION_CHARS) or None
+        candidate = env_action(action)
         return self._counterfactual.expected_rewards(
             experience.snapshot, experience.task.value, [candidate], others, draws=2,
             seed=self.config.seed)[0]

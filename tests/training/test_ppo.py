@@ -228,37 +228,33 @@ def test_mean_logprobs_match_each_pair_scored_alone_with_full_logits():
             alone = torch.log_softmax(logits.float(), -1).gather(-1, torch.tensor(c)[:, None])
             assert float(batched[k]) == pytest.approx(float(alone.mean()), abs=1e-4)
 
-def test_reward_weighted_update_prefers_the_rewarded_completion_and_touches_only_its_adapter():
+def test_supervised_update_raises_the_target_and_touches_only_its_adapter():
     adapters = _adapters()
     learner = PPOLearner(adapters)
     prompt = _prompts(adapters, 1)[0]
     good, bad = "music is great 123", "the weather today"
     gap = _completion_logprob(learner, prompt, good) - _completion_logprob(learner, prompt, bad)
     flags, before = _model_flags(adapters), _snapshot(adapters)
-    loss = learner.reward_weighted_update(TARGET, [prompt, prompt], [good, bad], [1.0, 0.0],
-                                          lr=0.05)
+    loss = learner.supervised_update(TARGET, [prompt], [good], lr=0.01, steps=2)
     moved = _moved(before, adapters)
     assert moved and all(f".{TARGET}." in n for n in moved)
     assert _model_flags(adapters) == flags
     adapters.model.set_adapter(TARGET)
     new_gap = _completion_logprob(learner, prompt, good) - _completion_logprob(learner, prompt, bad)
     adapters.model.set_adapter(flags[1])
-    assert new_gap > gap and loss == loss
-    before = _snapshot(adapters)
-    assert learner.reward_weighted_update(TARGET, [prompt] * 2, [good, bad], [0.5, 0.5], 0.05) == 0
-    assert not _moved(before, adapters)
+    assert new_gap > gap and loss > 0
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(completions=["a"]), "completions"), (dict(rewards=[1.0]), "rewards"),
-    (dict(lr=0.0), "lr"), (dict(adapter="nope"), "unknown adapter"),
-    (dict(rewards=[1.0, float("nan")]), "non-finite")])
-def test_bad_reward_weighted_inputs_raise(kwargs, match):
+    (dict(completions=["a"]), "completions"), (dict(completions="ab"), "completions"),
+    (dict(lr=0.0), "lr"), (dict(lr=float("nan")), "lr"), (dict(steps=0), "steps"),
+    (dict(adapter="nope"), "unknown adapter")])
+def test_bad_supervised_inputs_raise(kwargs, match):
     adapters = _adapters()
     call = dict(adapter=TARGET, prompts=_prompts(adapters, 2), completions=["a", "b"],
-                rewards=[1.0, 0.0], lr=0.01) | kwargs
+                lr=0.01, steps=1) | kwargs
     with pytest.raises(ValueError, match=match):
-        PPOLearner(adapters).reward_weighted_update(**call)
+        PPOLearner(adapters).supervised_update(**call)
 
 
 def _held_out_digits(adapters: TaskAdapters, prompts: list[str]) -> float:
