@@ -18,7 +18,8 @@ VADER_SDIST := $(CACHE)/sdist/vaderSentiment-3.3.2.tar.gz
 help:
 	@echo "make setup     create .venv and the data cache ($(CACHE))"
 	@echo "make setup-rllib  also install the rllib extra (ray[rllib]) into .venv"
-	@echo "make run       self-evolving run: 5 LLM agents (embedded model), 20 steps, into runs/latest/"
+	@echo "make run       self-evolving run: 5 LLM agents (embedded model), 10 steps, into runs/latest/"
+	@echo "               (ADAPTERS=RUN: start from a \`sandbox-rl train agents\` run's adapters)"
 	@echo "make test      fast tests;  make test-all  includes slow ones"
 	@echo "make bench     environment throughput benchmark"
 	@echo "make clean     remove .venv and build artefacts (keeps the data cache)"
@@ -50,7 +51,7 @@ setup-rllib: setup
 	$(PIP) install -e '.[dev,rllib]'
 
 run: setup
-	$(BIN)/sandbox-rl evolve --steps 20 --seed 0 --out runs/latest --overwrite
+	$(BIN)/sandbox-rl evolve --steps 10 --seed 0 --out runs/latest --overwrite $(if $(ADAPTERS),--adapters $(ADAPTERS))
 
 # pytest's own exit status fails the target, including 5 (no tests collected).
 test: setup

@@ -17,6 +17,11 @@ random action are scored on the same env steps (open loop: the measured task's n
 closed loop: the world the agent's answers drive). It prints a table (on stderr with
 ``--json``, which prints one JSON line per task and arm on stdout); ``--out`` saves the lines.
 
+``sandbox-rl evolve --checkpoint-every N`` keeps checkpoints of a long run; Ctrl-C during
+``evolve`` or ``train agents|llm-ppo`` saves what is finished and exits with status 130 and one
+line saying how to go on: ``--resume RUN``, which keeps the run's settings (a flag naming
+another value is refused, naming it) and continues where it stopped.
+
 The env, the policies and rich are imported inside the command, so ``--help`` and argument
 errors answer at once. Bad user input is one line naming the flag, with exit status 2, whichever
 layer finds it: argparse, a config's checks, the env's (``invalid num_users=10`` is reported as
@@ -40,6 +45,7 @@ from typing import NoReturn
 from sandbox_rl.envs.config import RECOMMENDERS
 
 USAGE_ERROR = 2  # the exit status argparse uses for bad arguments
+INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C (128 + SIGINT)
 
 # Options of the env and the sandbox that a command sets from a flag of another name, so that an
 # error about the option names the flag the user typed.
@@ -143,13 +149,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.cli_argv = argv
     try:
         return args.run(args)
     except _UsageError as err:
         message = " ".join(str(err).split())  # one line, whatever the error held
         print(f"{args.cli_prog}: error: {message} (see {args.cli_prog} --help)", file=sys.stderr)
         return USAGE_ERROR
+    except KeyboardInterrupt as err:  # RunInterrupted says what was saved and how to resume
+        message = " ".join(str(err).split()) or "interrupted"
+        print(f"{args.cli_prog}: {message}", file=sys.stderr)
+        return INTERRUPTED
+
+
+def _given_flags(config_cls: type, args: argparse.Namespace) -> set[str] | None:
+    """The fields of ``config_cls`` whose flags the command line named, whatever their values
+    (a resumed run keeps its own settings for the others); None when it is not known."""
+    from sandbox_rl.training.common import add_config_arguments
+
+    argv = getattr(args, "cli_argv", None)
+    if argv is None:
+        return None
+    words = 2 if args.command == "train" else 1  # "evolve ..." / "train agents ..."
+    probe = _Parser(add_help=False)
+    add_config_arguments(probe, config_cls)
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(probe.parse_known_args(argv[words:])[0]))
 
 
 # ---------------------------------------------------------------------- simulate
@@ -282,12 +310,14 @@ def _add_evolve(commands) -> None:
 
 def run_evolve(args: argparse.Namespace) -> int:
     from sandbox_rl.agents.models import ModelNotAvailableError
-    from sandbox_rl.core.run import EvolveRunConfig, run_evolution
+    from sandbox_rl.core.run import EvolveRunConfig, resume_config, run_evolution
     from sandbox_rl.training.common import config_from_args
 
     flags = _config_flags(EvolveRunConfig, **_EVOLVE_FLAGS)
     with _user_input(flags):
         config = config_from_args(EvolveRunConfig, args)
+        if config.resume is not None:  # checked, and the run's settings taken, before anything
+            config = resume_config(config, _given_flags(EvolveRunConfig, args))
         _check_out_folder(config.out)
     try:
         # The sandbox checks its own config (users, pool size, ...) before any model loads.
@@ -412,6 +442,7 @@ class Trainer:
     report: Callable
     help: str
     choices: dict[str, tuple] | None = None
+    resume: Callable | None = None  # (config, given flags) -> the config a --resume continues
 
 
 def trainers() -> dict[str, Trainer]:
@@ -431,10 +462,11 @@ def trainers() -> dict[str, Trainer]:
         "agents": Trainer(agents_trainer.AgentsConfig, agents_trainer.train,
                           agents_trainer.report,
                           "expert iteration with the world as verifier, then TRL PPO, on the "
-                          "task LoRA adapters; trained vs untrained on held-out worlds"),
+                          "task LoRA adapters; trained vs untrained on held-out worlds",
+                          resume=agents_trainer.resume_config),
         "llm-ppo": Trainer(llm_ppo.LLMPPOConfig, llm_ppo.train, llm_ppo.report,
                            "TRL PPO on the task LoRA adapters, scored by the env; trained vs "
-                           "untrained on held-out worlds"),
+                           "untrained on held-out worlds", resume=llm_ppo.resume_config),
     }
 
 
@@ -459,6 +491,9 @@ def run_training(name: str, trainer: Trainer, args: argparse.Namespace) -> int:
     flags = _config_flags(trainer.config, num_users="--users")
     with _user_input(flags):
         config = config_from_args(trainer.config, args)
+        if trainer.resume is not None and config.resume is not None:
+            # checked, and the run's settings taken, before anything is loaded or written
+            config = trainer.resume(config, _given_flags(trainer.config, args))
     try:
         with _user_input(flags, fallback=False):  # the env's own checks of the flags' values
             result = trainer.train(config)

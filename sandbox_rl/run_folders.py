@@ -7,6 +7,11 @@ holding nothing but the entries its command writes, and a publish temporary of a
 name, ``.<target>.<pid>-<token>.tmp`` / ``.old``, beside the target. A folder that is none of
 these (the working directory, a home folder, a file) is refused with an error naming what was
 found, and left as it was.
+
+Long runs keep checkpoints to resume from: an ``evolve`` run's are saved states under
+``<out>/checkpoints/step-XXXXXX/`` (the last :data:`KEEP_CHECKPOINTS` kept, see
+:func:`evolve_checkpoints` / :func:`prune_checkpoints`), the settings to resume with are in the
+marker; a trainer's is one folder replaced atomically (:func:`publish_folder`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple
@@ -21,6 +27,14 @@ from typing import Callable, Iterable, NamedTuple
 STATE_FORMAT = "sandbox_rl.self_evolving_oasis"
 STATE_MANIFEST = "manifest.json"
 MARKER = ".sandbox_rl_run.json"
+CHECKPOINTS = "checkpoints"
+KEEP_CHECKPOINTS = 3  # an evolve run keeps its last three checkpoints
+_CHECKPOINT = re.compile(r"step-(\d{6,15})")
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C after saving what it can; the message says how to resume (the
+    command line prints it as one line and exits with status 130)."""
 # A manifest is a few KiB per file listed; anything far larger is not one of ours.
 _MAX_MANIFEST_BYTES = 64 << 20
 
@@ -103,9 +117,13 @@ def _is_evolve_run(folder: Path) -> bool:
 
 
 def _is_llm_ppo_run(folder: Path) -> bool:
-    results = read_json(folder / "results.json")
-    return isinstance(results, dict) and isinstance(results.get("config"), dict) \
-        and "updates" in results["config"]
+    """A finished run (its results.json) or an interrupted one (its resume/state.json)."""
+    for path in (folder / "results.json", folder / "resume" / "state.json"):
+        results = read_json(path)
+        if isinstance(results, dict) and isinstance(results.get("config"), dict) \
+                and "updates" in results["config"]:
+            return True
+    return False
 
 
 class RunKind(NamedTuple):
@@ -117,17 +135,26 @@ class RunKind(NamedTuple):
     legacy: Callable[[Path], bool]
 
 
-EVOLVE = RunKind("evolve", frozenset({"logs", "state", "plots", "summary.json"}), _is_evolve_run)
-LLM_PPO = RunKind("llm-ppo", frozenset({"tb", "checkpoints", "adapters", "results.json"}),
-                  _is_llm_ppo_run)
+EVOLVE = RunKind("evolve", frozenset({"logs", "state", "plots", "summary.json", CHECKPOINTS}),
+                 _is_evolve_run)
+LLM_PPO = RunKind("llm-ppo", frozenset({"tb", "checkpoints", "adapters", "results.json",
+                                        "resume"}), _is_llm_ppo_run)
+
+
+def _marker(folder: Path) -> dict | None:
+    marker = read_json(folder / MARKER, limit=1 << 16)
+    return marker if isinstance(marker, dict) and marker.get("tool") == "sandbox_rl" else None
 
 
 def _marker_kind(folder: Path) -> str | None:
-    marker = read_json(folder / MARKER, limit=1 << 16)
-    if isinstance(marker, dict) and marker.get("tool") == "sandbox_rl":
-        kind = marker.get("kind")
-        return kind if isinstance(kind, str) else None
-    return None
+    kind = (_marker(folder) or {}).get("kind")
+    return kind if isinstance(kind, str) else None
+
+
+def marker_config(folder: Path) -> dict | None:
+    """The settings a marked run was started with (None when the marker holds none)."""
+    config = (_marker(folder) or {}).get("config")
+    return config if isinstance(config, dict) else None
 
 
 def foreign_entries(folder: Path, kind: RunKind) -> list[str]:
@@ -175,7 +202,8 @@ def clear_run_folder(folder: Path, kind: RunKind) -> None:
             entry.unlink()
 
 
-def prepare_run_folder(out: str | os.PathLike, overwrite: bool, kind: RunKind) -> Path:
+def prepare_run_folder(out: str | os.PathLike, overwrite: bool, kind: RunKind,
+                       config: dict | None = None) -> Path:
     """The run folder ``out``, created (or emptied, with ``overwrite``, if it is one of ours)
     and marked as a run of ``kind``. A non-empty folder without ``overwrite``, a folder that
     is not recognisably one of ours, or a file, is a FileExistsError naming it."""
@@ -189,12 +217,18 @@ def prepare_run_folder(out: str | os.PathLike, overwrite: bool, kind: RunKind) -
                                       "replace it")
             clear_run_folder(folder, kind)
     folder.mkdir(parents=True, exist_ok=True)
-    write_marker(folder, kind)
+    write_marker(folder, kind, config)
     return folder
 
 
-def write_marker(folder: Path, kind: RunKind) -> None:
-    (folder / MARKER).write_text(json.dumps({"tool": "sandbox_rl", "kind": kind.name}) + "\n")
+def write_marker(folder: Path, kind: RunKind, config: dict | None = None) -> None:
+    """Mark ``folder`` as a run of ``kind``; ``config``: the settings a resume continues with."""
+    marker = {"tool": "sandbox_rl", "kind": kind.name}
+    if config is not None:
+        marker["config"] = config
+    tmp = folder / f"{MARKER}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(marker, default=str) + "\n")
+    os.replace(tmp, folder / MARKER)
 
 
 def remove_outputs(folder: Path, kind: RunKind, names: Iterable[str] | None = None) -> None:
@@ -209,3 +243,85 @@ def remove_outputs(folder: Path, kind: RunKind, names: Iterable[str] | None = No
             shutil.rmtree(entry)
         elif entry.exists() or entry.is_symlink():
             entry.unlink()
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+def evolve_checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """The saved states an evolve run in ``folder`` can resume from, newest first: its
+    checkpoints (``checkpoints/step-XXXXXX``) and its final ``state/``, each with the step its
+    manifest records."""
+    found = []
+    candidates = [folder / "state"]
+    try:
+        candidates += [e for e in (folder / CHECKPOINTS).iterdir() if _CHECKPOINT.fullmatch(e.name)]
+    except OSError:
+        pass
+    for path in candidates:
+        manifest = read_json(path / STATE_MANIFEST) if is_state_folder(path) else None
+        step = manifest.get("step") if isinstance(manifest, dict) else None
+        if isinstance(step, int) and not isinstance(step, bool) and step >= 0:
+            found.append((step, path))
+    return sorted(found, key=lambda item: (item[0], item[1].name != "state"), reverse=True)
+
+
+def prune_checkpoints(folder: Path, keep: int = KEEP_CHECKPOINTS, after: int | None = None
+                      ) -> None:
+    """In ``folder/checkpoints``: remove all but the newest ``keep`` checkpoints (saved states
+    named ``step-XXXXXX``), those of steps after ``after`` (a run resumed from an earlier one
+    replaces them), and the temporaries of checkpoint saves whose process is gone."""
+    root = folder / CHECKPOINTS
+    if not root.is_dir() or root.is_symlink():
+        return
+    steps = sorted((int(m[1]), e) for e in root.iterdir()
+                   if (m := _CHECKPOINT.fullmatch(e.name)) and is_state_folder(e))
+    doomed = [e for step, e in steps if after is not None and step > after]
+    kept = [e for step, e in steps if e not in doomed]
+    doomed += kept[:max(len(kept) - keep, 0)]
+    temporary = re.compile(r"\.step-\d{6,15}\.(\d{1,10})-[0-9a-f]{8}\.(tmp|old)")
+    for entry in root.iterdir():
+        match = temporary.fullmatch(entry.name)
+        if match and entry.is_dir() and not entry.is_symlink() and not pid_alive(int(match[1])):
+            target = root / entry.name[1:].split(".")[0]
+            if match[2] == "tmp" or is_state_folder(target):  # an .old is kept for recovery
+                doomed.append(entry)
+    for entry in doomed:
+        shutil.rmtree(entry, ignore_errors=True)
+
+
+def publish_folder(target: Path, write: Callable[[Path], None]) -> Path:
+    """Replace the folder ``target`` by one ``write(tmp)`` fills, atomically: written beside it
+    as ``.<name>.<pid>-<token>.tmp``, then the old one renamed aside (``.old``) and the new one
+    in. A crash leaves the old or the new folder at ``target``, or (between the renames) the old
+    one beside it, where :func:`recover_folder` puts it back."""
+    target = Path(target)
+    token = secrets.token_hex(4)
+    tmp = target.parent / sibling_name(target.name, os.getpid(), token, "tmp")
+    old = target.parent / sibling_name(target.name, os.getpid(), token, "old")
+    try:
+        tmp.mkdir(parents=True)
+        write(tmp)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    recover_folder(target)  # and remove what dead saves left
+    return target
+
+
+def recover_folder(target: Path) -> None:
+    """Undo a :func:`publish_folder` that died between its renames (the old folder back at
+    ``target``) and remove the temporaries of publishes whose process is gone."""
+    target = Path(target)
+    for sibling in sorted(state_siblings(target), key=lambda s: s.kind == "tmp"):
+        if pid_alive(sibling.pid):  # this process's, or another's still running
+            continue
+        if sibling.kind == "old" and not target.exists():
+            os.replace(sibling.path, target)
+        else:
+            shutil.rmtree(sibling.path, ignore_errors=True)

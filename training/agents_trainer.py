@@ -9,11 +9,19 @@ format (``adapters/``, one sub-folder per task; ``sandbox-rl evolve --adapters R
 round (``tb/``), ``training.json`` and the held-out results of the evaluation protocol
 (``training/protocol.py``) for the trained and the untrained adapters on the same worlds
 (``eval_trained.jsonl``, ``eval_untrained.jsonl``).
+
+Interrupting and resuming: after each finished task, ``resume/`` is replaced atomically by the
+adapters and the training log so far; Ctrl-C stops the run (the task in progress is lost) with
+a message saying how to continue, and ``--resume RUN`` keeps the run's settings (``--minutes``,
+``--threads`` and ``--quiet`` may change), loads the finished tasks' adapters, trains the others
+and evaluates; a run interrupted during the evaluation only evaluates.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,11 +29,15 @@ from pathlib import Path
 import numpy as np
 
 from sandbox_rl.enums import TaskType
+from sandbox_rl.run_folders import RunInterrupted
 from sandbox_rl.training.common import field, prepare_out_dir, require
 
 ALL_TASKS = tuple(t.value for t in TaskType)
 FIRST_VALIDATION_SEED, FIRST_HELD_OUT_SEED = 900, 1000
 MARKER = "training.json"
+EVALUATIONS = ("eval_trained.jsonl", "eval_untrained.jsonl")
+# Settings a resumed run may change (the others decide what it trains).
+FREE_ON_RESUME = ("minutes", "threads", "quiet")
 
 
 @dataclass
@@ -56,9 +68,13 @@ class AgentsConfig:
     threads: int = field(2, "torch CPU threads")
     out: str = field("runs/agents", "run folder")
     overwrite: bool = field(False, "replace a finished run in --out")
+    resume: str | None = field(None, "continue the interrupted run in this folder: its finished "
+                                     "tasks are kept, the others trained (it keeps its settings)")
     quiet: bool = field(False, "hide the progress bar")
 
     def __post_init__(self) -> None:
+        require(self.resume is None or bool(str(self.resume).strip()), "resume", self.resume,
+                "a run folder")
         tasks = tuple(self.tasks)
         if tasks == ("all",):
             tasks = ALL_TASKS
@@ -114,7 +130,58 @@ class TrainingWorlds:
         return taken
 
 
-def train_agents(cfg: AgentsConfig) -> dict:
+def resume_config(cfg: AgentsConfig, given: set[str] | None = None) -> AgentsConfig:
+    """The config ``cfg.resume`` continues with: the run's own, with the flags in ``given``
+    that may change (:data:`FREE_ON_RESUME`). Checks, changing nothing, that the folder holds an
+    interrupted run of ``train agents`` and that no other given setting differs; ValueError
+    naming the field otherwise."""
+    from sandbox_rl.run_folders import read_json
+    from sandbox_rl.training.common import read_resume_point, resume_settings
+
+    run = Path(cfg.resume)
+    what = "the folder of an interrupted `sandbox-rl train agents` run"
+    require(run.exists() or run.is_symlink(), "resume", cfg.resume, f"{what} (no such folder)")
+    require(run.is_dir() and not run.is_symlink(), "resume", cfg.resume, f"{what} (not a folder)")
+    if (run / MARKER).exists():  # trained; resumed only if the evaluation did not finish
+        require(not all((run / name).is_file() for name in EVALUATIONS), "resume", cfg.resume,
+                f"{what} (it finished: {MARKER} and the evaluation are there)")
+        saved = read_json(run / MARKER)
+    else:
+        point = read_resume_point(run)
+        require(point is not None, "resume", cfg.resume, f"{what} (no resume/ point: it is "
+                "saved when a task finishes)")
+        saved = point[1]
+    try:
+        config = AgentsConfig(**{**saved["config"], "resume": None})
+        tasks = saved["tasks"]
+        if not isinstance(tasks, dict) or list(tasks) != list(config.tasks[:len(tasks)]):
+            raise ValueError("its finished tasks are not the first of its tasks")
+    except (KeyError, TypeError, ValueError) as err:
+        require(False, "resume", cfg.resume, f"{what} (its saved settings do not load: "
+                                             f"{str(err)[:200]})")
+    return resume_settings(cfg, config, run, given, FREE_ON_RESUME)
+
+
+def _resumed(adapters, out: Path) -> dict:
+    """The training log of the finished tasks, their adapters loaded into ``adapters``."""
+    from sandbox_rl.run_folders import read_json, recover_folder
+    from sandbox_rl.training.common import RESUME_DIR, read_resume_point
+
+    if (out / MARKER).exists():
+        log = read_json(out / MARKER)["tasks"]
+        adapters.load(out / "adapters")
+        return log
+    recover_folder(out / RESUME_DIR)
+    folder, state = read_resume_point(out)
+    log = state["tasks"]
+    if log:
+        adapters.load(folder / "adapters", names=list(log))
+    return log
+
+
+def train_agents(cfg: AgentsConfig, given: set[str] | None = None) -> dict:
+    """Train (or with ``cfg.resume``, continue; ``given``: see :func:`resume_config`) and
+    evaluate. Ctrl-C: :class:`RunInterrupted` saying what was kept."""
     import torch
     from rich.console import Console
     from rich.progress import Progress
@@ -122,22 +189,52 @@ def train_agents(cfg: AgentsConfig) -> dict:
 
     from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
     from sandbox_rl.agents.models import load_model
+    from sandbox_rl.training.common import RESUME_DIR, save_resume_point
 
+    if cfg.resume is not None:
+        cfg = resume_config(cfg, given)
+        out = Path(cfg.out)
+    else:
+        out = prepare_out_dir(cfg.out, cfg.overwrite, MARKER)
     torch.set_num_threads(cfg.threads)
-    out = prepare_out_dir(cfg.out, cfg.overwrite, MARKER)
     console = Console(stderr=True, quiet=cfg.quiet)
-    writer = SummaryWriter(str(out / "tb"))
     adapters = TaskAdapters(load_model(cfg.model), list(cfg.tasks),
                             LoraSettings(rank=cfg.lora_rank), cfg.seed)
-    log: dict[str, dict] = {}
-    with Progress(console=console) as progress:
-        bar = progress.add_task("train agents", total=len(cfg.tasks) * cfg.minutes * 60)
-        for task in cfg.tasks:
-            log[task] = _train_task(adapters, task, cfg, writer, progress, bar)
-            adapters.save(out / "adapters")
-    writer.close()
-    (out / MARKER).write_text(json.dumps({"config": asdict(cfg), "tasks": log}, indent=1))
-    return {"config": cfg, "log": log, "reports": _evaluate(adapters, cfg, out, console)}
+    log: dict[str, dict] = _resumed(adapters, out) if cfg.resume is not None else {}
+    if not (out / MARKER).exists():
+        writer = SummaryWriter(str(out / "tb"))
+        try:
+            with Progress(console=console) as progress:
+                bar = progress.add_task("train agents", total=len(cfg.tasks) * cfg.minutes * 60,
+                                        completed=len(log) * cfg.minutes * 60)
+                for task in cfg.tasks[len(log):]:
+                    log[task] = _train_task(adapters, task, cfg, writer, progress, bar)
+                    adapters.save(out / "adapters")
+                    save_resume_point(out, adapters, {"config": asdict(cfg), "tasks": log})
+        except KeyboardInterrupt:
+            raise RunInterrupted(_interrupted(cfg, out, log)) from None
+        finally:
+            writer.close()
+        (out / MARKER).write_text(json.dumps({"config": asdict(cfg), "tasks": log}, indent=1))
+        shutil.rmtree(out / RESUME_DIR, ignore_errors=True)  # training.json holds it all now
+    try:
+        reports = _evaluate(adapters, cfg, out, console)
+    except KeyboardInterrupt:
+        raise RunInterrupted(f"interrupted during the evaluation (the {len(cfg.tasks)} tasks are "
+                             f"trained); {_resume_hint(out)}") from None
+    return {"config": cfg, "log": log, "reports": reports}
+
+
+def _resume_hint(out: Path) -> str:
+    return f"continue with: sandbox-rl train agents --resume {shlex.quote(str(out))}"
+
+
+def _interrupted(cfg: AgentsConfig, out: Path, log: dict) -> str:
+    if not log:
+        return (f"interrupted before the first task finished; nothing to resume (run the "
+                f"command again, with --overwrite if asked)")
+    return (f"interrupted: {len(log)} of {len(cfg.tasks)} tasks finished ({', '.join(log)}), "
+            f"saved in {out / 'resume'}; {_resume_hint(out)}")
 
 
 def _train_task(adapters, task: str, cfg: AgentsConfig, writer, progress, bar) -> dict:
@@ -231,9 +328,9 @@ def _evaluate(adapters, cfg: AgentsConfig, out: Path, console) -> dict:
     return reports
 
 
-def train(cfg: AgentsConfig):
+def train(cfg: AgentsConfig, given: set[str] | None = None):
     """The ``train agents`` entry point."""
-    return train_agents(cfg)
+    return train_agents(cfg, given)
 
 
 def report(result: dict, console) -> None:

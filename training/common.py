@@ -21,7 +21,12 @@ from sandbox_rl.envs.config import require
 __all__ = ["ExtraMissingError", "add_config_arguments", "check_common", "check_held_out",
            "check_sb3_ppo",
            "config_from_args", "field", "flag_of", "import_optional", "prepare_out_dir",
-           "require", "save_config"]
+           "read_resume_point", "require", "resume_settings", "save_config", "save_resume_point"]
+
+# A trainer's resume point: ``<out>/resume/`` holding ``state.json`` (the config and what is done)
+# and ``adapters/`` (PEFT format), replaced atomically after each finished unit of work.
+RESUME_DIR = "resume"
+RESUME_STATE = "state.json"
 
 
 class ExtraMissingError(ImportError):
@@ -166,3 +171,55 @@ def prepare_out_dir(out: str | Path, overwrite: bool, marker: str) -> Path:
 
 def save_config(cfg: Any, path: Path) -> None:
     path.write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------- resuming a trainer
+def save_resume_point(out: Path, adapters: Any, state: dict) -> Path:
+    """Replace ``out/resume/`` atomically by ``adapters`` (all of them, PEFT format) and
+    ``state`` (JSON: the config and what is finished)."""
+    from sandbox_rl.run_folders import publish_folder
+
+    def write(folder: Path) -> None:
+        adapters.save(folder / "adapters")
+        (folder / RESUME_STATE).write_text(json.dumps(state, indent=1, default=str))
+
+    return publish_folder(out / RESUME_DIR, write)
+
+
+def read_resume_point(run: Path) -> tuple[Path, dict] | None:
+    """The resume point of the run in ``run`` (its folder, its state), or None when there is
+    none; a publish that died between its renames counts (its old folder is read in place)."""
+    from sandbox_rl.run_folders import pid_alive, read_json, state_siblings
+
+    folder = run / RESUME_DIR
+    if not folder.is_dir():
+        aside = [s.path for s in state_siblings(folder) if s.kind == "old" and not pid_alive(s.pid)]
+        if not aside:
+            return None
+        folder = aside[0]
+    state = read_json(folder / RESUME_STATE)
+    return (folder, state) if isinstance(state, dict) else None
+
+
+def resume_settings(cfg: Any, saved: Any, run: Path, given: set[str] | None,
+                    free: tuple[str, ...]) -> Any:
+    """``saved`` (the run's config) with the ``free`` fields of ``cfg`` that ``given`` names
+    (the flags the user typed; None: the fields that differ from their defaults); ValueError
+    naming the field when another given field differs from the run's, when ``--overwrite`` is
+    given or ``--out`` names another folder."""
+    if given is None:
+        defaults = type(cfg)()
+        given = {f.name for f in dataclasses.fields(cfg)
+                 if getattr(cfg, f.name) != getattr(defaults, f.name)}
+    for f in dataclasses.fields(cfg):
+        if f.name in free or f.name in ("out", "overwrite", "resume") or f.name not in given:
+            continue
+        ours, theirs = getattr(cfg, f.name), getattr(saved, f.name)
+        require(ours == theirs, f.name, ours, f"the run's own {theirs!r} (a resumed run keeps "
+                                              "its settings; leave the flag out)")
+    require(not cfg.overwrite, "overwrite", cfg.overwrite, "no --overwrite with --resume (it "
+                                                           "continues the run in its folder)")
+    require("out" not in given or Path(cfg.out).resolve() == run.resolve(), "out", cfg.out,
+            f"the --resume folder {str(run)!r}, or no --out")
+    kept = {name: getattr(cfg, name) for name in free if name in given}
+    return dataclasses.replace(saved, **kept, out=str(run), overwrite=False, resume=str(run))

@@ -13,11 +13,20 @@ holds the adapters in PEFT's format (``adapters/``, and ``checkpoints/`` every
 ``results.json``) is refused unless ``--overwrite``, which first removes that run's outputs
 (only those: ``tb/``, ``checkpoints/``, ``adapters/``, ``results.json``), so TensorBoard files of
 two runs never mix.
+
+Interrupting and resuming: after each finished task (trained and scored), ``resume/`` is
+replaced atomically by the adapters and the results so far; Ctrl-C stops the run (the task in
+progress is lost) with a message saying how to continue, and ``--resume RUN`` keeps the run's
+settings (``--threads`` and ``--quiet`` may change), loads the finished tasks' adapters and
+results and trains the others. Every task starts from its own seeds, so the resumed run's
+numbers are those of the run never stopped.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from dataclasses import field as dc_field
@@ -26,10 +35,12 @@ from pathlib import Path
 import numpy as np
 
 from sandbox_rl.enums import TaskType
+from sandbox_rl.run_folders import RunInterrupted
 from sandbox_rl.training.common import field, prepare_out_dir, require
 
 ALL_TASKS = tuple(t.value for t in TaskType)
 MARKER = "results.json"  # a finished run
+FREE_ON_RESUME = ("threads", "quiet")  # settings a resumed run may change
 
 
 @dataclass
@@ -61,9 +72,13 @@ class LLMPPOConfig:
     out: str = field("runs/llm_ppo", "run folder: adapters (PEFT format), checkpoints/, tb/, "
                                      "results.json")
     overwrite: bool = field(False, "replace a finished run in --out")
+    resume: str | None = field(None, "continue the interrupted run in this folder: its finished "
+                                     "tasks are kept, the others trained (it keeps its settings)")
     quiet: bool = field(False, "hide the progress bar")
 
     def __post_init__(self) -> None:
+        require(self.resume is None or bool(str(self.resume).strip()), "resume", self.resume,
+                "a run folder")
         try:
             self.tasks = tuple(TaskType.parse(t).value for t in self.tasks)
         except ValueError as err:
@@ -100,7 +115,9 @@ class TaskResult:
     updates: list[dict] = dc_field(default_factory=list)
 
 
-def train_llm_ppo(cfg: LLMPPOConfig) -> dict[str, TaskResult]:
+def train_llm_ppo(cfg: LLMPPOConfig, given: set[str] | None = None) -> dict[str, TaskResult]:
+    """Train and score every task (or with ``cfg.resume``, the unfinished ones; ``given``: see
+    :func:`resume_config`). Ctrl-C: :class:`RunInterrupted` saying what was kept."""
     import torch
     from rich.console import Console
     from rich.progress import Progress
@@ -109,44 +126,113 @@ def train_llm_ppo(cfg: LLMPPOConfig) -> dict[str, TaskResult]:
     from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
     from sandbox_rl.agents.models import load_model
     from sandbox_rl.agents.task_specs import spec
+    from sandbox_rl.training.common import RESUME_DIR, save_resume_point
     from sandbox_rl.training.ppo import PPOLearner
     from sandbox_rl.training.task_episodes import collect_episode, with_temperature
 
-    out = _prepare_out(cfg)
+    if cfg.resume is not None:
+        cfg = resume_config(cfg, given)
+        out = Path(cfg.out)
+    else:
+        out = _prepare_out(cfg)
     torch.set_num_threads(cfg.threads)
     console = Console(stderr=True, quiet=cfg.quiet)
-    writer = SummaryWriter(str(out / "tb"))
     adapters = TaskAdapters(load_model(cfg.model), list(cfg.tasks), LoraSettings(rank=cfg.lora_rank),
                             cfg.seed)
-    results: dict[str, TaskResult] = {}
-    with Progress(console=console) as progress:
-        bar = progress.add_task("llm-ppo", total=len(cfg.tasks) * (cfg.updates + 2))
-        for task in cfg.tasks:
-            s = with_temperature(spec(task), cfg.rollout_temperature)
-            learner = PPOLearner(adapters, ppo_settings(
-                cfg.prompts_per_update, cfg.samples_per_prompt, cfg.ppo_epochs,
-                cfg.learning_rate, cfg.seed, cfg.kl_coef))
-            train = [collect_episode(task, seed, cfg.steps, cfg.users) for seed in cfg.train_seeds]
-            held_out = [collect_episode(task, seed, cfg.steps, cfg.users) for seed in cfg.eval_seeds]
-            result = results[task] = _with_baselines(task, held_out)
-            _score(result, "untrained", adapters, task, held_out, s, cfg.eval_samples)
-            progress.advance(bar)
-            rng = np.random.default_rng(cfg.seed)
-            for update in range(cfg.updates):
-                stats = episode_update(learner, task, train, cfg.prompts_per_update, rng, s)
-                result.updates.append(asdict(stats))
-                for key, value in asdict(stats).items():
-                    writer.add_scalar(f"{task}/{key}", value, update + 1)
-                if (update + 1) % cfg.checkpoint_every == 0:
-                    adapters.save(out / "checkpoints" / f"{task}_update{update + 1}")
-                progress.update(bar, advance=1, description=f"{task} update {update + 1}: "
-                                                            f"reward {stats.mean_reward:.3f}")
-            _score(result, "trained", adapters, task, held_out, s, cfg.eval_samples)
-            progress.advance(bar)
-    writer.close()
+    results: dict[str, TaskResult] = _resumed(adapters, out) if cfg.resume is not None else {}
+    writer = SummaryWriter(str(out / "tb"))
+    try:
+        with Progress(console=console) as progress:
+            bar = progress.add_task("llm-ppo", total=len(cfg.tasks) * (cfg.updates + 2),
+                                    completed=len(results) * (cfg.updates + 2))
+            for task in cfg.tasks[len(results):]:
+                s = with_temperature(spec(task), cfg.rollout_temperature)
+                learner = PPOLearner(adapters, ppo_settings(
+                    cfg.prompts_per_update, cfg.samples_per_prompt, cfg.ppo_epochs,
+                    cfg.learning_rate, cfg.seed, cfg.kl_coef))
+                train = [collect_episode(task, seed, cfg.steps, cfg.users)
+                         for seed in cfg.train_seeds]
+                held_out = [collect_episode(task, seed, cfg.steps, cfg.users)
+                            for seed in cfg.eval_seeds]
+                result = _with_baselines(task, held_out)
+                _score(result, "untrained", adapters, task, held_out, s, cfg.eval_samples)
+                progress.advance(bar)
+                rng = np.random.default_rng(cfg.seed)
+                for update in range(cfg.updates):
+                    stats = episode_update(learner, task, train, cfg.prompts_per_update, rng, s)
+                    result.updates.append(asdict(stats))
+                    for key, value in asdict(stats).items():
+                        writer.add_scalar(f"{task}/{key}", value, update + 1)
+                    if (update + 1) % cfg.checkpoint_every == 0:
+                        adapters.save(out / "checkpoints" / f"{task}_update{update + 1}")
+                    progress.update(bar, advance=1, description=f"{task} update {update + 1}: "
+                                                                f"reward {stats.mean_reward:.3f}")
+                _score(result, "trained", adapters, task, held_out, s, cfg.eval_samples)
+                progress.advance(bar)
+                results[task] = result
+                save_resume_point(out, adapters, _saved(cfg, results))
+    except KeyboardInterrupt:
+        raise RunInterrupted(_interrupted(cfg, out, results)) from None
+    finally:
+        writer.close()
     adapters.save(out / "adapters")
-    (out / "results.json").write_text(json.dumps(
-        {"config": asdict(cfg), "results": {t: asdict(r) for t, r in results.items()}}, indent=1))
+    (out / "results.json").write_text(json.dumps(_saved(cfg, results), indent=1))
+    shutil.rmtree(out / RESUME_DIR, ignore_errors=True)  # results.json holds it all now
+    return results
+
+
+def _saved(cfg: LLMPPOConfig, results: dict[str, TaskResult]) -> dict:
+    return {"config": asdict(cfg), "results": {t: asdict(r) for t, r in results.items()}}
+
+
+def _interrupted(cfg: LLMPPOConfig, out: Path, results: dict) -> str:
+    if not results:
+        return ("interrupted before the first task finished; nothing to resume (run the "
+                "command again)")
+    return (f"interrupted: {len(results)} of {len(cfg.tasks)} tasks finished "
+            f"({', '.join(results)}), saved in {out / 'resume'}; continue with: sandbox-rl "
+            f"train llm-ppo --resume {shlex.quote(str(out))}")
+
+
+def resume_config(cfg: LLMPPOConfig, given: set[str] | None = None) -> LLMPPOConfig:
+    """The config ``cfg.resume`` continues with: the run's own, with the flags in ``given``
+    that may change (:data:`FREE_ON_RESUME`). Checks, changing nothing, that the folder holds an
+    interrupted llm-ppo run and that no other given setting differs; ValueError naming the
+    field otherwise."""
+    from sandbox_rl.training.common import read_resume_point, resume_settings
+
+    run = Path(cfg.resume)
+    what = "the folder of an interrupted `sandbox-rl train llm-ppo` run"
+    require(run.exists() or run.is_symlink(), "resume", cfg.resume, f"{what} (no such folder)")
+    require(run.is_dir() and not run.is_symlink(), "resume", cfg.resume, f"{what} (not a folder)")
+    require(not (run / MARKER).exists(), "resume", cfg.resume,
+            f"{what} (it finished: {MARKER} is there)")
+    point = read_resume_point(run)
+    require(point is not None, "resume", cfg.resume, f"{what} (no resume/ point: it is saved "
+                                                     "when a task finishes)")
+    try:
+        config = LLMPPOConfig(**{**point[1]["config"], "resume": None})
+        results = point[1]["results"]
+        if not isinstance(results, dict) or list(results) != list(config.tasks[:len(results)]):
+            raise ValueError("its finished tasks are not the first of its tasks")
+        for r in results.values():
+            TaskResult(**r)
+    except (KeyError, TypeError, ValueError) as err:
+        require(False, "resume", cfg.resume, f"{what} (its saved settings do not load: "
+                                             f"{str(err)[:200]})")
+    return resume_settings(cfg, config, run, given, FREE_ON_RESUME)
+
+
+def _resumed(adapters, out: Path) -> dict[str, TaskResult]:
+    """The results of the finished tasks, their adapters loaded into ``adapters``."""
+    from sandbox_rl.run_folders import recover_folder
+    from sandbox_rl.training.common import RESUME_DIR, read_resume_point
+
+    recover_folder(out / RESUME_DIR)
+    folder, state = read_resume_point(out)
+    results = {task: TaskResult(**r) for task, r in state["results"].items()}
+    if results:
+        adapters.load(folder / "adapters", names=list(results))
     return results
 
 
@@ -265,8 +351,11 @@ def _per_seed(adapters, task, episodes, task_spec):
     return [e.mean_reward for e in evals], float(np.mean([e.parse_rate for e in evals]))
 
 
-def train(cfg: LLMPPOConfig) -> tuple[LLMPPOConfig, dict[str, TaskResult]]:
+def train(cfg: LLMPPOConfig, given: set[str] | None = None
+          ) -> tuple[LLMPPOConfig, dict[str, TaskResult]]:
     """The ``train llm-ppo`` entry point."""
+    if cfg.resume is not None:
+        cfg = resume_config(cfg, given)
     return cfg, train_llm_ppo(cfg)
 
 

@@ -1,0 +1,155 @@
+"""``train agents`` / ``train llm-ppo``: Ctrl-C keeps the finished tasks, ``--resume RUN``
+trains only the others (tiny model)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from safetensors.numpy import load_file
+
+from sandbox_rl.cli import main
+from sandbox_rl.training import agents_trainer, llm_ppo
+
+TASKS = ("trend_prediction", "user_engagement")
+AGENTS = ["train", "agents", "--model", "tiny-llama", "--tasks", *TASKS, "--minutes", "0.02",
+          "--users", "200", "--world-steps", "2", "--validation-seeds", "900",
+          "--eval-seeds", "1000", "--eval-steps", "2", "--threads", "1", "--quiet"]
+
+
+def _weights(folder):
+    return load_file(folder / "adapter_model.safetensors")
+
+
+def _same(a, b):
+    return sorted(a) == sorted(b) and all((a[k] == b[k]).all() for k in a)
+
+
+@pytest.fixture
+def fake_training(monkeypatch):
+    """A task's training as a known change of its LoRA B weights; Ctrl-C in the task named
+    by ``fake_training.interrupt[0]``; ``fake_training.calls``: the tasks trained."""
+    import torch
+
+    calls, interrupt = [], [None]
+
+    def train_task(adapters, task, cfg, writer, progress, bar):
+        calls.append(task)
+        if task == interrupt[0]:
+            raise KeyboardInterrupt
+        with torch.no_grad():
+            for name, p in adapters.model.named_parameters():
+                if f"lora_B.{task}." in name:
+                    p.add_(0.01 * (1 + TASKS.index(task)))
+        return {"rounds": [], "task": task}
+
+    monkeypatch.setattr(agents_trainer, "_train_task", train_task)
+    train_task.calls, train_task.interrupt = calls, interrupt
+    return train_task
+
+
+def test_agents_ctrl_c_keeps_finished_tasks_and_resume_trains_the_rest(tmp_path, capsys,
+                                                                      fake_training):
+    out = tmp_path / "run"
+    fake_training.interrupt[0] = TASKS[1]
+    assert main([*AGENTS, "--out", str(out)]) == 130
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.endswith(f"1 of 2 tasks finished ({TASKS[0]}), saved in {out / 'resume'}; "
+                        f"continue with: sandbox-rl train agents --resume {out}")
+    state = json.loads((out / "resume" / "state.json").read_text())
+    assert list(state["tasks"]) == [TASKS[0]] and not (out / "training.json").exists()
+    first = _weights(out / "resume" / "adapters" / TASKS[0])
+
+    fake_training.interrupt[0], fake_training.calls[:] = None, []
+    before = os.listdir(out)
+    for extra, flag in ((["--seed", "1"], "--seed"), (["--tasks", TASKS[0]], "--tasks"),
+                        (["--overwrite"], "--overwrite"), (["--out", str(tmp_path)], "--out")):
+        assert main(["train", "agents", "--resume", str(out), *extra]) == 2
+        assert f"argument {flag}:" in capsys.readouterr().err
+    assert os.listdir(out) == before and fake_training.calls == []
+
+    assert main(["train", "agents", "--resume", str(out), "--minutes", "0.03", "--quiet"]) == 0
+    assert fake_training.calls == [TASKS[1]]  # the finished task is not trained again
+    log = json.loads((out / "training.json").read_text())
+    assert list(log["tasks"]) == list(TASKS) and log["config"]["minutes"] == 0.03
+    assert _same(_weights(out / "adapters" / TASKS[0]), first)
+    assert not _same(_weights(out / "adapters" / TASKS[1]), first)
+    assert all((out / name).is_file() for name in agents_trainer.EVALUATIONS)
+    assert not (out / "resume").exists()
+    assert main(["train", "agents", "--resume", str(out)]) == 2
+    assert "it finished" in capsys.readouterr().err
+
+
+def test_agents_interrupted_during_evaluation_resumes_the_evaluation(tmp_path, capsys,
+                                                                   fake_training, monkeypatch):
+    out = tmp_path / "run"
+    real = agents_trainer._evaluate
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(agents_trainer, "_evaluate", interrupted)
+    assert main([*AGENTS, "--out", str(out)]) == 130
+    assert "during the evaluation" in capsys.readouterr().err
+    monkeypatch.setattr(agents_trainer, "_evaluate", real)
+    fake_training.calls[:] = []
+    assert main(["train", "agents", "--resume", str(out), "--quiet"]) == 0
+    assert fake_training.calls == []
+    assert all((out / name).is_file() for name in agents_trainer.EVALUATIONS)
+
+
+@pytest.mark.parametrize("case", ["missing", "file", "empty"])
+def test_agents_resume_of_no_interrupted_run_is_a_usage_error(case, tmp_path, capsys):
+    run = tmp_path / "run"
+    if case == "file":
+        run.write_text("x")
+    elif case == "empty":
+        run.mkdir()
+    assert main(["train", "agents", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "argument --resume:" in err
+
+
+# ----------------------------------------------------------------------------- llm-ppo
+LLM = dict(model="tiny-llama", tasks=TASKS, updates=1, prompts_per_update=2, train_seeds=(0,),
+           eval_seeds=(1000,), steps=2, users=100, eval_samples=1, threads=1,
+           learning_rate=1e-2, quiet=True)
+
+
+def _results(out):
+    """The saved results without the wall time of each update."""
+    saved = json.loads((out / "results.json").read_text())["results"]
+    for r in saved.values():
+        for update in r["updates"]:
+            update.pop("seconds")
+    return saved
+
+
+def test_llm_ppo_resumed_after_ctrl_c_gives_the_results_of_the_run_never_stopped(tmp_path,
+                                                                                  monkeypatch):
+    straight = tmp_path / "straight"
+    llm_ppo.train(llm_ppo.LLMPPOConfig(**LLM, out=str(straight)))
+    out = tmp_path / "run"
+    real = llm_ppo.episode_update
+
+    def update(learner, task, *args, **kwargs):
+        if task == TASKS[1]:
+            raise KeyboardInterrupt
+        return real(learner, task, *args, **kwargs)
+
+    monkeypatch.setattr(llm_ppo, "episode_update", update)
+    with pytest.raises(llm_ppo.RunInterrupted, match="1 of 2 tasks finished.*--resume"):
+        llm_ppo.train(llm_ppo.LLMPPOConfig(**LLM, out=str(out)))
+    assert not (out / "results.json").exists()
+    with pytest.raises(ValueError, match="invalid updates=2"):
+        llm_ppo.resume_config(llm_ppo.LLMPPOConfig(resume=str(out), updates=2), {"updates"})
+    monkeypatch.setattr(llm_ppo, "episode_update", real)
+    cfg, _ = llm_ppo.train(llm_ppo.LLMPPOConfig(resume=str(out), quiet=True))
+    assert cfg.tasks == TASKS and cfg.out == str(out)
+    assert _results(out) == _results(straight)
+    for task in TASKS:
+        assert _same(_weights(out / "adapters" / task), _weights(straight / "adapters" / task))
+    with pytest.raises(ValueError, match="resume.*finished"):
+        llm_ppo.train(llm_ppo.LLMPPOConfig(resume=str(out)))
