@@ -45,17 +45,19 @@ class Monitor:
         self._jsonl = None
         self._writer = None
 
-    def _open(self) -> None:
+    def _open(self, first_step: int) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._jsonl = open(self.log_dir / "metrics.jsonl", "a", encoding="utf-8")
-        self._writer = SummaryWriter(str(self.log_dir / "tensorboard"))
+        # A run resumed from a checkpoint logs its steps again: TensorBoard hides the earlier
+        # files' events from the first step logged here on (no step shown twice).
+        self._writer = SummaryWriter(str(self.log_dir / "tensorboard"), purge_step=first_step)
 
     def log(self, result: dict[str, Any]) -> dict[str, Any]:
-        if self._jsonl is None:
-            self._open()
         record = step_record(result)
+        if self._jsonl is None:
+            self._open(record["step"])
         self._jsonl.write(json.dumps(record, default=str) + "\n")
         self._jsonl.flush()
         step = record["step"]
