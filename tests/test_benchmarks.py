@@ -118,3 +118,62 @@ def test_evolution_benchmark_refuses_what_its_figures_cannot_use():
                  ["--multi-model-tasks", "user_engagement"], ["--tasks", "nope"]):
         with pytest.raises(SystemExit):
             parse_args(argv)
+
+
+SOAK = "benchmarks/soak.py"
+SOAK_KEYS = {"part", "users", "steps", "seconds", "rss_first", "rss_last", "rss_peak", "rss_slope",
+             "fds_first", "fds_last", "fds_opened", "fds_before", "fds_after", "fds_held",
+             "threads_first", "threads_last", "temp_leaked"}
+
+
+def test_soak_benchmark_quick_leaks_nothing(monkeypatch, capsys, tmp_path):
+    import os
+    import tempfile
+
+    import torch
+
+    from sandbox_rl.core.self_evolving_oasis import SelfEvolvingOasis
+
+    # A private temp folder: other processes' temporaries are not this run's leaks.
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(var, os.environ.get(var, "1"))  # the script's setdefault, undone
+    step, threads = SelfEvolvingOasis.simulate_step, torch.get_num_threads()
+    # 3 episodes of 10 steps (3 resets); 5 evolve steps, a checkpoint after each of steps 1-4
+    # (the last three kept).
+    argv = [SOAK, "--quick", "--users", "1000", "--steps", "30", "--max-cycles", "10",
+            "--evolve-steps", "5", "--checkpoint-every", "1", "--evolve-users", "100",
+            "--threads", "1", "--out", str(tmp_path / "run")]
+    monkeypatch.setattr(sys, "argv", argv)
+    try:
+        runpy.run_path(SOAK, run_name="__main__")
+    finally:
+        torch.set_num_threads(threads)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+             if line.startswith("{")]
+    env, evolve = lines
+    assert SelfEvolvingOasis.simulate_step is step  # the sampler is unhooked
+    for line, steps in ((env, 30), (evolve, 5)):
+        assert SOAK_KEYS <= line.keys()
+        assert line["steps"] == steps and line["temp_leaked"] == []
+        assert 0 < line["rss_first"] <= line["rss_peak"] and line["rss_last"] <= line["rss_peak"]
+        assert line["fds_first"] == line["fds_last"] and line["fds_opened"] == [], line
+        assert line["threads_first"] == line["threads_last"]
+    assert (env["part"], env["users"], env["resets"]) == ("env", 1000, 3)
+    assert env["fds_after"] == env["fds_before"] and env["fds_held"] == []
+    assert (evolve["part"], evolve["model"], evolve["users"]) == ("evolve", "tiny-llama", 100)
+    assert evolve["checkpoints_left"] == evolve["checkpoints_expected"] == 3
+    assert evolve["checkpoint_steps"] == [2, 3, 4] and evolve["run_temporaries"] == []
+    # held after the run: at most matplotlib's font cache (the plots), never the run's files
+    assert all("mpl-data/fonts" in target for target in evolve["fds_held"]), evolve["fds_held"]
+    assert not list((tmp_path / "tmp").iterdir())
+
+
+def test_soak_benchmark_quick_settings():
+    parse_args = runpy.run_path(SOAK)["parse_args"]
+    full, quick = parse_args([]), parse_args(["--quick"])
+    assert (full.users, full.steps, full.evolve_steps, full.checkpoint_every, full.model) == (
+        1_000_000, 1000, 200, 10, "embedded")
+    assert (quick.users, quick.steps, quick.model) == (10_000, 100, "tiny-llama")
+    assert parse_args(["--quick", "--steps", "7"]).steps == 7  # explicit flags win
