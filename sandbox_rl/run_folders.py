@@ -138,6 +138,7 @@ class RunKind(NamedTuple):
 EVOLVE = RunKind("evolve", frozenset({"logs", "state", "plots", "summary.json", CHECKPOINTS}),
                  _is_evolve_run)
 LLM_PPO = RunKind("llm-ppo", frozenset({"tb", "checkpoints", "adapters", "results.json",
+                                        "eval_trained.jsonl", "eval_untrained.jsonl",
                                         "resume"}), _is_llm_ppo_run)
 
 

@@ -30,12 +30,11 @@ import numpy as np
 
 from sandbox_rl.enums import TaskType
 from sandbox_rl.run_folders import RunInterrupted
-from sandbox_rl.training.common import field, prepare_out_dir, require
+from sandbox_rl.training.common import EVALUATIONS, field, prepare_out_dir, require
 
 ALL_TASKS = tuple(t.value for t in TaskType)
 FIRST_VALIDATION_SEED, FIRST_HELD_OUT_SEED = 900, 1000
 MARKER = "training.json"
-EVALUATIONS = ("eval_trained.jsonl", "eval_untrained.jsonl")
 # Settings a resumed run may change (the others decide what it trains).
 FREE_ON_RESUME = ("minutes", "threads", "quiet")
 
@@ -315,17 +314,12 @@ def _ppo_phase(adapters, task: str, cfg: AgentsConfig, episodes, validation, rew
 
 def _evaluate(adapters, cfg: AgentsConfig, out: Path, console) -> dict:
     """The evaluation protocol on the held-out worlds for the trained and untrained adapters."""
-    from sandbox_rl.training.protocol import ProtocolConfig, adapter_answerer, run_protocol
+    from sandbox_rl.training.common import evaluate_trained_and_untrained
+    from sandbox_rl.training.protocol import ProtocolConfig
 
     config = ProtocolConfig(tasks=cfg.tasks, seeds=cfg.eval_seeds, steps=cfg.eval_steps,
                             users=cfg.users, seed=cfg.seed)
-    reports = {}
-    for label, untrained in (("trained", False), ("untrained", True)):
-        reports[label] = run_protocol(config, adapter_answerer(adapters, untrained=untrained),
-                                      str(out / "adapters") if not untrained else "untrained",
-                                      cfg.model)
-        reports[label].save(out / f"eval_{label}.jsonl")
-    return reports
+    return evaluate_trained_and_untrained(adapters, config, out, cfg.model)
 
 
 def train(cfg: AgentsConfig, given: set[str] | None = None):
@@ -334,10 +328,9 @@ def train(cfg: AgentsConfig, given: set[str] | None = None):
 
 
 def report(result: dict, console) -> None:
-    from sandbox_rl.training.protocol import comparison_table
+    from sandbox_rl.training.common import print_evaluations
 
-    reports, cfg = result["reports"], result["config"]
-    reports["trained"].print(console)
-    console.print(comparison_table(reports["trained"], reports["untrained"]))
+    cfg = result["config"]
+    print_evaluations(result["reports"], console)
     console.print(f"adapters (PEFT format) in {cfg.out}/adapters; TensorBoard in {cfg.out}/tb; "
                   f"held-out lines in {cfg.out}/eval_trained.jsonl and eval_untrained.jsonl")

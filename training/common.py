@@ -1,4 +1,5 @@
-"""Pieces shared by the training entry points: config checks, CLI flags from configs, run folders.
+"""Pieces shared by the training entry points: config checks, CLI flags from configs, run folders,
+the held-out evaluation of trained and untrained adapters.
 
 Every entry point has a config dataclass whose fields are its command-line flags
 (``--eval-seeds`` for ``eval_seeds``); the help text of a flag is the field's ``help`` metadata.
@@ -18,9 +19,9 @@ from typing import Any
 
 from sandbox_rl.envs.config import require
 
-__all__ = ["ExtraMissingError", "add_config_arguments", "check_common", "check_held_out",
-           "check_sb3_ppo",
-           "config_from_args", "field", "flag_of", "import_optional", "prepare_out_dir",
+__all__ = ["EVALUATIONS", "ExtraMissingError", "add_config_arguments", "check_common",
+           "check_held_out", "check_sb3_ppo", "config_from_args", "evaluate_trained_and_untrained",
+           "field", "flag_of", "import_optional", "prepare_out_dir", "print_evaluations",
            "read_resume_point", "require", "resume_settings", "save_config", "save_resume_point"]
 
 # A trainer's resume point: ``<out>/resume/`` holding ``state.json`` (the config and what is done)
@@ -223,3 +224,49 @@ def resume_settings(cfg: Any, saved: Any, run: Path, given: set[str] | None,
             f"the --resume folder {str(run)!r}, or no --out")
     kept = {name: getattr(cfg, name) for name in free if name in given}
     return dataclasses.replace(saved, **kept, out=str(run), overwrite=False, resume=str(run))
+
+
+# ---------------------------------------------------------------------- held-out evaluation
+# The evaluation protocol's lines for a trainer's trained and untrained adapters, in its folder.
+EVALUATIONS = ("eval_trained.jsonl", "eval_untrained.jsonl")
+
+
+def evaluate_trained_and_untrained(adapters: Any, config: Any, out: Path, model: str,
+                                   sampled_temperature: float = 0.0) -> dict:
+    """The evaluation protocol (``training/protocol.py``) under ``config`` (a
+    ``ProtocolConfig``) for the trained ``adapters`` (saved in ``out/adapters``) and the
+    untrained ones (the base model) on the same worlds; each report saved in ``out`` as
+    :data:`EVALUATIONS` says. ``sampled_temperature`` (0: the protocol's own): the temperature
+    of the sampled arm, for adapters whose rollouts sampled at it."""
+    from sandbox_rl.training.protocol import adapter_answerer, run_protocol
+
+    reports = {}
+    for label, untrained in (("trained", False), ("untrained", True)):
+        answer = _sampled_at(adapter_answerer(adapters, untrained=untrained),
+                             sampled_temperature)
+        reports[label] = run_protocol(config, answer, "untrained" if untrained
+                                      else str(out / "adapters"), model)
+        reports[label].save(out / f"eval_{label}.jsonl")
+    return reports
+
+
+def _sampled_at(answer: Any, temperature: float) -> Any:
+    """``answer`` (a protocol ``Answerer``) with its sampled answers decoded at
+    ``temperature``; greedy answers (temperature 0) unchanged."""
+    if not temperature:
+        return answer
+    from sandbox_rl.training.task_episodes import with_temperature
+
+    def at(task, task_spec, observations, seed):
+        if task_spec.sampling.temperature:
+            task_spec = with_temperature(task_spec, temperature)
+        return answer(task, task_spec, observations, seed)
+    return at
+
+
+def print_evaluations(reports: dict, console: Any) -> None:
+    """The trained adapters' protocol table and the trained-minus-untrained comparison."""
+    from sandbox_rl.training.protocol import comparison_table
+
+    reports["trained"].print(console)
+    console.print(comparison_table(reports["trained"], reports["untrained"]))

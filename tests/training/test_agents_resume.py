@@ -119,12 +119,15 @@ LLM = dict(model="tiny-llama", tasks=TASKS, updates=1, prompts_per_update=2, tra
 
 
 def _results(out):
-    """The saved results without the wall time of each update."""
-    saved = json.loads((out / "results.json").read_text())["results"]
-    for r in saved.values():
-        for update in r["updates"]:
+    """The saved training statistics without the wall time of each update, and the held-out
+    lines without the adapters folder they name."""
+    saved = json.loads((out / "results.json").read_text())["tasks"]
+    for t in saved.values():
+        for update in t["updates"]:
             update.pop("seconds")
-    return saved
+    lines = [{k: v for k, v in json.loads(line).items() if k != "adapters"}
+             for name in llm_ppo.EVALUATIONS for line in (out / name).read_text().splitlines()]
+    return saved, lines
 
 
 def test_llm_ppo_resumed_after_ctrl_c_gives_the_results_of_the_run_never_stopped(tmp_path,
@@ -132,9 +135,11 @@ def test_llm_ppo_resumed_after_ctrl_c_gives_the_results_of_the_run_never_stopped
     straight = tmp_path / "straight"
     llm_ppo.train(llm_ppo.LLMPPOConfig(**LLM, out=str(straight)))
     out = tmp_path / "run"
-    real = llm_ppo.episode_update
+    real, real_evaluate = llm_ppo.episode_update, llm_ppo._evaluate
+    trained = []
 
     def update(learner, task, *args, **kwargs):
+        trained.append(task)
         if task == TASKS[1]:
             raise KeyboardInterrupt
         return real(learner, task, *args, **kwargs)
@@ -145,11 +150,24 @@ def test_llm_ppo_resumed_after_ctrl_c_gives_the_results_of_the_run_never_stopped
     assert not (out / "results.json").exists()
     with pytest.raises(ValueError, match="invalid updates=2"):
         llm_ppo.resume_config(llm_ppo.LLMPPOConfig(resume=str(out), updates=2), {"updates"})
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
     monkeypatch.setattr(llm_ppo, "episode_update", real)
-    cfg, _ = llm_ppo.train(llm_ppo.LLMPPOConfig(resume=str(out), quiet=True))
-    assert cfg.tasks == TASKS and cfg.out == str(out)
+    monkeypatch.setattr(llm_ppo, "_evaluate", interrupted)
+    with pytest.raises(llm_ppo.RunInterrupted, match="during the evaluation.*--resume"):
+        llm_ppo.train(llm_ppo.LLMPPOConfig(resume=str(out), quiet=True))
+    assert not (out / "results.json").exists()
+    monkeypatch.setattr(llm_ppo, "episode_update", update)
+    monkeypatch.setattr(llm_ppo, "_evaluate", real_evaluate)
+    trained[:] = []
+    run = llm_ppo.train(llm_ppo.LLMPPOConfig(resume=str(out), quiet=True))
+    assert trained == []  # trained already: only evaluated
+    assert run.config.tasks == TASKS and run.config.out == str(out)
     assert _results(out) == _results(straight)
     for task in TASKS:
         assert _same(_weights(out / "adapters" / task), _weights(straight / "adapters" / task))
+    assert not (out / "resume").exists()
     with pytest.raises(ValueError, match="resume.*finished"):
         llm_ppo.train(llm_ppo.LLMPPOConfig(resume=str(out)))

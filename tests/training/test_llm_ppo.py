@@ -1,68 +1,111 @@
-"""``train llm-ppo`` on the tiny model: PPO moves the adapter, PEFT files, held-out table."""
+"""``train llm-ppo`` on the tiny model: PPO moves the adapter, PEFT files, the evaluation
+protocol's held-out lines and tables."""
 
 from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 from rich.console import Console
 from safetensors.torch import load_file
 
-from sandbox_rl.training.llm_ppo import LLMPPOConfig, reevaluate, report, train
+from sandbox_rl.training.common import _sampled_at
+from sandbox_rl.training.llm_ppo import LLMPPOConfig, report, train
+from sandbox_rl.training.protocol import ProtocolConfig, evaluate_run
 
-TINY = dict(model="tiny-llama", tasks=("trend_prediction",), updates=1, prompts_per_update=2,
+TASK = "trend_prediction"
+TINY = dict(model="tiny-llama", tasks=(TASK,), updates=1, prompts_per_update=2,
             train_seeds=(0,), eval_seeds=(1000, 1001), steps=4, users=100, eval_samples=1,
             threads=1, learning_rate=1e-2, checkpoint_every=1, quiet=True)
 
 
-def test_trains_saves_peft_adapters_and_reports(tmp_path):
-    cfg = LLMPPOConfig(**TINY, out=str(tmp_path / "run"))
-    result = train(cfg)
-    r = result[1]["trend_prediction"]
-    assert len(r.untrained) == len(r.trained) == len(r.untrained_sampled) == 2
-    assert len(r.updates) == 1 and r.updates[0]["rollouts"] == 2
-    folder = tmp_path / "run" / "adapters" / "trend_prediction"
+def _lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_trains_saves_peft_adapters_and_reports_the_protocol(tmp_path):
+    out = tmp_path / "run"
+    cfg = LLMPPOConfig(**TINY, out=str(out))
+    run = train(cfg)
+    assert len(run.updates[TASK]) == 1 and run.updates[TASK][0]["rollouts"] == 2
+    folder = out / "adapters" / TASK
     assert json.loads((folder / "adapter_config.json").read_text())["peft_type"] == "LORA"
     weights = load_file(folder / "adapter_model.safetensors")
     # PEFT initialises LoRA B to zero: a PPO step that changed the adapter leaves some B nonzero.
     assert any(torch.count_nonzero(w) for k, w in weights.items() if "lora_B" in k)
-    assert np.mean(r.heuristic) > np.mean(r.random)  # the env's baselines on the same held-out steps
-    assert (tmp_path / "run" / "checkpoints" / "trend_prediction_update1").is_dir()
-    assert list((tmp_path / "run" / "tb").rglob("events.out.tfevents.*"))
-    saved = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert saved["results"]["trend_prediction"]["trained"] == r.trained
+    assert (out / "checkpoints" / f"{TASK}_update1").is_dir()
+    assert list((out / "tb").rglob("events.out.tfevents.*"))
+    assert not (out / "resume").exists()
+
+    # The figures are the protocol's lines, one per (task, arm), on the held-out worlds.
+    trained, untrained = _lines(out / "eval_trained.jsonl"), _lines(out / "eval_untrained.jsonl")
+    assert trained == run.reports["trained"].json_lines()
+    assert untrained == run.reports["untrained"].json_lines()
+    assert [r["arm"] for r in trained] == ["agents", "sampled", "heuristic", "random"]
+    assert all(r["seeds"] == [1000, 1001] and len(r["per_world"]) == 2 for r in trained)
+    assert untrained[0]["adapters"] == "untrained"
+    for arm in ("heuristic", "random"):  # the same worlds and steps for both
+        assert run.reports["trained"].result(TASK, arm) == run.reports["untrained"].result(TASK,
+                                                                                          arm)
+    heuristic, random = (run.reports["trained"].result(TASK, a).mean
+                         for a in ("heuristic", "random"))
+    assert heuristic > random
+    # `sandbox-rl evaluate --adapters RUN/adapters` gives the same figures.
+    again = evaluate_run(ProtocolConfig(tasks=(TASK,), seeds=(1000, 1001), steps=4, users=100,
+                                        sampled=1), out / "adapters", "tiny-llama")
+    for arm in ("agents", "sampled", "heuristic", "random"):
+        assert again.result(TASK, arm).per_world == pytest.approx(
+            run.reports["trained"].result(TASK, arm).per_world), arm
+
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["config"]["eval_seeds"] == [1000, 1001]
+    assert saved["tasks"][TASK]["updates"] == run.updates[TASK]
+    assert saved["held_out"]["trained"] == "eval_trained.jsonl"
     console = Console(record=True, width=200)
-    report(result, console)
+    report(run, console)
     text = console.export_text()
-    assert "trend_prediction" in text and "sampled untrained" in text and "heuristic" in text
-    assert np.isfinite(r.trained + r.untrained).all()
-    # The saved run scored again on its own held-out worlds gives the same table, and on others
-    # a table of those worlds.
-    again = reevaluate(tmp_path / "run", cfg.eval_seeds, threads=1)[1]["trend_prediction"]
-    for name in ("untrained", "trained", "untrained_sampled", "trained_sampled", "heuristic"):
-        assert getattr(again, name) == pytest.approx(getattr(r, name)), name
-    other_cfg, other = reevaluate(tmp_path / "run", (1005,), threads=1)
-    assert other_cfg.eval_seeds == (1005,) and len(other["trend_prediction"].trained) == 1
-    with pytest.raises(ValueError, match="eval_seeds"):
-        reevaluate(tmp_path / "run", (0,))  # a training world
-    with pytest.raises(ValueError, match="not a finished llm-ppo run"):
-        reevaluate(tmp_path, (1000,))
+    assert "Held-out evaluation" in text and "trained - untrained" in text and TASK in text
+    assert "eval_trained.jsonl" in text
 
 
 def test_group_samples_and_rollout_temperature_reach_the_learner(tmp_path):
-    cfg = LLMPPOConfig(**{**TINY, "samples_per_prompt": 2, "rollout_temperature": 1.0},
-                       out=str(tmp_path / "run"))
-    r = train(cfg)[1]["trend_prediction"]
-    assert r.updates[0]["rollouts"] == 4  # 2 prompts x 2 samples
+    cfg = LLMPPOConfig(**{**TINY, "samples_per_prompt": 2, "rollout_temperature": 1.0,
+                          "eval_samples": 0}, out=str(tmp_path / "run"))
+    run = train(cfg)
+    assert run.updates[TASK][0]["rollouts"] == 4  # 2 prompts x 2 samples
+    assert [r["arm"] for r in _lines(tmp_path / "run" / "eval_trained.jsonl")] == \
+        ["agents", "heuristic", "random"]  # --eval-samples 0: no sampled arm
+
+
+def test_the_sampled_arm_decodes_at_the_rollout_temperature():
+    from sandbox_rl.agents.task_specs import spec
+    from sandbox_rl.training.task_episodes import as_trained, greedy
+
+    seen = []
+
+    def answer(task, task_spec, observations, seed):
+        seen.append(task_spec.sampling.temperature)
+        return []
+
+    at = _sampled_at(answer, 1.3)
+    at(TASK, greedy(spec(TASK)), [], 0)
+    at(TASK, as_trained(spec(TASK)), [], 0)
+    assert seen == [0.0, 1.3]
+    assert _sampled_at(answer, 0.0) is answer
 
 
 @pytest.mark.parametrize("field,value", [("tasks", ("dance",)), ("updates", 0),
-                                         ("eval_samples", 0), ("users", 10), ("checkpoint_every", 0),
-                                         ("eval_seeds", (0,)), ("learning_rate", 0.0),
+                                         ("eval_samples", -1), ("users", 10),
+                                         ("checkpoint_every", 0), ("eval_seeds", (0,)),
+                                         ("eval_seeds", (999,)), ("eval_seeds", (1000, 1000)),
+                                         ("train_seeds", (1000,)), ("learning_rate", 0.0),
                                          ("samples_per_prompt", 0), ("ppo_epochs", 0),
                                          ("rollout_temperature", -1.0)])
 def test_bad_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         LLMPPOConfig(**{**TINY, field: value})
+
+
+def test_default_held_out_worlds_are_the_registered_set():
+    assert LLMPPOConfig().eval_seeds == tuple(range(1000, 1020))
