@@ -587,7 +587,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                        ("update-samples", "samples per state of an update"),
                        ("update-epochs", "SFT epochs of an update")):
         p.add_argument(f"--{flag}", type=int, help=text + _scaled(flag))
-    p.add_argument("--meta-tasks", nargs="+", default=None, help="Reptile's tasks (--tasks)")
+    p.add_argument("--meta-tasks", nargs="+", default=None,
+                   help="Reptile's tasks (default: --tasks that are not --meta-targets, else "
+                        "every other task)")
     p.add_argument("--meta-targets", nargs="+", default=["trend_prediction"])
     p.add_argument("--meta-iterations", type=int,
                    help="Reptile iterations" + _scaled("meta-iterations"))
@@ -628,8 +630,12 @@ def check(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             p.error(f"--{name.replace('_', '-')} must be among --tasks (they need trained "
                     "adapters)")
         setattr(args, name, chosen)
-    args.meta_tasks = tasks(args.meta_tasks or args.tasks, "--meta-tasks")
     args.meta_targets = tasks(args.meta_targets, "--meta-targets")
+    # By default Reptile meta-trains on the other tasks: adapting to a task it was meta-trained
+    # on would not test adapting to a new one.
+    others = [t.value for t in TaskType if t.value not in args.meta_targets]
+    args.meta_tasks = tasks(args.meta_tasks or [t for t in args.tasks if t in others]
+                            or others, "--meta-tasks")
     if args.seeds is not None and (min(args.seeds) < 1000 or len(set(args.seeds)) <
                                    len(args.seeds)):
         p.error("--seeds: distinct held-out worlds >= 1000")

@@ -86,7 +86,9 @@ def test_evolution_benchmark_emits_every_strategy_line(monkeypatch, capsys, tmp_
     last = figures[("meta_learning", "trend_prediction", "held_out_reward_after_1_updates")]
     assert [len(c) for c in last["curves"].values()] == [2, 2]
     phases = last["updates"]
-    assert len(phases["reptile"]["meta_phase"]) == len(phases["sequential"]["meta_phase"]) == 2
+    # Reptile meta-trains on the other tasks only (here behavior_analysis): the target is new.
+    assert last["settings"]["meta_tasks"] == ["behavior_analysis"]
+    assert len(phases["reptile"]["meta_phase"]) == len(phases["sequential"]["meta_phase"]) == 1
     assert len(phases["reptile"]["adaptation"]) == len(phases["sequential"]["adaptation"]) == 1
     assert (tmp_path / "agents" / "adapters" / first / "adapter_config.json").is_file()
 
