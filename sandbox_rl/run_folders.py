@@ -197,10 +197,7 @@ def clear_run_folder(folder: Path, kind: RunKind) -> None:
         raise FileExistsError(f"--overwrite replaces only a run folder of this tool: {reason}; "
                               "choose another --out or remove it yourself")
     for entry in sorted(folder.iterdir()):
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
+        _remove(entry)
 
 
 def prepare_run_folder(out: str | os.PathLike, overwrite: bool, kind: RunKind,
@@ -239,11 +236,16 @@ def remove_outputs(folder: Path, kind: RunKind, names: Iterable[str] | None = No
     if reason is not None:
         raise FileExistsError(f"--overwrite replaces only a run folder of this tool: {reason}")
     for name in sorted(kind.outputs if names is None else set(names) & kind.outputs):
-        entry = folder / name
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        elif entry.exists() or entry.is_symlink():
-            entry.unlink()
+        _remove(folder / name)
+
+
+def _remove(entry: Path) -> None:
+    """Remove an entry of a recognised run folder: a folder with its contents, a link itself
+    (never what it points to), a file; nothing when it is absent."""
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry)
+    elif entry.exists() or entry.is_symlink():
+        entry.unlink()
 
 
 # ----------------------------------------------------------------------------- checkpoints

@@ -226,13 +226,13 @@ def run_evolution(args: EvolveRunConfig, given: Iterable[str] | None = None) -> 
 
     if args.resume is not None:
         args = resume_config(args, given)
-    options = dict(evolution_strategy=args.strategy, model_pool_size=args.pool_size,
-                   evolution_interval=args.evolution_interval, num_users=args.users,
-                   seed=args.seed, enable_online_adaptation=args.online_adaptation,
-                   task_distribution={t: args.model for t in TaskType}, fallback_model=None,
-                   adapters_dir=args.adapters)
     # Every option is checked before the run folder is touched (a bad one leaves no folder).
-    SelfEvolvingConfig(**options, log_dir=str(Path(args.out) / "logs"))
+    config = SelfEvolvingConfig(
+        evolution_strategy=args.strategy, model_pool_size=args.pool_size,
+        evolution_interval=args.evolution_interval, num_users=args.users, seed=args.seed,
+        enable_online_adaptation=args.online_adaptation,
+        task_distribution={t: args.model for t in TaskType}, fallback_model=None,
+        adapters_dir=args.adapters, log_dir=str(Path(args.out) / "logs"))
     settings = asdict(replace(args, overwrite=False, resume=None, quiet=False))
     if args.resume is None:
         out = prepare_run_folder(args.out, args.overwrite, EVOLVE, settings)
@@ -241,7 +241,6 @@ def run_evolution(args: EvolveRunConfig, given: Iterable[str] | None = None) -> 
     console = Console(stderr=True, quiet=args.quiet)
     start = time.perf_counter()
     with console.status(f"loading {args.model} with {5 * args.pool_size} adapters"):
-        config = SelfEvolvingConfig(**options, log_dir=str(out / "logs"))
         sandbox = SelfEvolvingOasis(config)
     records = _resume(sandbox, config, out, settings) if args.resume is not None else []
     first = len(records)
