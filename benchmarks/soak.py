@@ -8,7 +8,8 @@ sample is taken by wrapping ``SelfEvolvingOasis.simulate_step`` here, in the ben
 library is not changed), so a checkpoint's cost shows in the next step's sample.
 
 Every step samples the resident set (psutil, else ``VmRSS`` in ``/proc/self/status``), the open
-file descriptors (``/proc/self/fd``) and the threads. Keys of both lines: part, users, steps,
+file descriptors (``/proc/self/fd``, once two listings 10 ms apart agree: library threads
+open and close files of their own mid-sample) and the threads. Keys of both lines: part, users, steps,
 seconds, rss_first / rss_last / rss_peak (bytes; first = after step 1, peak = of the samples),
 rss_slope (least-squares bytes per step over the second half of the samples: a leak keeps
 climbing there, warm-up does not), fds_first / fds_last (per-step samples), fds_opened (what
@@ -66,10 +67,6 @@ def rss_bytes() -> int:
     return psutil.Process().memory_info().rss
 
 
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))  # counts the listing's own descriptor: a constant
-
-
 def fd_targets() -> set[tuple[str, str]]:
     """(descriptor, what it is open on) of this process."""
     found = set()
@@ -77,6 +74,22 @@ def fd_targets() -> set[tuple[str, str]]:
         with contextlib.suppress(OSError):  # the listing's own descriptor, closed by now
             found.add((fd, os.readlink(f"/proc/self/fd/{fd}")))
     return found
+
+
+def settled_fd_targets(tries: int = 20) -> set[tuple[str, str]]:
+    """``fd_targets`` once two listings 10 ms apart agree.
+
+    Library threads (tqdm's monitor, the tokenizer's and torch's workers) open and close files
+    of their own at any instant; a descriptor caught open mid-flight is not one the run holds.
+    """
+    last = fd_targets()
+    for _ in range(tries):
+        time.sleep(0.01)
+        now = fd_targets()
+        if now == last:
+            break
+        last = now
+    return last
 
 
 def threads() -> int:
@@ -107,21 +120,22 @@ class Samples:
         self.rss: list[int] = []
         self.fds: list[int] = []
         self.threads: list[int] = []
-        self.fds_before, self.targets_before = open_fds(), fd_targets()
+        self.targets_before = settled_fd_targets()
+        self.fds_before = len(self.targets_before)
         self.temp_before = temp_entries()
         self.start = time.perf_counter()
 
     def sample(self) -> None:
-        fds = open_fds()
-        if self.fds and fds != self.fds[-1]:
+        targets = settled_fd_targets()
+        if self.fds and len(targets) != self.fds[-1]:
             # A file dropped in a reference cycle stays open until the collector runs: that is
             # garbage, not a leak (a leak is still open after it).
             gc.collect()
-            fds = open_fds()
+            targets = settled_fd_targets()
         self.rss.append(rss_bytes())
-        self.fds.append(fds)
+        self.fds.append(len(targets))
         self.threads.append(threads())
-        self.targets_last = fd_targets()
+        self.targets_last = targets
         if len(self.fds) == 1:
             self.targets_first = self.targets_last
 
@@ -129,13 +143,14 @@ class Samples:
         seconds = time.perf_counter() - self.start
         gc.collect()  # what is still open after the part is held, not awaiting collection
         leaked = sorted(temp_entries() - self.temp_before)
+        targets_after = settled_fd_targets()
         return {"part": part, "users": users, "steps": len(self.rss), "seconds": round(seconds, 1),
                 "rss_first": self.rss[0], "rss_last": self.rss[-1], "rss_peak": max(self.rss),
                 "rss_slope": round(slope(self.rss), 1),
                 "fds_first": self.fds[0], "fds_last": self.fds[-1],
                 "fds_opened": sorted(t for _, t in self.targets_last - self.targets_first),
-                "fds_before": self.fds_before, "fds_after": open_fds(),
-                "fds_held": sorted(t for _, t in fd_targets() - self.targets_before),
+                "fds_before": self.fds_before, "fds_after": len(targets_after),
+                "fds_held": sorted(t for _, t in targets_after - self.targets_before),
                 "threads_first": self.threads[0], "threads_last": self.threads[-1],
                 "temp_leaked": leaked}
 
