@@ -19,6 +19,8 @@ until the longest row is done, so a batch of five cost more than five separate c
   adapter weights follow.
 
 Per-row sampling is a logits processor; sampling draws from a generator seeded with ``seed``.
+A row with ``choices`` (``agents/choices.py``) may only write tokens that continue a valid
+answer, and is done as soon as its answer is complete.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache, LogitsProcessor
 from transformers.cache_utils import DynamicLayer
 
+from sandbox_rl.agents.choices import Choices, ChoiceState
 from sandbox_rl.agents.fused_lora import BASE, FusedRouting, fused_adapters, supports_fusion
 from sandbox_rl.agents.kv_cache import PrefixCache, PrefixCacheStore, adapter_fingerprint
 
@@ -61,12 +64,14 @@ class GenerationRequest:
     """A prompt (already in the model's chat format) for one adapter (None: the base model).
 
     ``prefix``: the fixed start of ``prompt`` (a task's system turn) whose keys and values a
-    ``PrefixCacheStore`` may hold; empty: nothing to cache."""
+    ``PrefixCacheStore`` may hold; empty: nothing to cache. ``choices``: the completion is a
+    sequence of these choices (constrained decoding); ``None``: free text."""
 
     prompt: str
     adapter: str | None = None
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     prefix: str = ""
+    choices: Choices | None = None
 
     def __post_init__(self) -> None:
         if not self.prompt:
@@ -81,7 +86,7 @@ class Completion:
     adapter: str | None
     prompt_tokens: int
     completion_tokens: int
-    finish_reason: str  # "stop" (a stop string), "eos" or "length"
+    finish_reason: str  # "stop" (a stop string or a complete choice answer), "eos" or "length"
     token_ids: tuple[int, ...] = ()
 
 
@@ -168,9 +173,12 @@ def generate_batch(model, tokenizer, requests: Sequence[GenerationRequest],
         torch.manual_seed(seed)
         rows = _prefill(model, tokenizer, requests, router, prefix_caches)
         cache, mask = _merge(model, [c for c, _, _ in rows], cache_factory)
+        states = [ChoiceState(r.choices, tokenizer) if r.choices is not None else None
+                  for r in requests]
         ids = _decode(model, tokenizer, requests, router, torch.cat([l for _, l, _ in rows]),
-                      cache, mask, [n for _, _, n in rows], min_new_tokens)
-    return [_completion(tokenizer, r, row_ids, n) for r, row_ids, (_, _, n) in zip(requests, ids, rows)]
+                      cache, mask, [n for _, _, n in rows], min_new_tokens, states)
+    return [_completion(tokenizer, r, row_ids, n, state)
+            for r, row_ids, (_, _, n), state in zip(requests, ids, rows, states)]
 
 
 # --------------------------------------------------------------------------- prefill
@@ -259,7 +267,8 @@ def _merge(model, caches: list[DynamicCache], cache_factory) -> tuple[object, to
 
 
 def _decode(model, tokenizer, requests, router: _Router, logits: torch.Tensor, cache,
-            mask: torch.Tensor, lengths: list[int], min_new_tokens: int) -> list[list[int]]:
+            mask: torch.Tensor, lengths: list[int], min_new_tokens: int,
+            states: list[ChoiceState | None]) -> list[list[int]]:
     """Token ids of every row; a row leaves the batch as soon as it is done."""
     device = logits.device
     temperature = torch.tensor([r.sampling.temperature for r in requests], device=device)
@@ -271,11 +280,16 @@ def _decode(model, tokenizer, requests, router: _Router, logits: torch.Tensor, c
         index = torch.tensor(alive, device=device)
         if step < min_new_tokens and eos is not None:
             logits[:, eos] = float("-inf")
+        logits = _constrain(logits, [states[row] for row in alive])
         tokens = _pick(logits, temperature[index], top_p[index])
         keep = []
         for j, row in enumerate(alive):
             out[row].append(int(tokens[j]))
-            if not _done(tokenizer, requests[row], out[row], eos):
+            if states[row] is not None:
+                states[row].advance(out[row][-1])
+                if not (states[row].done or len(out[row]) >= requests[row].sampling.max_new_tokens):
+                    keep.append(j)
+            elif not _done(tokenizer, requests[row], out[row], eos):
                 keep.append(j)
         if not keep:
             break
@@ -289,6 +303,18 @@ def _decode(model, tokenizer, requests, router: _Router, logits: torch.Tensor, c
                        past_key_values=cache, use_cache=True, **router.kwargs(alive)).logits[:, -1].float()
         positions = positions + 1
     return out
+
+
+def _constrain(logits: torch.Tensor, states: list[ChoiceState | None]) -> torch.Tensor:
+    """Logits with every token that would leave a row's valid answers masked out."""
+    if all(state is None for state in states):
+        return logits
+    allowed = torch.ones_like(logits, dtype=torch.bool)
+    for j, state in enumerate(states):
+        if state is not None:
+            allowed[j] = False
+            allowed[j, state.allowed()] = True
+    return logits.masked_fill(~allowed, float("-inf"))
 
 
 def _pick(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
@@ -308,10 +334,10 @@ def _done(tokenizer, request: GenerationRequest, ids: list[int], eos: int | None
     return any(s in text for s in stops)
 
 
-def _completion(tokenizer, request: GenerationRequest, ids: list[int], prompt_tokens: int
-                ) -> Completion:
+def _completion(tokenizer, request: GenerationRequest, ids: list[int], prompt_tokens: int,
+                state: ChoiceState | None = None) -> Completion:
     eos = tokenizer.eos_token_id
-    reason = "length"
+    reason = "stop" if state is not None and state.done else "length"
     if eos in ids:
         ids, reason = ids[: ids.index(eos)], "eos"
     text = tokenizer.decode(ids, skip_special_tokens=True)

@@ -50,8 +50,7 @@ class LLMPolicy:
 
     def requests(self, observations: Mapping[str, str]) -> list[GenerationRequest]:
         tok = self.adapters.tokenizer
-        return [GenerationRequest(self.specs(a).prompt(tok, obs), self.adapter_for.get(a, a),
-                                  self.specs(a).sampling, self.specs(a).prefix(tok))
+        return [self.specs(a).request(tok, obs, self.adapter_for.get(a, a))
                 for a, obs in observations.items()]
 
     def __call__(self, observations: Mapping[str, str]) -> dict[str, str]:

@@ -3,22 +3,33 @@
 The text format of observations and answers belongs to the env's tasks
 (``sandbox_rl.envs.tasks``: ``render`` / ``parse`` and the no-op); a spec adds what an LLM
 needs around it: a fixed system prompt (the same every step, so its KV cache can be computed
-once), the chat template, and the decoding settings and token budget of the task.
+once), the chat template, the decoding settings and token budget of the task, and, for the
+tasks whose answers are a closed set, the choices the answer is decoded from
+(``agents/choices.py``): every answer then parses, written in the env's own answer format
+(each task's ``format_action``), the format its heuristic's answers are trained in.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+import re
 from typing import Callable
 
-from sandbox_rl.agents.generation import SamplingSettings
+from sandbox_rl.agents.choices import Choices
+from sandbox_rl.agents.generation import GenerationRequest, SamplingSettings
 from sandbox_rl.enums import TaskType
+from sandbox_rl.envs.platform import BEHAVIOURS
+from sandbox_rl.envs.topics import TOPIC_NAMES
 
 _ANSWER_ONLY = "Reply with the answer only, in exactly the format asked for."
 
 
 def _no_start(observation: str) -> str:
     return ""
+
+
+def _free_text(observation: str) -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -31,6 +42,7 @@ class TaskSpec:
     system_prompt: str
     sampling: SamplingSettings
     answer_start: Callable[[str], str] = _no_start
+    choices: Callable[[str], Choices | None] = _free_text
 
     def messages(self, observation: str) -> list[dict[str, str]]:
         return [{"role": "system", "content": self.system_prompt},
@@ -52,6 +64,18 @@ class TaskSpec:
         start = self.answer_start(observation)
         return answer[len(start):] if answer.startswith(start) else answer
 
+    def request(self, tokenizer, observation: str, adapter: str | None,
+                sampling: SamplingSettings | None = None) -> GenerationRequest:
+        """The generation request of ``observation`` through ``adapter``: the prompt, its fixed
+        prefix, the task's choices and ``sampling`` (default the spec's), its token budget
+        raised to the longest answer of the choices in this tokenizer (a closed-set answer is
+        never cut short)."""
+        sampling, choices = sampling or self.sampling, self.choices(observation)
+        if choices is not None and choices.max_tokens(tokenizer) > sampling.max_new_tokens:
+            sampling = replace(sampling, max_new_tokens=choices.max_tokens(tokenizer))
+        return GenerationRequest(self.prompt(tokenizer, observation), adapter, sampling,
+                                 self.prefix(tokenizer), choices)
+
     def prefix(self, tokenizer) -> str:
         """The fixed start of every prompt of this task (system turn), for a prefix cache."""
         full = tokenizer.apply_chat_template(self.messages("\x00"), tokenize=False,
@@ -61,6 +85,26 @@ class TaskSpec:
 
 def _fixed(start: str) -> Callable[[str], str]:
     return lambda observation: start
+
+
+def _fixed_choices(choices: Choices) -> Callable[[str], Choices]:
+    return lambda observation: choices
+
+
+def _class_lines(observation: str) -> Choices | None:
+    """One class per panel user, one per line (the observation asks for ``Answer N lines``)."""
+    asked = re.search(r"Answer (\d+) lines", observation)
+    if asked is None or int(asked.group(1)) < 1:
+        return None
+    return Choices(BEHAVIOURS, tuple("\n" + c for c in BEHAVIOURS), int(asked.group(1)))
+
+
+# After the answer start 'ranking:': every topic once, separated by ' > '.
+_RANKING = Choices(tuple(" " + t for t in TOPIC_NAMES), tuple(" > " + t for t in TOPIC_NAMES),
+                   len(TOPIC_NAMES), distinct=True)
+# After the answer start 'segment=': no campaign, or a segment and a non-zero intensity.
+_CAMPAIGN = Choices(("none",) + tuple(f"{t} intensity={level}" for t in TOPIC_NAMES
+                                      for level in (1, 2, 3)))
 
 
 # No concrete example answers: a 135M model copies them verbatim, and identical answers give
@@ -79,7 +123,7 @@ TASK_SPECS: dict[TaskType, TaskSpec] = {
         "You predict what users of a social platform will do in the next hour. Answer one line "
         "per user, in the order the users are listed, each line one word: inactive, lurk, "
         "positive, negative or post. " + _ANSWER_ONLY,
-        SamplingSettings(max_new_tokens=64, stop=("\n\n",))),
+        SamplingSettings(max_new_tokens=64, stop=("\n\n",)), choices=_class_lines),
     TaskType.NETWORK_OPTIMIZATION: TaskSpec(
         TaskType.NETWORK_OPTIMIZATION,
         "You tune a social platform's feed recommender to maximise engagement. Answer with the "
@@ -91,14 +135,16 @@ TASK_SPECS: dict[TaskType, TaskSpec] = {
         "You forecast which topics will get the most activity on a social platform next hour. "
         "Answer 'ranking:' followed by every topic name from the list once, most active first, "
         "separated by '>'. " + _ANSWER_ONLY,
-        SamplingSettings(max_new_tokens=48, stop=("\n",)), _fixed("ranking:")),
+        SamplingSettings(max_new_tokens=48, stop=("\n",)), _fixed("ranking:"),
+        _fixed_choices(_RANKING)),
     TaskType.USER_ENGAGEMENT: TaskSpec(
         TaskType.USER_ENGAGEMENT,
         "You run notification campaigns that bring users of a social platform back without "
         "tiring them. Answer 'segment=' followed by one segment name from the list, then "
         "' intensity=' followed by a number from 0 to 3; or 'segment=none' for no campaign. "
         + _ANSWER_ONLY,
-        SamplingSettings(max_new_tokens=16, stop=("\n",)), _fixed("segment=")),
+        SamplingSettings(max_new_tokens=16, stop=("\n",)), _fixed("segment="),
+        _fixed_choices(_CAMPAIGN)),
 }
 
 

@@ -87,10 +87,9 @@ def task_observations(count: int, seed: int) -> list[dict[str, tuple[str, np.nda
 
 def real_mix(adapters, steps: list[dict[str, str]]) -> list[list[GenerationRequest]]:
     """Each step's five requests as the LLM policy sends them: the task's own prompt (with its
-    fixed system turn marked as the cacheable prefix), token budget, sampling and stops."""
+    fixed system turn marked as the cacheable prefix), token budget, sampling, stops and choices."""
     tok = adapters.tokenizer
-    return [[GenerationRequest(spec(a).prompt(tok, o), a, spec(a).sampling, spec(a).prefix(tok))
-             for a, o in step.items()] for step in steps]
+    return [[spec(a).request(tok, o, a) for a, o in step.items()] for step in steps]
 
 
 def generation_speed(adapters, steps: list[dict[str, str]], repeats: int) -> None:
@@ -210,8 +209,7 @@ def parse_success(adapters, steps, env, batch: int, agents: list[str] | None = N
         for lo in range(0, len(steps), batch):
             chunk = [s[agent] for s in steps[lo: lo + batch]]
             outs = generate_batch(adapters.model, tok,
-                                  [GenerationRequest(spec(agent).prompt(tok, text), agent,
-                                                     spec(agent).sampling) for text, _ in chunk])
+                                  [spec(agent).request(tok, text, agent) for text, _ in chunk])
             for (text, panel), out in zip(chunk, outs):
                 task.panel = panel  # the panel the behaviour prompt listed
                 parsed = task.parse(spec(agent).answer(text, out.text))

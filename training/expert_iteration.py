@@ -36,7 +36,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from sandbox_rl.agents.generation import GenerationRequest, SamplingSettings, generate_batch
+from sandbox_rl.agents.generation import SamplingSettings, generate_batch
 from sandbox_rl.agents.kv_cache import PrefixCacheStore
 from sandbox_rl.agents.lora import TaskAdapters
 from sandbox_rl.agents.task_specs import TaskSpec, spec
@@ -108,8 +108,7 @@ def greedy_answers(adapters: TaskAdapters, adapter: str, task_spec: TaskSpec,
     out = []
     for lo in range(0, len(observations), batch):
         chunk = observations[lo:lo + batch]
-        requests = [GenerationRequest(s.prompt(adapters.tokenizer, o), adapter, s.sampling)
-                    for o in chunk]
+        requests = [s.request(adapters.tokenizer, o, adapter) for o in chunk]
         done = generate_batch(adapters.model, adapters.tokenizer, requests, multi_adapter=True)
         out += [s.answer(o, c.text) for o, c in zip(chunk, done)]
     return out
@@ -121,8 +120,8 @@ def sampled_answers(adapters: TaskAdapters, adapter: str, task_spec: TaskSpec,
     rows' shared prefix, so its states are computed once for all samples, not once per row."""
     sampling = SamplingSettings(task_spec.sampling.max_new_tokens, temperature, 1.0,
                                 task_spec.sampling.stop)
-    prompt = task_spec.prompt(adapters.tokenizer, observation)
-    request = GenerationRequest(prompt, adapter, sampling, prefix=prompt)
+    request = task_spec.request(adapters.tokenizer, observation, adapter, sampling)
+    request = replace(request, prefix=request.prompt)
     store = PrefixCacheStore(adapters.model, persist=False)
     done = generate_batch(adapters.model, adapters.tokenizer, [request] * samples, seed=seed,
                           multi_adapter=True, prefix_caches=store)

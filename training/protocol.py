@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from sandbox_rl.agents.generation import GenerationRequest, generate_batch
+from sandbox_rl.agents.generation import generate_batch
 from sandbox_rl.agents.policy import env_action
 from sandbox_rl.agents.task_specs import TaskSpec, spec
 from sandbox_rl.enums import TaskType
@@ -397,8 +397,7 @@ def adapter_answerer(adapters, untrained: bool = False, adapter: str | None = No
     def answer(task: str, task_spec: TaskSpec, observations: Sequence[str],
                seed: int) -> list[str]:
         name = None if untrained else (adapter or task)
-        requests = [GenerationRequest(task_spec.prompt(adapters.tokenizer, o), name,
-                                      task_spec.sampling) for o in observations]
+        requests = [task_spec.request(adapters.tokenizer, o, name) for o in observations]
         outs = generate_batch(adapters.model, adapters.tokenizer, requests, cache_factory,
                               seed=seed, multi_adapter=True)
         return [task_spec.answer(o, out.text) for o, out in zip(observations, outs)]

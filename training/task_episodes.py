@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from sandbox_rl.agents.generation import GenerationRequest, SamplingSettings, generate_batch
+from sandbox_rl.agents.generation import SamplingSettings, generate_batch
 from sandbox_rl.agents.policy import env_action
 from sandbox_rl.agents.task_specs import TaskSpec, spec
 from sandbox_rl.enums import TaskType
@@ -112,9 +112,8 @@ def evaluate(adapters, adapter: str | None, episodes: Sequence[TaskEpisode],
         task = episode.scorer.scratch.tasks[episode.task.value]
         for lo in range(0, len(episode.steps), batch):
             chunk = list(range(lo, min(lo + batch, len(episode.steps))))
-            requests = [GenerationRequest(s.prompt(adapters.tokenizer,
-                                                   episode.steps[i].observation),
-                                          adapter, s.sampling) for i in chunk]
+            requests = [s.request(adapters.tokenizer, episode.steps[i].observation, adapter)
+                        for i in chunk]
             outs = generate_batch(adapters.model, adapters.tokenizer, requests, cache_factory,
                                   seed=seed + lo, multi_adapter=adapter is not None)
             for i, out in zip(chunk, outs):

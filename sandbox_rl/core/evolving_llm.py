@@ -124,9 +124,7 @@ class SelfEvolvingLLM:
         return out
 
     def _request(self, group: ModelGroup, member: Member, observation: str) -> GenerationRequest:
-        task_spec = member_spec(member)
-        return GenerationRequest(task_spec.prompt(group.tokenizer, observation), member.adapter,
-                                 task_spec.sampling, task_spec.prefix(group.tokenizer))
+        return member_spec(member).request(group.tokenizer, observation, member.adapter)
 
     def prefix_store(self, group: ModelGroup) -> PrefixCacheStore:
         """The group's prefix caches (each task's system turn, per adapter; in memory, saved

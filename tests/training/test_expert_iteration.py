@@ -39,8 +39,8 @@ def test_a_round_moves_only_the_tasks_adapter_toward_the_winners(episodes):
     settings = ei.RoundSettings(samples=2, draws=2, learning_rate=3e-2, epochs=5, batch_size=4)
     stats = ei.RoundStats()
     examples = ei.collect_examples(adapters, TASK, states, settings, 0, stats)
-    # The untrained tiny model writes no ranking: the heuristic's proposal wins every state.
-    assert len(examples) == len(states) and stats.from_heuristic == len(states)
+    # Every state has a proposal better than the greedy ranking (the heuristic's or a sample).
+    assert len(examples) == len(states) and 0 < stats.from_heuristic <= len(states)
     assert all(e.reward > e.greedy_reward for e in examples)
     assert all(e.completion.startswith(" ") and " > " in e.completion for e in examples)
     trained_before = adapters.state(TASK)
