@@ -1,5 +1,8 @@
 """Every code block of the user guide runs as written (docs/self_evolving_oasis_guide.zh.md).
 
+The English translation (docs/guide.md) must carry the very same python blocks, in the same order,
+so running the Chinese guide's blocks runs the English guide's too.
+
 The blocks run in order in one namespace, as a reader pasting them into one session would
 (later blocks use names earlier ones imported). The fast suite runs them on a tiny random model
 (``SANDBOX_RL_DEFAULT_MODEL=tiny-llama``); the slow test on the embedded model.
@@ -12,11 +15,13 @@ from pathlib import Path
 
 import pytest
 
-GUIDE = Path(__file__).resolve().parents[2] / "docs" / "self_evolving_oasis_guide.zh.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+GUIDE = DOCS / "self_evolving_oasis_guide.zh.md"
+GUIDE_EN = DOCS / "guide.md"
 
 
-def guide_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", GUIDE.read_text(encoding="utf-8"), flags=re.S)
+def guide_blocks(path: Path = GUIDE) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", path.read_text(encoding="utf-8"), flags=re.S)
 
 
 def run_guide(monkeypatch, tmp_path, model: str) -> dict:
@@ -38,6 +43,14 @@ def test_guide_has_the_blocks_we_expect():
     blocks = guide_blocks()
     assert len(blocks) == 20
     assert sum("**config.__dict__" in b for b in blocks) == 1
+
+
+def test_english_guide_has_exactly_the_chinese_guides_code_blocks():
+    assert guide_blocks(GUIDE_EN) == guide_blocks(GUIDE)
+    text = GUIDE_EN.read_text(encoding="utf-8")
+    assert "self_evolving_oasis_guide.zh.md" in text.splitlines()[0]
+    # every fence in the English guide is one of those python blocks (none hidden in another fence)
+    assert text.count("```") == 2 * len(guide_blocks(GUIDE))
 
 
 def test_every_guide_block_runs_on_a_tiny_model(monkeypatch, tmp_path, capsys):
