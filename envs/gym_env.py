@@ -26,7 +26,11 @@ class SelfEvolvingOasisEnv(gymnasium.Env):
     The chosen task's reward, in [0, 1].
 
     ## Starting State / Episode End
-    As ``oasis_v0``: a world drawn from the seed; truncation after ``max_cycles`` steps.
+    As ``oasis_v0``: a world drawn from the seed; truncation after ``max_cycles`` steps. The id is
+    registered with ``max_episode_steps=200``, the default ``max_cycles``, and the ``TimeLimit``
+    that ``gymnasium.make`` adds follows a ``max_cycles`` passed to it, so both truncate at the
+    same step and ``spec.max_episode_steps`` is the episode length; an explicit
+    ``max_episode_steps`` other than 200 is kept (see ``sandbox_rl.envs.registration``).
 
     ## Arguments
     ``task`` (a ``TaskType`` or its value, default ``"trend_prediction"``), ``render_mode``

@@ -25,6 +25,7 @@ from sandbox_rl.enums import TaskType
 from sandbox_rl.envs.config import (Flag, Int, OneOf, PlatformConfig, check_fits_in_memory,
                                     require, shorten)
 from sandbox_rl.envs.platform import Platform, StepOutcome, StepPlan
+from sandbox_rl.envs.registration import DEFAULT_MAX_CYCLES
 from sandbox_rl.envs.state import (STATE_FORMAT, STATE_VERSION, ArraySpec, check_arrays,
                                    check_int, check_keys, prefixed, split_arrays)
 from sandbox_rl.envs.tasks import Task, make_tasks
@@ -68,6 +69,10 @@ class OasisParallelEnv(ParallelEnv):
     a prompt rendering the same information. ``vector_observation(agent)`` gives the vector in
     either mode.
 
+    ## State Space
+    ``state()`` concatenates the five vector observations (in ``possible_agents`` order, in
+    either mode) and lies in ``state_space``, the ``Box`` that concatenates their spaces.
+
     ## Rewards
     Each in [0, 1], computed from what the simulated users did in the step:
     - content_generation: (impressions of the agent's post with a like, repost, quote or comment
@@ -87,9 +92,10 @@ class OasisParallelEnv(ParallelEnv):
     No termination; every agent is truncated after ``max_cycles`` steps.
 
     ## Arguments
-    ``max_cycles`` (200), ``obs_mode`` ("vector" | "text"), ``text_agents`` (in text mode, the
-    agents that speak text, default all; the others keep vector spaces; a text agent's action
-    may also be an action of its task's structured space, which skips parsing), ``panel_size`` (8),
+    ``max_cycles`` (``DEFAULT_MAX_CYCLES``, 200), ``obs_mode`` ("vector" | "text"),
+    ``text_agents`` (in text mode, the agents that speak text, default all; the others keep
+    vector spaces; a text agent's action may also be an action of its task's structured space,
+    which skips parsing), ``panel_size`` (8),
     ``history`` (6), ``trace_path`` (SQLite trace file or None), ``trace_overwrite`` (False:
     an existing trace file raises ValueError at reset), ``render_mode`` (None | "ansi" |
     "human" | "rgb_array": a small RGB frame of topic shares, recent activity and the agents'
@@ -115,9 +121,10 @@ class OasisParallelEnv(ParallelEnv):
     metadata = {"name": "oasis_v0", "render_modes": ["ansi", "human", "rgb_array"],
                 "render_fps": 4, "is_parallelizable": True}
 
-    def __init__(self, max_cycles: int = 200, obs_mode: str = "vector", panel_size: int = 8,
-                 history: int = 6, trace_path: str | None = None, trace_overwrite: bool = False,
-                 render_mode: str | None = None, text_agents: list[str] | None = None,
+    def __init__(self, max_cycles: int = DEFAULT_MAX_CYCLES, obs_mode: str = "vector",
+                 panel_size: int = 8, history: int = 6, trace_path: str | None = None,
+                 trace_overwrite: bool = False, render_mode: str | None = None,
+                 text_agents: list[str] | None = None,
                  **world: Any) -> None:
         unknown = set(world) - PlatformConfig.field_names()
         if unknown:
@@ -153,6 +160,10 @@ class OasisParallelEnv(ParallelEnv):
         for a in self.text_agents:
             self._obs_spaces[a] = gymnasium.spaces.Text(MAX_PROMPT_CHARS, charset=TEXT_CHARSET)
             self._act_spaces[a] = gymnasium.spaces.Text(MAX_COMPLETION_CHARS, charset=TEXT_CHARSET)
+        vector = [self.tasks[a].observation_space for a in self.possible_agents]
+        self.state_space = gymnasium.spaces.Box(np.concatenate([s.low for s in vector]),
+                                                np.concatenate([s.high for s in vector]),
+                                                dtype=np.float32)
         self.agents: list[str] = []
         self.platform: Platform | None = None
         self.num_cycles = 0
@@ -245,8 +256,16 @@ class OasisParallelEnv(ParallelEnv):
         self._close_trace()
 
     def state(self) -> np.ndarray:
-        """A global state vector: the concatenated vector observations."""
+        """A global state vector in ``state_space``: the concatenated vector observations."""
         return np.concatenate([self._vector_obs[a] for a in self.possible_agents])
+
+    def follower_graph(self):
+        """The current follower graph as a ``networkx.DiGraph``: nodes are the user ids
+        ``0 .. num_users - 1``, an edge ``u -> v`` means user ``u`` follows user ``v``
+        (see ``FollowGraph.to_networkx``). A copy: editing it leaves the world unchanged."""
+        if self.platform is None:
+            raise RuntimeError("follower_graph() called before reset(): there is no world yet")
+        return self.platform.graph.to_networkx()
 
     # ------------------------------------------------------------------ state
     def constructor_kwargs(self) -> dict[str, Any]:

@@ -500,14 +500,34 @@ def test_sb3_make_vec_env_as_documented() -> None:
         vec_env.close()
 
 
-def test_gymnasium_make_vec_as_documented() -> None:
-    envs = gymnasium.make_vec(ENV_ID, num_envs=2)
+@pytest.mark.parametrize("mode", [None, "sync"])  # None: sync, there is no vector entry point
+def test_gymnasium_make_vec_as_documented(mode) -> None:
+    envs = gymnasium.make_vec(ENV_ID, num_envs=2, vectorization_mode=mode)
     try:
+        assert isinstance(envs, gymnasium.vector.SyncVectorEnv)
         obs, infos = envs.reset(seed=42)
         assert obs.shape == (2, *envs.single_observation_space.shape)
         for _ in range(3):
             obs, rewards, terminations, truncations, infos = envs.step(
                 envs.action_space.sample())
         assert rewards.shape == (2,)
+        # Each sub-env is gymnasium.make's: TimeLimit of the registered 200 steps, = max_cycles.
+        assert [e.spec.max_episode_steps for e in envs.envs] == [200, 200]
+    finally:
+        envs.close()
+
+
+def test_gymnasium_make_vec_truncates_at_max_cycles_and_autoresets() -> None:
+    envs = gymnasium.make_vec(ENV_ID, num_envs=2, vectorization_mode="sync", max_cycles=3,
+                              **SMALL)
+    try:
+        assert [e.spec.max_episode_steps for e in envs.envs] == [3, 3]
+        envs.reset(seed=0)
+        for step in range(1, 5):
+            *_, terminations, truncations, _ = envs.step(envs.action_space.sample())
+            assert not terminations.any()
+            assert truncations.tolist() == [step == 3] * 2, step
+        # Step 4 was the autoreset (next-step mode): a fresh episode is running.
+        assert [e.unwrapped.world.num_cycles for e in envs.envs] == [0, 0]
     finally:
         envs.close()

@@ -132,6 +132,27 @@ def test_adjacency_is_csr_with_one_entry_per_edge() -> None:
     assert np.all(coo.data == 1)
 
 
+def test_to_networkx_matches_the_sparse_matrix_and_leaves_the_graph_alone() -> None:
+    import networkx as nx
+
+    graph, reference = _random_graph(8)
+    _edit(graph, reference, np.random.default_rng(8))
+    pending = {k: v.copy() for k, v in graph.state_dict().items()}
+    nxg = graph.to_networkx()
+    for name, array in graph.state_dict().items():  # pending edits not compacted
+        np.testing.assert_array_equal(array, pending[name], err_msg=name)
+    assert isinstance(nxg, nx.DiGraph)
+    assert sorted(nxg.nodes) == list(range(N))
+    adj = graph.adjacency()
+    assert nxg.number_of_edges() == adj.nnz == graph.num_edges == len(reference)
+    assert set(nxg.edges) == reference
+    src, dst = adj.nonzero()
+    for u, v in list(zip(src.tolist(), dst.tolist()))[:20]:  # u -> v: u follows v
+        assert nxg.has_edge(u, v) and graph.contains(np.array([u]), np.array([v]))[0]
+    np.testing.assert_array_equal([nxg.in_degree(u) for u in range(N)], graph.followers)
+    np.testing.assert_array_equal([nxg.out_degree(u) for u in range(N)], graph.following)
+
+
 def test_followers_of_matches_brute_force_scan() -> None:
     graph, reference = _random_graph(7)
     rng = np.random.default_rng(7)

@@ -6,11 +6,13 @@ import gymnasium
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
-from pettingzoo.test import api_test, max_cycles_test, parallel_api_test, parallel_seed_test
+from pettingzoo.test import (api_test, max_cycles_test, parallel_api_test, parallel_seed_test,
+                             state_test)
 
 import sandbox_rl  # noqa: F401  (registers SelfEvolvingOasis-v0)
 from sandbox_rl.enums import TaskType
 from sandbox_rl.envs import oasis_v0
+from sandbox_rl.envs.registration import DEFAULT_MAX_CYCLES, ENV_ID
 from sandbox_rl.envs.topics import TOPIC_NAMES
 from sandbox_rl.envs.heuristics import HeuristicPolicy
 
@@ -31,6 +33,50 @@ def test_aec_api():
     api_test(oasis_v0.env(max_cycles=20, **SMALL), num_cycles=20)
 
 
+@pytest.mark.parametrize("obs_mode", ["vector", "text"])
+def test_state_lies_in_state_space(obs_mode):
+    env = oasis_v0.parallel_env(obs_mode=obs_mode, max_cycles=6, **SMALL)
+    space = env.state_space
+    assert isinstance(space, gymnasium.spaces.Box) and space.dtype == np.float32
+    assert space.shape == (sum(env.tasks[a].observation_space.shape[0]
+                                for a in env.possible_agents),)
+    env.reset(seed=0)
+    for agent in env.possible_agents:
+        env.action_space(agent).seed(0)
+    assert space.contains(env.state())
+    while env.agents:
+        env.step({a: env.action_space(a).sample() for a in env.agents})
+        assert space.contains(env.state())
+    vectors = [env.vector_observation(a) for a in env.possible_agents]
+    np.testing.assert_array_equal(env.state(), np.concatenate(vectors))
+
+
+def test_pettingzoo_state_test():
+    # The AEC env (parallel_to_aec) exposes the parallel env's state_space and state().
+    aec = oasis_v0.env(max_cycles=10, **SMALL)
+    assert aec.state_space is aec.unwrapped.state_space
+    state_test(aec, oasis_v0.parallel_env(**SMALL))
+
+
+def test_follower_graph_is_the_platform_graph():
+    env = oasis_v0.parallel_env(max_cycles=20, **SMALL)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.follower_graph()
+    env.reset(seed=0)
+    for agent in env.possible_agents:
+        env.action_space(agent).seed(0)
+    for _ in range(12):  # some follows and unfollows, still pending in the graph
+        env.step({a: env.action_space(a).sample() for a in env.agents})
+    pending = env.platform.graph.state_dict()
+    assert pending["add"].size and pending["del"].size
+    graph = env.follower_graph()
+    assert graph.number_of_nodes() == SMALL["num_users"]
+    adj = env.platform.graph.adjacency()
+    assert graph.number_of_edges() == adj.nnz == env.platform.stats().total_edges
+    src, dst = adj.nonzero()
+    assert set(graph.edges) == set(zip(src.tolist(), dst.tolist()))  # u -> v: u follows v
+
+
 @pytest.mark.parametrize("recsys", ["twitter", "reddit", "random"])
 def test_parallel_seed(recsys):
     parallel_seed_test(lambda: oasis_v0.parallel_env(recsys=recsys, **SMALL), num_cycles=40)
@@ -43,9 +89,10 @@ def test_max_cycles():
 @pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("obs_mode", ["vector", "text"])
 def test_gymnasium_check_env(task, obs_mode):
+    # The render check included: the rgb_array frame, then a fresh env in each render mode.
     env = gymnasium.make("SelfEvolvingOasis-v0", task=task, obs_mode=obs_mode, max_cycles=20,
-                         **SMALL)
-    gym_check_env(env.unwrapped, skip_render_check=True)
+                         render_mode="rgb_array", **SMALL)
+    gym_check_env(env.unwrapped)
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -64,6 +111,45 @@ def test_default_gymnasium_env_runs_to_truncation():
         obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
         assert 0.0 <= reward <= 1.0 and not terminated
     assert truncated
+
+
+def _episode_length(env) -> int:
+    """Steps from reset to the first truncation (the env never terminates)."""
+    env.reset(seed=0)
+    steps, truncated = 0, False
+    while not truncated:
+        *_, terminated, truncated, _ = env.step(env.action_space.sample())
+        steps += 1
+        assert not terminated
+    return steps
+
+
+def test_registered_max_episode_steps_is_the_default_max_cycles():
+    spec = gymnasium.spec(ENV_ID)
+    assert spec.max_episode_steps == DEFAULT_MAX_CYCLES == 200
+    assert oasis_v0.parallel_env(**SMALL).max_cycles == DEFAULT_MAX_CYCLES
+    env = gymnasium.make(ENV_ID, **SMALL)
+    assert env.spec.max_episode_steps == env.unwrapped.world.max_cycles == 200
+    assert isinstance(env, gymnasium.wrappers.TimeLimit)
+
+
+@pytest.mark.parametrize("kwargs, length", [
+    ({"max_cycles": 5}, 5),
+    ({"max_cycles": 203}, 203),  # longer than the registered 200: the TimeLimit follows
+    ({"max_cycles": 5, "max_episode_steps": 3}, 3),  # an explicit TimeLimit is kept
+    ({"max_cycles": 5, "max_episode_steps": -1}, 5),  # no TimeLimit: the env's own truncation
+])
+def test_time_limit_agrees_with_max_cycles(kwargs, length):
+    env = gymnasium.make(ENV_ID, **SMALL, **kwargs)
+    if kwargs.get("max_episode_steps") != -1:
+        assert env.spec.max_episode_steps == length
+        assert isinstance(env, gymnasium.wrappers.TimeLimit)
+        assert not isinstance(env.env, gymnasium.wrappers.TimeLimit)  # one TimeLimit only
+    assert _episode_length(env) == length
+    if kwargs.get("max_episode_steps") is None:  # both limits at once
+        assert not env.unwrapped.world.agents
+    again = gymnasium.make(env.spec)  # the spec rebuilds the same limit
+    assert again.spec.max_episode_steps == env.spec.max_episode_steps
 
 
 def _rollout(seed: int, steps: int, **kwargs):
