@@ -9,11 +9,11 @@ its network and evolution statistics and answers one content-generation prompt d
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import tyro
 
 from sandbox_rl.core.self_evolving_oasis import TaskType, create_self_evolving_oasis
 
@@ -21,23 +21,23 @@ from sandbox_rl.core.self_evolving_oasis import TaskType, create_self_evolving_o
 @dataclass
 class Args:
     model: str = "embedded"
+    """model of all five task agents: embedded, tiny-llama (random weights, quick), ..."""
     steps: int = 3
+    """env steps before the state is saved"""
     users: int = 1000
+    """simulated users"""
     seed: int = 0
+    """world and model seed"""
     evolution_interval: int = 3
+    """env steps between evolution steps"""
     out: str = "runs/guide_advanced"
+    """folder of the saved state (state/) and the logs (logs/)"""
     threads: int = 2
-
-
-def parse_args() -> Args:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name, default in Args().__dict__.items():
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(default), default=default)
-    return Args(**vars(p.parse_args()))
+    """torch CPU threads"""
 
 
 def main() -> None:
-    args = parse_args()
+    args = tyro.cli(Args, description=__doc__.splitlines()[0])
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     options = dict(evolution_interval=args.evolution_interval, num_users=args.users,

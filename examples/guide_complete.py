@@ -9,11 +9,11 @@ evolution step, model pool size).
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import tyro
 
 from sandbox_rl.core.self_evolving_oasis import TaskType, create_self_evolving_oasis
 
@@ -21,24 +21,25 @@ from sandbox_rl.core.self_evolving_oasis import TaskType, create_self_evolving_o
 @dataclass
 class Args:
     model: str = "embedded"
+    """model of all five task agents: embedded, tiny-llama (random weights, quick), ..."""
     steps: int = 20
+    """env steps to simulate"""
     users: int = 1000
+    """simulated users"""
     seed: int = 0
+    """world and model seed"""
     pool_size: int = 5
+    """members (adapters) per task in the model pool"""
     evolution_interval: int = 3
+    """env steps between evolution steps"""
     out: str = "runs/guide_complete"
+    """folder of the saved state (final_state/) and the logs (logs/)"""
     threads: int = 2
-
-
-def parse_args() -> Args:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name, default in Args().__dict__.items():
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(default), default=default)
-    return Args(**vars(p.parse_args()))
+    """torch CPU threads"""
 
 
 def main() -> None:
-    args = parse_args()
+    args = tyro.cli(Args, description=__doc__.splitlines()[0])
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     sandbox = create_self_evolving_oasis(

@@ -11,40 +11,42 @@ meta_learning updates a Reptile initialisation and restarts each task's worst me
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
+import tyro
 
 from sandbox_rl.core.self_evolving_oasis import (EvolutionStrategy, TaskType,
                                                  create_self_evolving_oasis)
 
-CHOICES = {"strategy": [s.value for s in EvolutionStrategy]}
+Strategy = Literal[tuple(s.value for s in EvolutionStrategy)]  # so that --help lists them
 
 
 @dataclass
 class Args:
-    strategy: str = "multi_model"
+    strategy: Strategy = "multi_model"
+    """evolution strategy"""
     model: str = "embedded"
+    """model of all five task agents: embedded, tiny-llama (random weights, quick), ..."""
     steps: int = 6
+    """env steps to simulate"""
     evolution_interval: int = 2
+    """env steps between evolution steps"""
     users: int = 1000
+    """simulated users"""
     seed: int = 0
+    """world and model seed"""
     pool_size: int = 3
+    """members (adapters) per task in the model pool"""
     log_dir: str = "runs/guide_strategies"
+    """folder of the sandbox's logs (metrics.jsonl)"""
     threads: int = 2
-
-
-def parse_args() -> Args:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name, default in Args().__dict__.items():
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(default),
-                       default=default, choices=CHOICES.get(name))
-    return Args(**vars(p.parse_args()))
+    """torch CPU threads"""
 
 
 def main() -> None:
-    args = parse_args()
+    args = tyro.cli(Args, description=__doc__.splitlines()[0])
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     sandbox = create_self_evolving_oasis(
