@@ -39,6 +39,7 @@ from transformers.cache_utils import DynamicLayer
 from sandbox_rl.agents.choices import Choices, ChoiceState
 from sandbox_rl.agents.fused_lora import BASE, FusedRouting, fused_adapters, supports_fusion
 from sandbox_rl.agents.kv_cache import PrefixCache, PrefixCacheStore, adapter_fingerprint
+from sandbox_rl.validation import Int, require
 
 
 @dataclass(frozen=True)
@@ -51,12 +52,12 @@ class SamplingSettings:
     stop: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.max_new_tokens, int) and 1 <= self.max_new_tokens <= 4096):
-            raise ValueError(f"invalid max_new_tokens={self.max_new_tokens!r}: expected in [1, 4096]")
-        if not self.temperature >= 0:
-            raise ValueError(f"invalid temperature={self.temperature!r}: expected >= 0")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"invalid top_p={self.top_p!r}: expected in (0, 1]")
+        # Python ints (bools too, as before the checks were shared); the numbers are compared
+        # as given (a string is a TypeError).
+        Int(1, 4096, numpy=False, bools=True, text="in [1, 4096]").check(
+            "max_new_tokens", self.max_new_tokens)
+        require(self.temperature >= 0, "temperature", self.temperature, ">= 0")
+        require(0 < self.top_p <= 1, "top_p", self.top_p, "in (0, 1]")
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from sandbox_rl.paths import cache_dir
+from sandbox_rl.validation import require, shorten
 
 # Valid bit widths per backend, as transformers 5.23 checks them (quanto: qint2/qint4; hqq: its
 # Quantizer's widths; fp8: float8_e4m3fn).
@@ -60,15 +61,17 @@ class KVCacheSettings:
     residual_length: int = 32
 
     def __post_init__(self) -> None:
-        if self.backend not in _BACKEND_NBITS:
-            raise ValueError(f"backend must be one of {sorted(_BACKEND_NBITS)}, got {self.backend!r}")
+        backends = sorted(_BACKEND_NBITS)
+        require(self.backend in _BACKEND_NBITS, "backend", self.backend, f"one of {backends}",
+                message=f"backend must be one of {backends}, got {shorten(self.backend)}")
         allowed = _BACKEND_NBITS[self.backend]
-        if self.nbits not in allowed:
-            raise ValueError(f"nbits must be one of {allowed} for backend {self.backend!r}, got {self.nbits}")
-        if self.q_group_size < 1:
-            raise ValueError(f"q_group_size must be >= 1, got {self.q_group_size}")
-        if self.residual_length < 0:
-            raise ValueError(f"residual_length must be >= 0, got {self.residual_length}")
+        require(self.nbits in allowed, "nbits", self.nbits, f"one of {allowed}",
+                message=f"nbits must be one of {allowed} for backend {self.backend!r}, got "
+                        f"{self.nbits}")
+        require(not self.q_group_size < 1, "q_group_size", self.q_group_size, ">= 1",
+                message=f"q_group_size must be >= 1, got {self.q_group_size}")
+        require(not self.residual_length < 0, "residual_length", self.residual_length, ">= 0",
+                message=f"residual_length must be >= 0, got {self.residual_length}")
 
 
 def _require_backend(backend: str) -> None:

@@ -19,6 +19,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 
 from sandbox_rl.agents.models import LoadedModel, default_lora_targets
 from sandbox_rl.seeding import derived_seed
+from sandbox_rl.validation import Int, require, shorten
 
 
 @dataclass(frozen=True)
@@ -31,19 +32,24 @@ class LoraSettings:
     target_modules: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.rank, int) and 1 <= self.rank <= 1024):
-            raise ValueError(f"invalid lora rank={self.rank!r}: expected an integer in [1, 1024]")
-        if not self.alpha > 0:
-            raise ValueError(f"invalid lora alpha={self.alpha!r}: expected > 0")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"invalid lora dropout={self.dropout!r}: expected in [0, 1)")
-        if self.target_modules is not None and not self.target_modules:
-            raise ValueError("invalid lora target_modules=(): expected module names or None")
+        # Python ints (bools too, as before the checks were shared); the numbers are compared
+        # as given (a string is a TypeError). The messages say "lora rank", not "rank".
+        rank = Int(1, 1024, numpy=False, bools=True)
+        _lora_require(rank.accepts(self.rank), "rank", self.rank, rank.expected)
+        _lora_require(self.alpha > 0, "alpha", self.alpha, "> 0")
+        _lora_require(0 <= self.dropout < 1, "dropout", self.dropout, "in [0, 1)")
+        _lora_require(self.target_modules is None or self.target_modules, "target_modules",
+                      self.target_modules, "module names or None")
 
     def peft_config(self, family: str) -> LoraConfig:
         targets = self.target_modules or default_lora_targets(family)
         return LoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout,
                           target_modules=list(targets), task_type="CAUSAL_LM")
+
+
+def _lora_require(ok: object, field: str, value: object, expected: str) -> None:
+    require(ok, field, value, expected,
+            message=f"invalid lora {field}={shorten(value)}: expected {expected}")
 
 
 class TaskAdapters:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from sandbox_rl.paths import cache_dir
+from sandbox_rl.validation import Int, require, shorten
 
 if TYPE_CHECKING:
     import torch
@@ -70,10 +71,12 @@ class ModelSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {self.dtype!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative int; got {self.seed!r}")
+        choices = ", ".join(DTYPES)
+        require(self.dtype in DTYPES, "dtype", self.dtype, f"one of {choices}",
+                message=f"dtype must be one of {choices}; got {shorten(self.dtype)}")
+        seed = Int(0, numpy=False, bools=True)  # Python ints (bools too, as before)
+        require(seed.accepts(self.seed), "seed", self.seed, seed.expected,
+                message=f"seed must be a non-negative int; got {shorten(self.seed)}")
 
     def resolved_device(self) -> str:
         if self.device is not None:

@@ -1,8 +1,9 @@
 """Configuration of the simulated platform (the world), validated at construction.
 
-Every option has a typed range (:class:`Int`, :class:`Real`, :class:`Flag`, :class:`OneOf`); the
-world's fields carry theirs in the dataclass metadata, and the env's own arguments use the same
-checkers, so a bad value of any option is one ``ValueError`` naming it. A world too large for
+Every option has a typed range (:class:`Int`, :class:`Real`, :class:`Flag`, :class:`OneOf`, from
+``sandbox_rl.validation``); the world's fields carry theirs in the dataclass metadata, and the
+env's own arguments use the same checkers, so a bad value of any option is one ``ValueError``
+(``InvalidValue``) naming it. A world too large for
 this machine is refused before it is built (:func:`check_fits_in_memory`).
 """
 
@@ -10,114 +11,24 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 
+# The typed ranges and ``require`` are sandbox_rl.validation's, the one module every layer
+# validates with; the env's own arguments (oasis_v0) take them from here.
+from sandbox_rl.validation import (MAX_QUOTED, Flag, Int, OneOf, Real, check_fields,
+                                   field_checks, require, shorten)
+
+__all__ = ["MAX_INDEX", "MAX_QUOTED", "RECOMMENDERS", "Flag", "Int", "OneOf", "PlatformConfig",
+           "Real", "TopicWeights", "available_memory", "check_fits_in_memory", "memory_estimate",
+           "option", "require", "shorten"]
+
 RECOMMENDERS = ("twitter", "reddit", "random")
-MAX_QUOTED = 80  # characters of a bad value quoted in an error message
 
 # Largest user or post index the arrays hold (int32 columns; edges are int64 src * n + dst).
 MAX_INDEX = 2**31 - 1
-
-
-def shorten(value: object, limit: int = MAX_QUOTED) -> str:
-    """``repr(value)`` cut to ``limit`` characters, so an error never quotes a huge input."""
-    text = repr(value)
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit - 3]}... ({len(text):,} characters)"
-
-
-def require(ok: bool, name: str, value: object, expected: str) -> None:
-    """Raise ValueError naming the option when ``ok`` is false."""
-    if not ok:
-        raise ValueError(f"invalid {name}={shorten(value)}: expected {expected}")
-
-
-# ---------------------------------------------------------------------- typed ranges
-def _bound(x: float | None) -> str:
-    return "inf" if x is None else f"{x:g}" if isinstance(x, float) else str(x)
-
-
-@dataclass(frozen=True)
-class Int:
-    """An integer (Python or numpy, not bool) in ``[low, high]``; normalised to ``int``."""
-
-    low: int
-    high: int | None = None
-
-    @property
-    def expected(self) -> str:
-        if self.high is None:
-            return f"an integer >= {self.low}"
-        return f"an integer in [{self.low}, {self.high}]"
-
-    def check(self, name: str, value: Any) -> int:
-        ok = isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-        require(ok and self.low <= value and (self.high is None or value <= self.high), name,
-                value, self.expected)
-        return int(value)
-
-
-@dataclass(frozen=True)
-class Real:
-    """A finite real number (int or float, not bool) in a range; normalised to ``float``."""
-
-    low: float | None = None
-    high: float | None = None
-    open_low: bool = False
-    open_high: bool = False
-
-    @property
-    def expected(self) -> str:
-        if self.high is None:
-            return f"a finite number {'>' if self.open_low else '>='} {_bound(self.low)}"
-        lo, hi = "(" if self.open_low else "[", ")" if self.open_high else "]"
-        return f"a number in {lo}{_bound(self.low)}, {_bound(self.high)}{hi}"
-
-    def check(self, name: str, value: Any) -> float:
-        x = math.nan
-        if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
-            try:
-                x = float(value)
-            except OverflowError:  # an int beyond any float
-                pass
-        ok = math.isfinite(x)
-        if ok and self.low is not None:
-            ok = x > self.low if self.open_low else x >= self.low
-        if ok and self.high is not None:
-            ok = x < self.high if self.open_high else x <= self.high
-        require(ok, name, value, self.expected)
-        return x
-
-
-@dataclass(frozen=True)
-class Flag:
-    """``True`` or ``False`` (numpy booleans too); not 'no', 0 or None."""
-
-    expected = "True or False"
-
-    def check(self, name: str, value: Any) -> bool:
-        require(isinstance(value, (bool, np.bool_)), name, value, self.expected)
-        return bool(value)
-
-
-@dataclass(frozen=True)
-class OneOf:
-    """One of a few strings."""
-
-    choices: tuple[str, ...]
-
-    @property
-    def expected(self) -> str:
-        return f"one of {self.choices}"
-
-    def check(self, name: str, value: Any) -> str:
-        require(isinstance(value, str) and value in self.choices, name, value, self.expected)
-        return value
 
 
 @dataclass(frozen=True)
@@ -186,9 +97,7 @@ class PlatformConfig:
     topic_mix: tuple[float, ...] | None = option(None, TopicWeights())
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = f.metadata["check"].check(f.name, getattr(self, f.name))
-            object.__setattr__(self, f.name, value)
+        check_fields(self, field_checks(type(self)))
         require(self.candidate_pool >= self.feed_size, "candidate_pool", self.candidate_pool,
                 f"an integer >= feed_size ({self.feed_size})")
         if self.mean_follows >= self.num_users - 1:

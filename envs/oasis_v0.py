@@ -30,6 +30,7 @@ from sandbox_rl.envs.state import (STATE_FORMAT, STATE_VERSION, ArraySpec, check
                                    check_int, check_keys, prefixed, split_arrays)
 from sandbox_rl.envs.tasks import Task, make_tasks
 from sandbox_rl.envs.topics import NUM_TOPICS
+from sandbox_rl.validation import InvalidPath, InvalidValue
 
 OBS_MODES = ("vector", "text")
 TEXT_CHARSET = string.printable
@@ -452,9 +453,9 @@ class OasisParallelEnv(ParallelEnv):
                 self._trace.write_world(self.platform)
             except (ValueError, OSError, sqlite3.Error) as err:
                 self._close_trace()
-                # Named as the env's argument, whichever layer refused the file.
-                kind = ValueError if isinstance(err, ValueError) else OSError
-                raise kind(f"invalid trace_path={shorten(str(self.trace_path))}: {err}") from err
+                # Named as the env's argument (as data), whichever layer refused the file.
+                kind = InvalidValue if isinstance(err, ValueError) else InvalidPath
+                raise kind("trace_path", str(self.trace_path), reason=str(err)) from err
 
     def _close_trace(self) -> None:
         if self._trace is not None:

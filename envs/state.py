@@ -30,6 +30,8 @@ from typing import Any, Iterable, Mapping, NamedTuple
 
 import numpy as np
 
+from sandbox_rl.validation import Int, InvalidValue, Real, shorten
+
 STATE_FORMAT = "sandbox_rl.oasis_v0.state"
 STATE_VERSION = 1
 META_FILE = "env_state.json"
@@ -117,17 +119,21 @@ def check_keys(meta: Any, keys: Iterable[str], where: str) -> None:
 
 def check_int(value: Any, where: str, low: int, high: int | None = None) -> int:
     """An int in ``[low, high)`` (``high`` None: unbounded)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (
-            high is not None and value >= high):
-        raise ValueError(f"state field {where!r} is {value!r}, expected an int in "
-                         f"[{low}, {'inf' if high is None else high})")
+    if not Int(low, None if high is None else high - 1, numpy=False).accepts(value):
+        _refuse(where, value, f"an int in [{low}, {'inf' if high is None else high})")
     return value
 
 
 def check_float(value: Any, where: str, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise ValueError(f"state field {where!r} is {value!r}, expected a number in [{low}, {high}]")
+    if not Real(low, high, numpy=False).accepts(value):
+        _refuse(where, value, f"a number in [{low}, {high}]")
     return float(value)
+
+
+def _refuse(where: str, value: Any, expected: str) -> None:
+    """InvalidValue (a ValueError) naming the state field, in the state checks' wording."""
+    raise InvalidValue(where, value, expected,
+                       message=f"state field {where!r} is {shorten(value)}, expected {expected}")
 
 
 # ---------------------------------------------------------------------- disk

@@ -1,12 +1,24 @@
 """The ``sandbox-rl`` command line.
 
 ``sandbox-rl simulate --users N --steps S [--recsys twitter|reddit|random] [--trace FILE]
-[--seed K] [--quiet]`` runs the PettingZoo env with every role played by its heuristic policy
-and prints the network statistics, rewards and throughput.
+[--overwrite] [--no-tweets] [--seed K] [--quiet]`` runs the PettingZoo env with every role
+played by its heuristic policy and prints the network statistics, rewards and throughput.
 
-``sandbox-rl train sb3|supersuit|rllib [--timesteps N] [--seed K] [--out DIR] ...`` runs a
-training entry point of ``sandbox_rl.training``; its flags are the fields of the entry point's
-config dataclass, and it ends with the held-out evaluation table.
+``sandbox-rl train sb3|supersuit|rllib [--timesteps N] [--seed K] [--out DIR] ...`` trains a
+PPO policy (SB3 on one role, one SB3 policy shared by the five agents via SuperSuit, or RLlib
+with one module per agent). ``sandbox-rl train agents [--tasks all|T1 T2 ...] [--minutes M]
+[--out DIR] ...`` trains the task LoRA adapters by expert iteration with the world as verifier,
+then TRL PPO; ``sandbox-rl train llm-ppo [--tasks T1 T2 ...] [--updates N] [--out DIR] ...`` trains
+them by TRL PPO on env rewards. Each ``train`` command runs an entry point of
+``sandbox_rl.training``; its flags are the fields of the entry point's config dataclass, and it
+ends with the held-out evaluation table (for ``agents`` and ``llm-ppo``: trained and untrained
+adapters by the protocol of ``evaluate``).
+
+``sandbox-rl evolve [--steps N] [--strategy S] [--model NAME] [--adapters RUN] [--out DIR]
+[--overwrite] ...`` runs the self-evolving sandbox (the main job; ``make run`` is ``evolve --steps
+10 --seed 0 --out runs/latest --overwrite``): the five LLM task agents act in the world and
+evolve by the chosen strategy, and the run folder gets the logs, the saved state, the plots and
+``summary.json``.
 
 ``sandbox-rl evaluate --adapters DIR|untrained [--tasks all|T1 T2 ...] [--seeds 1000-1019]
 [--steps N] [--loop open|closed] [--users N] [--recsys R] [--sampled K] [--model NAME]
@@ -26,7 +38,9 @@ The env, the policies and rich are imported inside the command, so ``--help`` an
 errors answer at once. Bad user input is one line naming the flag, with exit status 2, whichever
 layer finds it: argparse, a config's checks, the env's (``invalid num_users=10`` is reported as
 ``argument --users``) or the file system (an unwritable ``--trace``, an ``--out`` that is a file);
-``_user_input`` is the one place that turns such errors into usage errors.
+``_user_input`` is the one place that turns such errors into usage errors. Every layer checks
+with ``sandbox_rl.validation``, whose errors carry the field as data (``err.field``), so the flag
+is looked up, never read back from the message.
 """
 
 from __future__ import annotations
@@ -43,6 +57,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from sandbox_rl.envs.config import RECOMMENDERS
+from sandbox_rl.validation import InvalidInput, InvalidPath
 
 USAGE_ERROR = 2  # the exit status argparse uses for bad arguments
 INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C (128 + SIGINT)
@@ -56,8 +71,6 @@ _EVOLVE_FLAGS = {"num_users": "--users", "model_pool_size": "--pool-size",
                  "evolution_strategy": "--strategy", "enable_online_adaptation":
                  "--online-adaptation", "adapters_dir": "--adapters", "log_dir": "--out",
                  "task_distribution": "--model", "fallback_model": "--model"}
-# The form of every option error (``require`` and the configs' checks): "invalid NAME=VALUE: ...".
-_INVALID = re.compile(r"invalid (\w+)=(.*?): (.*)", re.DOTALL)
 
 
 class _UsageError(Exception):
@@ -68,9 +81,10 @@ class _UsageError(Exception):
 def _user_input(flags: Mapping[str, str], by_type: Mapping[type, str] | None = None,
                 fallback: bool = True) -> Iterator[None]:
     """Turn a ValueError, TypeError or OSError raised inside into a :class:`_UsageError` naming
-    the flag: the one of the option the message names (``flags``: option -> flag), else the one
-    of the error's type (``by_type``). Without either, ``fallback`` decides: a usage error
-    without a flag, or the error as raised (it is not about the user's input)."""
+    the flag: the one of the option the error names (``InvalidInput.field``; ``flags``: option
+    -> flag), else the one of the error's type (``by_type``). Without either, ``fallback``
+    decides: a usage error without a flag, or the error as raised (it is not about the user's
+    input)."""
     try:
         yield
     except (ValueError, TypeError, OSError) as err:
@@ -82,10 +96,9 @@ def _user_input(flags: Mapping[str, str], by_type: Mapping[type, str] | None = N
 
 def _naming_flag(err: Exception, flags: Mapping[str, str],
                  by_type: Mapping[type, str]) -> str | None:
-    match = _INVALID.match(str(err))
-    if match and match.group(1) in flags:
-        option, value, rest = match.groups()
-        return f"argument {flags[option]}: invalid value {value}: {rest}"
+    # An error in its own words (``reason`` None) is not rephrased: it falls to its type.
+    if isinstance(err, InvalidInput) and err.reason is not None and err.field in flags:
+        return f"argument {flags[err.field]}: invalid value {err.quoted}: {err.reason}"
     for kind, flag in by_type.items():
         if isinstance(err, kind):
             return f"argument {flag}: {err}"
@@ -335,7 +348,7 @@ def _check_out_folder(path: str) -> None:
     existing = next(p for p in (out, *out.parents) if p.exists() or p == p.parent)
     if existing.exists() and not existing.is_dir():
         what = "is a file" if existing == out else f"is under {str(existing)!r}, a file"
-        raise NotADirectoryError(f"invalid out={str(out)!r}: expected a folder; it {what}")
+        raise InvalidPath("out", str(out), f"a folder; it {what}")
 
 
 # ---------------------------------------------------------------------- evaluate

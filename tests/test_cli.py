@@ -182,3 +182,27 @@ def test_other_commands_name_the_flag(argv: list[str], flag: str, capsys, tmp_pa
     if argv[0] in ("evolve", "train"):
         argv = [*argv, "--out", str(tmp_path / "run")]
     _one_line_usage_error(argv, flag, capsys)
+
+
+def test_the_flag_comes_from_the_errors_field_not_its_text() -> None:
+    from sandbox_rl.cli import _naming_flag
+    from sandbox_rl.validation import InvalidPath, InvalidValue
+
+    flags = {"num_users": "--users", "world": "--world", "out": "--out"}
+    err = InvalidValue("num_users", 10, "an integer >= 22")
+    assert _naming_flag(err, flags, {}) == ("argument --users: invalid value 10: expected an "
+                                            "integer >= 22")
+    # A value whose text holds ": " and "=" is quoted whole (a pattern over the text split it).
+    err = InvalidValue("world", {"recsys=x": "a: b"}, "known options")
+    assert _naming_flag(err, flags, {}) == ("argument --world: invalid value {'recsys=x': "
+                                            "'a: b'}: expected known options")
+    assert _naming_flag(InvalidPath("out", "/f", "a folder"), flags, {}).startswith(
+        "argument --out: invalid value '/f':")
+    # Prose that only looks like an option error names no flag; the error type may.
+    assert _naming_flag(ValueError("invalid num_users=10: expected more"), flags, {}) is None
+    assert _naming_flag(ValueError("invalid num_users=10: x"), flags,
+                        {ValueError: "--model"}) == "argument --model: invalid num_users=10: x"
+    # A field no flag sets, or an error in its own words, falls to its type.
+    assert _naming_flag(InvalidValue("rank", 0, "an integer"), flags, {}) is None
+    own_words = InvalidValue("num_users", 1, "x", message="num_users must be large")
+    assert _naming_flag(own_words, flags, {}) is None

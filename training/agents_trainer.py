@@ -30,7 +30,8 @@ import numpy as np
 
 from sandbox_rl.enums import TaskType
 from sandbox_rl.run_folders import RunInterrupted
-from sandbox_rl.training.common import EVALUATIONS, field, prepare_out_dir, require
+from sandbox_rl.training.common import EVALUATIONS, config_int, field, prepare_out_dir, require
+from sandbox_rl.validation import check_fields
 
 ALL_TASKS = tuple(t.value for t in TaskType)
 FIRST_VALIDATION_SEED, FIRST_HELD_OUT_SEED = 900, 1000
@@ -82,15 +83,11 @@ class AgentsConfig:
         except ValueError as err:
             require(False, "tasks", self.tasks, f"'all' or task names ({err})")
         require(self.minutes > 0, "minutes", self.minutes, "> 0")
-        for name in ("samples", "seed"):
-            value = getattr(self, name)
-            require(isinstance(value, int) and value >= 0, name, value, "an integer >= 0")
-        for name in ("draws", "states_per_round", "batch_size", "world_steps", "eval_steps",
-                     "lora_rank", "threads"):
-            value = getattr(self, name)
-            require(isinstance(value, int) and value >= 1, name, value, "an integer >= 1")
-        require(isinstance(self.users, int) and self.users >= 50, "users", self.users,
-                "an integer >= 50")
+        check_fields(self, {
+            **dict.fromkeys(("samples", "seed"), config_int(0)),
+            **dict.fromkeys(("draws", "states_per_round", "batch_size", "world_steps",
+                             "eval_steps", "lora_rank", "threads"), config_int(1)),
+            "users": config_int(50)}, normalise=False)
         require(0 <= self.ppo_share < 1, "ppo_share", self.ppo_share, "in [0, 1)")
         for name in ("temperature", "learning_rate", "ppo_learning_rate"):
             require(getattr(self, name) > 0, name, getattr(self, name), "> 0")

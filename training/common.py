@@ -17,12 +17,13 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from sandbox_rl.envs.config import require
+from sandbox_rl.validation import Int, check_fields, require
 
 __all__ = ["EVALUATIONS", "ExtraMissingError", "add_config_arguments", "check_common",
-           "check_held_out", "check_sb3_ppo", "config_from_args", "evaluate_trained_and_untrained",
-           "field", "flag_of", "import_optional", "prepare_out_dir", "print_evaluations",
-           "read_resume_point", "require", "resume_settings", "save_config", "save_resume_point"]
+           "check_held_out", "check_sb3_ppo", "config_from_args", "config_int",
+           "evaluate_trained_and_untrained", "field", "flag_of", "import_optional",
+           "prepare_out_dir", "print_evaluations", "read_resume_point", "require",
+           "resume_settings", "save_config", "save_resume_point"]
 
 # A trainer's resume point: ``<out>/resume/`` holding ``state.json`` (the config and what is done)
 # and ``adapters/`` (PEFT format), replaced atomically after each finished unit of work.
@@ -41,18 +42,19 @@ def field(default: Any, help: str) -> Any:  # noqa: A002  (argparse's word)
     return dataclasses.field(default=default, metadata={"help": help})
 
 
+def config_int(low: int) -> Int:
+    """The range of the trainer configs' counts and seeds: Python ints >= ``low``; True and
+    False pass as 1 and 0, as they did (``isinstance(True, int)``) before the checks were
+    shared."""
+    return Int(low, numpy=False, bools=True)
+
+
 def check_common(cfg: Any) -> None:
     """Checks shared by the configs that train PPO on the Oasis env (named fields, one message)."""
-    require(isinstance(cfg.timesteps, int) and cfg.timesteps >= 1, "timesteps", cfg.timesteps,
-            "an integer >= 1")
-    require(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed", cfg.seed, "an integer >= 0")
-    require(isinstance(cfg.users, int) and cfg.users >= 10, "users", cfg.users, "an integer >= 10")
-    require(isinstance(cfg.episode_steps, int) and cfg.episode_steps >= 1, "episode_steps",
-            cfg.episode_steps, "an integer >= 1")
-    require(isinstance(cfg.eval_steps, int) and cfg.eval_steps >= 1, "eval_steps",
-            cfg.eval_steps, "an integer >= 1")
-    require(len(cfg.eval_seeds) >= 1 and all(isinstance(s, int) and s >= 0
-                                             for s in cfg.eval_seeds),
+    check_fields(cfg, {"timesteps": config_int(1), "seed": config_int(0), "users": config_int(10),
+                       "episode_steps": config_int(1), "eval_steps": config_int(1)},
+                 normalise=False)
+    require(len(cfg.eval_seeds) >= 1 and all(config_int(0).accepts(s) for s in cfg.eval_seeds),
             "eval_seeds", cfg.eval_seeds, "one or more integers >= 0")
     require(len(set(cfg.eval_seeds)) == len(cfg.eval_seeds), "eval_seeds", cfg.eval_seeds,
             "distinct seeds")

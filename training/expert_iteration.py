@@ -44,6 +44,7 @@ from sandbox_rl.envs.heuristics import heuristic_action
 from sandbox_rl.seeding import derived_seed
 from sandbox_rl.training.ppo import adapter_training
 from sandbox_rl.training.task_episodes import TaskEpisode, evaluate, greedy
+from sandbox_rl.validation import Int, Real, check_fields
 
 log = logging.getLogger(__name__)
 
@@ -63,17 +64,15 @@ class RoundSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name, low in (("samples", 0), ("draws", 1), ("batch_size", 1), ("epochs", 1),
-                          ("seed", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"invalid {name}={value!r}: expected an integer >= {low}")
-        for name, low in (("temperature", 0.0), ("learning_rate", 0.0)):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > low):
-                raise ValueError(f"invalid {name}={value!r}: expected a finite number > {low}")
-        if not (isinstance(self.margin, (int, float)) and math.isfinite(self.margin)):
-            raise ValueError(f"invalid margin={self.margin!r}: expected a finite number")
+        # Python ints (not bools) and Python numbers (bools too, as before the checks were
+        # shared); checked, not normalised (the settings are frozen).
+        positive = Real(0.0, open_low=True, numpy=False, bools=True,
+                        text="a finite number > 0.0")
+        check_fields(self, {
+            "samples": Int(0, numpy=False), "draws": Int(1, numpy=False),
+            "batch_size": Int(1, numpy=False), "epochs": Int(1, numpy=False),
+            "seed": Int(0, numpy=False), "temperature": positive, "learning_rate": positive,
+            "margin": Real(numpy=False, bools=True, text="a finite number")}, normalise=False)
 
 
 @dataclass(frozen=True)

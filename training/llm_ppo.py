@@ -37,7 +37,9 @@ import numpy as np
 
 from sandbox_rl.enums import TaskType
 from sandbox_rl.run_folders import RunInterrupted
-from sandbox_rl.training.common import EVALUATIONS, RESUME_DIR, field, prepare_out_dir, require
+from sandbox_rl.training.common import (EVALUATIONS, RESUME_DIR, config_int, field,
+                                        prepare_out_dir, require)
+from sandbox_rl.validation import check_fields
 
 ALL_TASKS = tuple(t.value for t in TaskType)
 FIRST_HELD_OUT_SEED = 1000  # worlds 1000+ are never trained on (training/protocol.py)
@@ -90,15 +92,11 @@ class LLMPPOConfig:
             self.tasks = tuple(TaskType.parse(t).value for t in self.tasks)
         except ValueError as err:
             require(False, "tasks", self.tasks, str(err))
-        for name in ("updates", "prompts_per_update", "samples_per_prompt", "ppo_epochs", "steps",
-                     "lora_rank", "threads", "checkpoint_every"):
-            value = getattr(self, name)
-            require(isinstance(value, int) and value >= 1, name, value, "an integer >= 1")
-        for name in ("eval_samples", "seed"):
-            value = getattr(self, name)
-            require(isinstance(value, int) and value >= 0, name, value, "an integer >= 0")
-        require(isinstance(self.users, int) and self.users >= 50, "users", self.users,
-                "an integer >= 50")
+        check_fields(self, {
+            **dict.fromkeys(("updates", "prompts_per_update", "samples_per_prompt", "ppo_epochs",
+                             "steps", "lora_rank", "threads", "checkpoint_every"), config_int(1)),
+            **dict.fromkeys(("eval_samples", "seed"), config_int(0)),
+            "users": config_int(50)}, normalise=False)
         require(self.learning_rate > 0, "learning_rate", self.learning_rate, "> 0")
         require(self.kl_coef >= 0, "kl_coef", self.kl_coef, ">= 0")
         require(0 <= self.rollout_temperature <= 5, "rollout_temperature",

@@ -72,6 +72,7 @@ import torch
 from torch import nn
 
 from sandbox_rl.seeding import derived_seed
+from sandbox_rl.validation import Int, Real, check_fields, require
 
 if TYPE_CHECKING:
     from sandbox_rl.agents.lora import TaskAdapters
@@ -102,35 +103,21 @@ class PPOSettings:
     samples_per_prompt: int = 1
 
     def __post_init__(self) -> None:
-        def whole(name: str, low: int, high: int | None = None) -> int:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low or (
-                    high is not None and value > high):
-                bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
-                raise ValueError(f"invalid {name}={value!r}: expected an integer {bound}")
-            return value
-
-        def real(name: str, positive: bool) -> None:
-            value = getattr(self, name)
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(
-                value) and (value > 0 if positive else value >= 0)
-            if not ok:
-                raise ValueError(f"invalid {name}={value!r}: expected a finite number "
-                                 f"{'> 0' if positive else '>= 0'}")
-
-        real("learning_rate", positive=True)
-        real("kl_coef", positive=False)
-        real("temperature", positive=True)
-        rollouts = whole("rollouts_per_update", 2)  # advantage whitening needs two samples
-        if rollouts % whole("mini_batch_size", 1) != 0:
-            raise ValueError(f"invalid mini_batch_size={self.mini_batch_size!r}: it must divide "
-                             f"rollouts_per_update={rollouts}")
-        if rollouts % whole("samples_per_prompt", 1) != 0:
-            raise ValueError(f"invalid samples_per_prompt={self.samples_per_prompt!r}: it must "
-                             f"divide rollouts_per_update={rollouts}")
-        whole("ppo_epochs", 1)
-        whole("max_new_tokens", 1, 4096)
-        whole("seed", 0)
+        # Python ints and floats, not bools; checked, not normalised (the settings are frozen).
+        positive, natural = Real(0, open_low=True, numpy=False), Real(0, numpy=False)
+        check_fields(self, {"learning_rate": positive, "kl_coef": natural,
+                            "temperature": positive}, normalise=False)
+        rollouts = self.rollouts_per_update
+        Int(2, numpy=False).check("rollouts_per_update", rollouts)  # whitening needs two samples
+        Int(1, numpy=False).check("mini_batch_size", self.mini_batch_size)
+        require(rollouts % self.mini_batch_size == 0, "mini_batch_size", self.mini_batch_size,
+                reason=f"it must divide rollouts_per_update={rollouts}")
+        Int(1, numpy=False).check("samples_per_prompt", self.samples_per_prompt)
+        require(rollouts % self.samples_per_prompt == 0, "samples_per_prompt",
+                self.samples_per_prompt, reason=f"it must divide rollouts_per_update={rollouts}")
+        check_fields(self, {"ppo_epochs": Int(1, numpy=False),
+                            "max_new_tokens": Int(1, 4096, numpy=False),
+                            "seed": Int(0, numpy=False)}, normalise=False)
 
 
 @dataclass(frozen=True)

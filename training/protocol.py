@@ -33,16 +33,18 @@ from typing import Any
 import numpy as np
 
 from sandbox_rl.agents.generation import generate_batch
+from sandbox_rl.agents.kv_cache import PrefixCacheStore
 from sandbox_rl.agents.policy import env_action
 from sandbox_rl.agents.task_specs import TaskSpec, spec
 from sandbox_rl.enums import TaskType
 from sandbox_rl.envs import oasis_v0
-from sandbox_rl.envs.config import RECOMMENDERS, PlatformConfig, require
+from sandbox_rl.envs.config import RECOMMENDERS, PlatformConfig
 from sandbox_rl.envs.counterfactual import Counterfactual
 from sandbox_rl.envs.heuristics import heuristic_action
 from sandbox_rl.envs.state import snapshot
 from sandbox_rl.training.task_episodes import (TaskEpisode, TaskStep, as_trained,
                                                collect_episode, greedy)
+from sandbox_rl.validation import Int, OneOf, check_fields, require
 
 TASKS = tuple(t.value for t in TaskType)
 DEFAULT_SEEDS = tuple(range(1000, 1020))  # the registered held-out worlds
@@ -78,20 +80,15 @@ class ProtocolConfig:
         set_ = _setter(self)
         set_("tasks", _task_values(self.tasks))
         set_("seeds", tuple(self.seeds) if not _is_int(self.seeds) else (self.seeds,))
-        require(bool(self.seeds) and all(_is_int(s) and s >= 0 for s in self.seeds), "seeds",
+        require(bool(self.seeds) and all(Int(0).accepts(s) for s in self.seeds), "seeds",
                 self.seeds, "one or more integers >= 0")
         require(len(set(self.seeds)) == len(self.seeds), "seeds", self.seeds, "distinct seeds")
-        require(_is_int(self.steps) and self.steps >= 1, "steps", self.steps, "an integer >= 1")
-        require(self.loop in LOOPS, "loop", self.loop, f"one of {LOOPS}")
-        require(_is_int(self.users) and self.users >= 10, "users", self.users,
-                "an integer >= 10")
-        require(self.recsys in RECOMMENDERS, "recsys", self.recsys, f"one of {RECOMMENDERS}")
-        require(_is_int(self.sampled) and self.sampled >= 0, "sampled", self.sampled,
-                "an integer >= 0 (0: no sampled arm)")
-        require(_is_int(self.seed) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
-        for name in ("seeds", "steps", "users", "sampled", "seed"):  # numpy ints are not JSON
-            value = getattr(self, name)
-            set_(name, tuple(map(int, value)) if name == "seeds" else int(value))
+        set_("seeds", tuple(map(int, self.seeds)))  # numpy ints are not JSON
+        # Python or numpy ints (Int's default), normalised to int.
+        check_fields(self, {"steps": Int(1), "loop": OneOf(LOOPS), "users": Int(10),
+                            "recsys": OneOf(RECOMMENDERS),
+                            "sampled": Int(0, text="an integer >= 0 (0: no sampled arm)"),
+                            "seed": Int(0)})
         unknown = sorted(set(self.world) - (PlatformConfig.field_names()
                                             - {"num_users", "recsys"}))
         require(not unknown, "world", dict(self.world),
@@ -127,8 +124,8 @@ def _task_values(tasks: Any) -> tuple[str, ...]:
     try:
         values = tuple(TaskType.parse(n).value for n in names)
     except ValueError:
-        raise ValueError(f"invalid tasks={names!r}: expected 'all' or one or more of "
-                         f"{', '.join(TASKS)}") from None
+        values = None
+    require(values is not None, "tasks", names, f"'all' or one or more of {', '.join(TASKS)}")
     require(len(set(values)) == len(values), "tasks", names, "distinct tasks")
     return values
 
@@ -391,15 +388,18 @@ def adapter_answerer(adapters, untrained: bool = False, adapter: str | None = No
     """An :data:`Answerer` decoding with ``adapters`` (a ``TaskAdapters``), through ``adapter``
     (default the adapter named after the task; ``untrained``: through no adapter, i.e. the
     base model, which is what PEFT's fresh adapter computes since its B is 0), all
-    observations of a call in one batch, into caches ``cache_factory`` makes (default plain)."""
+    observations of a call in one batch, into caches ``cache_factory`` makes (default plain).
+    Each task's system turn is computed once per adapter weights (a prefix cache in memory),
+    not once per prompt."""
     require(not (untrained and adapter), "adapter", adapter, "None when untrained")
+    store = PrefixCacheStore(adapters.model, persist=False)
 
     def answer(task: str, task_spec: TaskSpec, observations: Sequence[str],
                seed: int) -> list[str]:
         name = None if untrained else (adapter or task)
         requests = [task_spec.request(adapters.tokenizer, o, name) for o in observations]
         outs = generate_batch(adapters.model, adapters.tokenizer, requests, cache_factory,
-                              seed=seed, multi_adapter=True)
+                              seed=seed, multi_adapter=True, prefix_caches=store)
         return [task_spec.answer(o, out.text) for o, out in zip(observations, outs)]
     return answer
 

@@ -24,7 +24,8 @@ import numpy as np
 
 from sandbox_rl.enums import TaskType
 from sandbox_rl.training.common import (check_common, check_sb3_ppo, field, import_optional,
-                                        prepare_out_dir, require, save_config)
+                                        prepare_out_dir, save_config)
+from sandbox_rl.validation import OneOf
 
 if TYPE_CHECKING:  # the env stack loads when training starts, so `--help` answers at once
     import gymnasium
@@ -66,7 +67,7 @@ class SB3Config:
     def __post_init__(self) -> None:
         self.task = TaskType.parse(self.task).value
         check_common(self)
-        require(self.vec_env in VEC_ENVS, "vec_env", self.vec_env, f"one of {VEC_ENVS}")
+        OneOf(VEC_ENVS).check("vec_env", self.vec_env)
         check_sb3_ppo(self, self.n_steps * self.n_envs, "n_steps * n_envs")
 
 

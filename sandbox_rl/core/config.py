@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 from sandbox_rl.enums import EvolutionStrategy, TaskType
-from sandbox_rl.envs.config import shorten
+from sandbox_rl.validation import Custom, Flag, Int, Real, check_fields, require
 
 # The model every task runs on unless ``task_distribution`` names another. Tests and quick
 # experiments point it at a tiny random model without touching code that follows the guide.
@@ -63,31 +62,29 @@ class SelfEvolvingConfig:
     adapters_dir: str | None = None
 
     def __post_init__(self) -> None:
-        _check(self, "evolution_strategy", _enum(EvolutionStrategy))
-        for name in ("enable_lora", "enable_kv_cache_compression", "enable_online_adaptation",
-                     "enable_monitoring"):
-            _check(self, name, _bool)
-        _check(self, "lora_rank", _int(1, 256))
-        _check(self, "lora_alpha", _float(0, None, open_low=True))
-        _check(self, "lora_dropout", _float(0, 1, open_high=True))
-        _check(self, "adaptation_learning_rate", _float(0, 1, open_low=True))
-        _check(self, "evolution_interval", _int(1, None))
-        _check(self, "performance_threshold", _float(0, 1))
-        _check(self, "model_pool_size", _int(1, 16))
-        _check(self, "task_distribution", _distribution)
-        _check(self, "num_users", _int(50, 10_000_000))
-        _check(self, "seed", _int(0, 2**63 - 1))
-        if self.fallback_model is not None and not isinstance(self.fallback_model, str):
-            raise ValueError(f"invalid fallback_model={self.fallback_model!r}: expected a model "
-                             "name or None")
-        if not isinstance(self.log_dir, (str, os.PathLike)):
-            raise ValueError(f"invalid log_dir={self.log_dir!r}: expected a path")
+        check_fields(self, {
+            "evolution_strategy": Custom(_enum(EvolutionStrategy)),
+            **dict.fromkeys(("enable_lora", "enable_kv_cache_compression",
+                             "enable_online_adaptation", "enable_monitoring"), Flag(numpy=False)),
+            "lora_rank": Int(1, 256, numpy=False),
+            "lora_alpha": Real(0, None, open_low=True, numpy=False),
+            "lora_dropout": Real(0, 1, open_high=True, numpy=False),
+            "adaptation_learning_rate": Real(0, 1, open_low=True, numpy=False),
+            "evolution_interval": Int(1, None, numpy=False, text="an integer in [1, inf]"),
+            "performance_threshold": Real(0, 1, numpy=False),
+            "model_pool_size": Int(1, 16, numpy=False),
+            "task_distribution": Custom(_distribution),
+            "num_users": Int(50, 10_000_000, numpy=False),
+            "seed": Int(0, 2**63 - 1, numpy=False),
+        })
+        require(self.fallback_model is None or isinstance(self.fallback_model, str),
+                "fallback_model", self.fallback_model, "a model name or None")
+        require(isinstance(self.log_dir, (str, os.PathLike)), "log_dir", self.log_dir, "a path")
         if self.adapters_dir is not None:
-            if not isinstance(self.adapters_dir, (str, os.PathLike)) or not str(self.adapters_dir):
-                raise ValueError(f"invalid adapters_dir={self.adapters_dir!r}: expected a folder "
-                                 "path or None")
+            require(isinstance(self.adapters_dir, (str, os.PathLike)) and str(self.adapters_dir),
+                    "adapters_dir", self.adapters_dir, "a folder path or None")
             self.adapters_dir = str(self.adapters_dir)
-        _check(self, "device", _device)
+        check_fields(self, {"device": Custom(_device)})
 
     @classmethod
     def field_names(cls) -> set[str]:
@@ -110,15 +107,8 @@ class SelfEvolvingConfig:
 
 
 # ----------------------------------------------------------------------------- validators
-# Each returns the normalised value or raises ValueError with what was expected.
-
-def _check(config: SelfEvolvingConfig, name: str, validate) -> None:
-    value = getattr(config, name)
-    try:
-        setattr(config, name, validate(value))
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"invalid {name}={shorten(value)}: expected {err}") from None
-
+# The checks the typed ranges of sandbox_rl.validation do not express (through its ``Custom``):
+# each returns the normalised value or raises ValueError with what was expected.
 
 def _enum(kind):
     def validate(value):
@@ -126,39 +116,6 @@ def _enum(kind):
             return kind(value.value if isinstance(value, kind) else str(value).strip().lower())
         except ValueError:
             raise ValueError("one of " + ", ".join(m.value for m in kind)) from None
-    return validate
-
-
-def _bool(value):
-    if not isinstance(value, bool):
-        raise ValueError("True or False")
-    return value
-
-
-def _int(low: int, high: int | None):
-    def validate(value):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        if not ok or value < low or (high is not None and value > high):
-            raise ValueError(f"an integer in [{low}, {high if high is not None else 'inf'}]")
-        return value
-    return validate
-
-
-def _float(low: float, high: float | None, open_low: bool = False, open_high: bool = False):
-    def validate(value):
-        if high is None:
-            expected = f"a finite number {'>' if open_low else '>='} {low}"
-        else:
-            lo, hi = "(" if open_low else "[", ")" if open_high else "]"
-            expected = f"a number in {lo}{low}, {high}{hi}"
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(expected)
-        value = float(value)
-        if not math.isfinite(value) or not (value > low if open_low else value >= low):
-            raise ValueError(expected)
-        if high is not None and not (value < high if open_high else value <= high):
-            raise ValueError(expected)
-        return value
     return validate
 
 

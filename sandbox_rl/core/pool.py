@@ -21,6 +21,7 @@ from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
 from sandbox_rl.agents.models import LoadedModel, ModelNotAvailableError, ModelSettings, load_model
 from sandbox_rl.agents.task_specs import TaskSpec, spec
 from sandbox_rl.enums import TaskType
+from sandbox_rl.validation import InvalidValue
 
 log = logging.getLogger(__name__)
 
@@ -171,9 +172,10 @@ def trained_adapter_folders(adapters_dir: str, tasks) -> dict[TaskType, Path]:
     for task in tasks:
         folder = root / TaskType.parse(task).value
         if not (folder / "adapter_config.json").is_file():
-            raise ValueError(f"invalid adapters_dir={str(adapters_dir)!r}: no trained adapter for "
-                             f"task {TaskType.parse(task).value!r} (expected "
-                             f"{folder / 'adapter_config.json'})")
+            raise InvalidValue("adapters_dir", str(adapters_dir),
+                               reason=f"no trained adapter for task "
+                                      f"{TaskType.parse(task).value!r} (expected "
+                                      f"{folder / 'adapter_config.json'})")
         found[TaskType.parse(task)] = folder
     return found
 

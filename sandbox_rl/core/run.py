@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import Iterable
 
 from sandbox_rl.enums import EvolutionStrategy, TaskType
-from sandbox_rl.envs.config import require
 from sandbox_rl.run_folders import (EVOLVE, RunInterrupted, evolve_checkpoints, prune_checkpoints,
                                     write_marker)
-from sandbox_rl.training.common import field, resume_settings
+from sandbox_rl.training.common import config_int, field, resume_settings
+from sandbox_rl.validation import OneOf, check_fields, require
 
 __all__ = ["EvolveRunConfig", "RunInterrupted", "resume_config", "run_evolution"]
 
@@ -72,15 +72,13 @@ class EvolveRunConfig:
     quiet: bool = field(False, "no progress bar or summary")
 
     def __post_init__(self) -> None:
-        for name in ("steps", "users", "pool_size", "evolution_interval"):
-            value = getattr(self, name)
-            require(isinstance(value, int) and value >= 1, name, value, "an integer >= 1")
-        require(self.strategy in {s.value for s in EvolutionStrategy}, "strategy", self.strategy,
-                "one of " + ", ".join(s.value for s in EvolutionStrategy))
-        require(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        strategies = tuple(s.value for s in EvolutionStrategy)
+        check_fields(self, {**dict.fromkeys(("steps", "users", "pool_size", "evolution_interval"),
+                                            config_int(1)),
+                            "strategy": OneOf(strategies, "one of " + ", ".join(strategies)),
+                            "seed": config_int(0)}, normalise=False)
         require(bool(str(self.out).strip()), "out", self.out, "a folder path")
-        require(isinstance(self.checkpoint_every, int) and self.checkpoint_every >= 0,
-                "checkpoint_every", self.checkpoint_every, "an integer >= 0")
+        config_int(0).check("checkpoint_every", self.checkpoint_every)
         require(self.resume is None or bool(str(self.resume).strip()), "resume", self.resume,
                 "a run folder")
 
