@@ -12,7 +12,7 @@ from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
 from sandbox_rl.agents.models import ModelSettings, load_model
 from sandbox_rl.agents.task_specs import TaskSpec, spec
 from sandbox_rl.enums import TaskType
-from sandbox_rl.envs.oasis_v0 import MAX_COMPLETION_CHARS, printable
+from sandbox_rl.envs.text_space import MAX_COMPLETION_CHARS, printable
 
 
 def build_task_adapters(model: str = "embedded", lora: LoraSettings = LoraSettings(),

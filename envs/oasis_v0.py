@@ -11,7 +11,6 @@ import dataclasses
 import json
 import os
 import sqlite3
-import string
 from typing import Any, Mapping
 
 import gymnasium
@@ -29,13 +28,12 @@ from sandbox_rl.envs.registration import DEFAULT_MAX_CYCLES
 from sandbox_rl.envs.state import (STATE_FORMAT, STATE_VERSION, ArraySpec, check_arrays,
                                    check_int, check_keys, prefixed, split_arrays)
 from sandbox_rl.envs.tasks import Task, make_tasks
+from sandbox_rl.envs.text_space import (  # noqa: F401  (re-exported: the env's text spaces)
+    MAX_COMPLETION_CHARS, MAX_PROMPT_CHARS, TEXT_CHARSET, printable)
 from sandbox_rl.envs.topics import NUM_TOPICS
 from sandbox_rl.validation import InvalidPath, InvalidValue
 
 OBS_MODES = ("vector", "text")
-TEXT_CHARSET = string.printable
-MAX_PROMPT_CHARS = 4096
-MAX_COMPLETION_CHARS = 2048
 ACTIVITY_HISTORY = 36  # steps of activity the rgb_array frame shows (one dot each)
 
 
@@ -461,11 +459,6 @@ class OasisParallelEnv(ParallelEnv):
         if self._trace is not None:
             self._trace.close()
             self._trace = None
-
-
-def printable(text: str, limit: int) -> str:
-    """``text`` inside a ``Text`` space of this env: its charset (else '?'), at most ``limit``."""
-    return "".join(c if c in TEXT_CHARSET else "?" for c in text)[:limit]
 
 
 def space_member(space: gymnasium.Space, action: Any) -> np.ndarray | None:

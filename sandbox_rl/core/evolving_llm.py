@@ -3,7 +3,7 @@
 It owns the model pool (``core/pool.py``), generates for all tasks in one batched call per base
 model, records every (prompt, completion, reward) the env produced, and every
 ``evolution_interval`` env steps runs one step of the configured strategy
-(``core/strategies.py``). Scores always come from the simulation: the env's reward for actions
+(``core/strategies/``). Scores always come from the simulation: the env's reward for actions
 it took, or a counterfactual step of a copy of the env (``Scorer``) for completions it did not
 take (``process_task``, PPO rollouts).
 """
@@ -24,7 +24,7 @@ from sandbox_rl.agents.policy import to_action_text
 from sandbox_rl.core.config import SelfEvolvingConfig
 from sandbox_rl.core.pool import Member, ModelGroup, build_pool, member_spec
 from sandbox_rl.enums import TaskType
-from sandbox_rl.envs.oasis_v0 import MAX_COMPLETION_CHARS
+from sandbox_rl.envs.text_space import MAX_COMPLETION_CHARS
 
 log = logging.getLogger(__name__)
 

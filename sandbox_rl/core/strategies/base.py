@@ -75,7 +75,7 @@ class Strategy:
         without prompts."""
         from sandbox_rl.agents.policy import to_action_text
         from sandbox_rl.core.pool import member_spec
-        from sandbox_rl.envs.oasis_v0 import MAX_COMPLETION_CHARS
+        from sandbox_rl.envs.text_space import MAX_COMPLETION_CHARS
         from sandbox_rl.training.task_episodes import rollout_settings
 
         found = [e for e in self.llm.recent_experiences(task, limit=limit)
