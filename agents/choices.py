@@ -4,10 +4,11 @@ A task whose valid answers are built from a few words (a class per user, a ranki
 topics, a segment and an intensity) says so with :class:`Choices`; :func:`generate_batch`
 then only lets a row write tokens that continue a valid answer, and ends the row once the
 answer is complete. A task spec's request raises the token budget to the longest answer in
-the model's tokenizer (``Choices.max_tokens``), so a closed-set answer is never cut short. Each choice is picked by the model (greedily or sampled, as the request
-says) among the tokens that continue the remaining options: for one-token options this is
-classifying by the model's next-token probabilities, the standard way to use an LM as a
-classifier, and every answer parses.
+the model's tokenizer (``Choices.max_tokens``), so a closed-set answer is never cut short.
+Each choice is picked by the model (greedily or sampled, as the request says) among the tokens
+that continue the remaining options: for one-token options this is classifying by the model's
+next-token probabilities, the standard way to use an LM as a classifier, and every answer
+parses.
 
 Written here rather than with a grammar library (llguidance, outlines): a ranking names every
 topic exactly once, and a permutation of ten names has no compact regular or context-free
@@ -19,6 +20,7 @@ also the start of another.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 
@@ -100,6 +102,9 @@ class ChoiceState:
             self.candidates = matching
 
 
+# Every request of a closed-set task needs its options' tokens (the budget, then the decoding
+# state): tokenised and checked once per tokenizer, not once per row and step.
+@functools.lru_cache(maxsize=64)
 def _token_options(tokenizer, options: tuple[str, ...]) -> tuple[tuple[int, ...], ...]:
     ids = tuple(tuple(tokenizer(o, add_special_tokens=False)["input_ids"]) for o in options)
     for i, a in enumerate(ids):

@@ -11,8 +11,8 @@ tasks whose answers are a closed set, the choices the answer is decoded from
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 import re
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from sandbox_rl.agents.choices import Choices
@@ -71,8 +71,10 @@ class TaskSpec:
         raised to the longest answer of the choices in this tokenizer (a closed-set answer is
         never cut short)."""
         sampling, choices = sampling or self.sampling, self.choices(observation)
-        if choices is not None and choices.max_tokens(tokenizer) > sampling.max_new_tokens:
-            sampling = replace(sampling, max_new_tokens=choices.max_tokens(tokenizer))
+        if choices is not None:
+            longest = choices.max_tokens(tokenizer)
+            if longest > sampling.max_new_tokens:
+                sampling = replace(sampling, max_new_tokens=longest)
         return GenerationRequest(self.prompt(tokenizer, observation), adapter, sampling,
                                  self.prefix(tokenizer), choices)
 
