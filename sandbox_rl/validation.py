@@ -111,6 +111,15 @@ def _bound(x: float | None) -> str:
 _BOOLS = (bool, np.bool_)
 
 
+def _takes(value: Any, bools: bool, numpy: bool, kind: type, plain: type | tuple) -> bool:
+    """Whether a range takes ``value``'s type: a bool only with ``bools`` (a numpy bool also
+    needs ``numpy``); otherwise an instance of ``kind`` (a ``numbers`` ABC, numpy scalars
+    included) with ``numpy``, of ``plain`` (Python's own types) without."""
+    if isinstance(value, _BOOLS):
+        return bools and (numpy or not isinstance(value, np.bool_))
+    return isinstance(value, kind if numpy else plain)
+
+
 @dataclass(frozen=True)
 class Int:
     """An integer in ``[low, high]`` (``high`` None: unbounded); normalised to ``int``.
@@ -133,10 +142,7 @@ class Int:
         return f"an integer in [{self.low}, {self.high}]"
 
     def accepts(self, value: Any) -> bool:
-        if isinstance(value, _BOOLS):
-            if not self.bools or (isinstance(value, np.bool_) and not self.numpy):
-                return False
-        elif not isinstance(value, numbers.Integral if self.numpy else int):
+        if not _takes(value, self.bools, self.numpy, numbers.Integral, int):
             return False
         return self.low <= value and (self.high is None or value <= self.high)
 
@@ -170,10 +176,7 @@ class Real:
 
     def _float(self, value: Any) -> float:
         """``value`` as a float, NaN when it is not a number this range takes."""
-        if isinstance(value, _BOOLS):
-            if not self.bools or (isinstance(value, np.bool_) and not self.numpy):
-                return math.nan
-        elif not isinstance(value, numbers.Real if self.numpy else (int, float)):
+        if not _takes(value, self.bools, self.numpy, numbers.Real, (int, float)):
             return math.nan
         try:
             return float(value)
