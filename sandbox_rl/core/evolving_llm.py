@@ -233,8 +233,13 @@ class SelfEvolvingLLM:
         self.experiences.clear()
         for item in data["experiences"]:
             self.experiences.append(_experience_from_json(item, snapshots))
-        self.strategy.set_pending({a: [_experience_from_json(i, snapshots) for i in items]
-                                   for a, items in data["pending"].items()})
+        # Grouped by each tuple's own task: states saved before pending tuples were counted
+        # per task keyed them by adapter.
+        pending: dict[str, list] = {}
+        for items in data["pending"].values():
+            for item in items:
+                pending.setdefault(item["task"], []).append(_experience_from_json(item, snapshots))
+        self.strategy.set_pending(pending)
 
     # ------------------------------------------------------------------ stats
     def get_evolution_stats(self) -> dict[str, Any]:

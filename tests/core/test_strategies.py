@@ -114,3 +114,26 @@ def test_meta_learning_state_round_trips(tmp_path):
     ra, rb = a.simulate_step(), b.simulate_step()
     assert {t: r["response"].text for t, r in ra["tasks"].items()} == \
            {t: r["response"].text for t, r in rb["tasks"].items()}
+
+
+def test_online_steps_count_a_tasks_tuples_and_retry_the_updated_member(tmp_path):
+    # Two members per task: counted per adapter, four tuples would take about eight steps.
+    sandbox = _sandbox(tmp_path, "multi_model", enable_online_adaptation=True,
+                       evolution_interval=100)
+    events = []
+    for _ in range(3):
+        events += sandbox.simulate_step()["events"]
+    assert not [e for e in events if e["type"] == "online_update"]
+    online = [e for e in sandbox.simulate_step()["events"] if e["type"] == "online_update"]
+    assert {e["task"] for e in online} == {t.value for t in TaskType}
+    assert sandbox.evolving_llm.strategy.pending() == {}
+    for e in online:
+        member = next(m for m in sandbox.evolving_llm.members[TaskType(e["task"])]
+                      if m.adapter == e["adapter"])
+        # Updated weights are judged afresh (routed next); unchanged ones keep their record.
+        assert (member.pulls == 0) == (e["examples"] > 0)
+    updated = [e for e in online if e["examples"]]
+    assert updated
+    routed = sandbox.simulate_step()["tasks"]
+    for e in updated:
+        assert routed[TaskType(e["task"])]["adapter"] == e["adapter"]
