@@ -166,9 +166,51 @@ def foreign_entries(folder: Path, kind: RunKind) -> list[str]:
                   and not state_tmp.fullmatch(e.name))
 
 
-def why_not_run_folder(folder: Path, kind: RunKind, whole: bool = True) -> str | None:
+# The files a run writes inside its output folders: records (JSON, JSON lines), arrays (npz),
+# tensors (safetensors), plots (png), TensorBoard event files and publish temporaries; and
+# PEFT's model card beside saved adapters (``README.md``, recognised by its header).
+_OUTPUT_FILE = re.compile(r"[^/]+\.(json|jsonl|npz|safetensors|png|tmp)|events\.out\.tfevents\..+")
+_PEFT_CARD = "library_name: peft"
+
+
+def _written_by_a_run(path: Path) -> bool:
+    if path.is_symlink():
+        return False  # a run makes no links
+    if _OUTPUT_FILE.fullmatch(path.name):
+        return True
+    if path.name != "README.md":
+        return False
+    try:
+        with path.open(encoding="utf-8") as card:
+            return _PEFT_CARD in card.read(4096)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def foreign_below(folder: Path, names: Iterable[str], limit: int = 5) -> list[str]:
+    """Up to ``limit`` paths (relative to ``folder``) below the output folders ``names`` of
+    ``folder`` that no run writes: a user's notes in ``logs/`` must not go with the logs."""
+    found: list[str] = []
+    for name in sorted(names):
+        entry = folder / name
+        if entry.is_symlink() or not entry.is_dir():
+            continue
+        for root, dirs, files in os.walk(entry):  # does not descend into linked folders
+            for item in [*dirs, *files]:
+                path = Path(root, item)
+                if (path.is_symlink() or not path.is_dir()) and not _written_by_a_run(path):
+                    found.append(str(path.relative_to(folder)))
+                    if len(found) >= limit:
+                        return found
+    return found
+
+
+def why_not_run_folder(folder: Path, kind: RunKind, whole: bool = True,
+                       names: Iterable[str] | None = None) -> str | None:
     """None when ``folder`` is recognisably a run folder of ``kind``, else the reason.
-    ``whole``: the folder itself is to be emptied, so it must hold nothing else either."""
+    ``whole``: the folder itself is to be emptied, so it must hold nothing else either.
+    The output folders to be removed (``names``, default all the kind's) may hold only files a
+    run writes."""
     if folder.is_symlink() or not folder.is_dir():
         return f"{folder} is not a folder"
     here = Path.cwd().resolve()
@@ -186,6 +228,10 @@ def why_not_run_folder(folder: Path, kind: RunKind, whole: bool = True) -> str |
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5
                                           else "")
         return f"{folder} holds files a `{kind.name}` run does not write ({shown})"
+    below = foreign_below(folder, kind.outputs if names is None else set(names) & kind.outputs)
+    if below:
+        return (f"{folder} holds files a `{kind.name}` run does not write inside its outputs "
+                f"({', '.join(below)})")
     return None
 
 
@@ -232,10 +278,11 @@ def write_marker(folder: Path, kind: RunKind, config: dict | None = None) -> Non
 def remove_outputs(folder: Path, kind: RunKind, names: Iterable[str] | None = None) -> None:
     """Remove the named outputs (default: all) of a recognised run of ``kind`` in ``folder``
     (other entries stay); FileExistsError, with nothing removed, when it is not one."""
-    reason = why_not_run_folder(folder, kind, whole=False)
+    names = kind.outputs if names is None else set(names) & kind.outputs
+    reason = why_not_run_folder(folder, kind, whole=False, names=names)
     if reason is not None:
         raise FileExistsError(f"--overwrite replaces only a run folder of this tool: {reason}")
-    for name in sorted(kind.outputs if names is None else set(names) & kind.outputs):
+    for name in sorted(names):
         _remove(folder / name)
 
 

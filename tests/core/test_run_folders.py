@@ -145,3 +145,40 @@ def test_remove_outputs_refuses_a_folder_that_is_no_run(tmp_path):
     with pytest.raises(FileExistsError):
         remove_outputs(tmp_path / "mine", LLM_PPO)
     assert (tmp_path / "mine" / "tb").is_dir()
+
+
+@pytest.mark.parametrize("inside", ["logs/notes.txt", "plots/figure.svg", "state/README.md",
+                                    "logs/tensorboard/analysis.ipynb"])
+def test_evolve_overwrite_keeps_user_files_inside_a_runs_outputs(tmp_path, inside):
+    run = tmp_path / "run"
+    _evolve_run(run)
+    (run / inside).parent.mkdir(parents=True, exist_ok=True)
+    (run / inside).write_text("mine")
+    before = _listing(tmp_path)
+    with pytest.raises(FileExistsError, match=inside):
+        prepare_run_folder(run, True, EVOLVE)
+    assert _listing(tmp_path) == before
+
+
+def test_evolve_overwrite_removes_what_runs_write_inside_outputs(tmp_path):
+    run = tmp_path / "run"
+    _evolve_run(run)
+    adapters = run / "state" / "adapters" / "embedded"
+    (adapters / "x__0").mkdir(parents=True)
+    (adapters / "x__0" / "adapter_model.safetensors").write_bytes(b"\0")
+    (adapters / "README.md").write_text("---\nlibrary_name: peft\n---\n")
+    (run / "logs" / "tensorboard").mkdir()
+    (run / "logs" / "tensorboard" / "events.out.tfevents.1.host.1.0").write_bytes(b"\0")
+    prepare_run_folder(run, True, EVOLVE)
+    assert _listing(run) == [MARKER]
+
+
+def test_llm_ppo_overwrite_keeps_user_files_inside_its_outputs(tmp_path):
+    run = tmp_path / "run"
+    _llm_ppo_run(run)
+    (run / "tb").mkdir(exist_ok=True)
+    (run / "tb" / "notes.txt").write_text("mine")
+    before = _listing(tmp_path)
+    with pytest.raises(FileExistsError, match="notes.txt"):
+        remove_outputs(run, LLM_PPO)
+    assert _listing(tmp_path) == before
