@@ -13,8 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import deque
-from dataclasses import dataclass
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Mapping, Sequence
 
 from sandbox_rl.agents.generation import Completion, GenerationRequest, generate_batch
 from sandbox_rl.agents.kv_cache import KVCacheSettings, PrefixCacheStore, cache_factory
@@ -22,53 +21,14 @@ from sandbox_rl.agents.lora import LoraSettings
 from sandbox_rl.agents.models import ModelSettings
 from sandbox_rl.agents.policy import to_action_text
 from sandbox_rl.core.config import SelfEvolvingConfig
+from sandbox_rl.core.experience import (Experience, Scorer, TaskResponse, experience_from_json,
+                                        experience_json)
 from sandbox_rl.core.pool import Member, ModelGroup, build_pool, member_spec
+from sandbox_rl.core.strategies import make_strategy
 from sandbox_rl.enums import TaskType
 from sandbox_rl.envs.text_space import MAX_COMPLETION_CHARS
 
 log = logging.getLogger(__name__)
-
-
-class Scorer(Protocol):
-    """What the sandbox provides to score text actions against the simulation."""
-
-    def observation(self, task: TaskType) -> str:
-        """The env's current text observation for ``task``."""
-
-    def score_now(self, task: TaskType, action: str) -> float:
-        """The reward ``action`` would earn if the env stepped now (others doing nothing)."""
-
-    def score_on(self, experience: "Experience", action: str) -> float:
-        """The reward ``action`` would expect in the step ``experience`` came from, with the
-        other agents' actions of that step, over re-seeded draws of that step."""
-
-    def teacher_answer(self, experience: "Experience") -> str:
-        """The task heuristic's action in the step ``experience`` came from, as text."""
-
-
-@dataclass(frozen=True)
-class TaskResponse:
-    """A task model's answer: ``text`` is what the env parses (primed start + completion)."""
-
-    text: str
-    completion: str
-    completion_tokens: int
-    finish_reason: str
-
-
-@dataclass
-class Experience:
-    """One (prompt, completion, reward) tuple gathered in the env."""
-
-    task: TaskType
-    adapter: str | None
-    step: int
-    observation: str
-    prompt: str
-    completion: str
-    reward: float
-    actions: dict[str, str]  # every agent's action text in that step
-    snapshot: Any = None  # the env state just before that step (for counterfactual scores)
 
 
 class SelfEvolvingLLM:
@@ -78,8 +38,6 @@ class SelfEvolvingLLM:
                  start_adapters: bool = True) -> None:
         """``start_adapters=False``: skip ``config.adapters_dir`` (a saved state brings its own
         adapter weights)."""
-        from sandbox_rl.core.strategies import make_strategy
-
         self.config = config
         self.scorer = scorer
         lora = (LoraSettings(config.lora_rank, config.lora_alpha, config.lora_dropout)
@@ -187,10 +145,12 @@ class SelfEvolvingLLM:
             members[exp.task].record(exp.reward)
             self.performance[exp.task].append(exp.reward)
             self.experiences.append(exp)
-        events = list(self.strategy.after_step(experiences))
+        found = list(self.strategy.after_step(experiences))
         if self.env_steps % self.config.evolution_interval == 0:
             self.evolution_step += 1
-            events += self.strategy.evolve()
+            found += self.strategy.evolve()
+        # Where events leave the strategy: plain dicts from here on (logs, states, results).
+        events = [event.to_json() for event in found]
         for event in events:
             event.setdefault("env_step", self.env_steps)
             event.setdefault("evolution_step", self.evolution_step)
@@ -211,9 +171,9 @@ class SelfEvolvingLLM:
             "generate_calls": self.generate_calls, "events": self.events,
             "performance": {t.value: v for t, v in self.performance.items()},
             "members": {t.value: [m.to_json() for m in ms] for t, ms in self.members.items()},
-            "experiences": [_experience_json(e, snapshot_index) for e in self.experiences],
+            "experiences": [experience_json(e, snapshot_index) for e in self.experiences],
             # Online steps score on the tuples' snapshots (all among the recent experiences).
-            "pending": {a: [_experience_json(e, snapshot_index) for e in es]
+            "pending": {a: [experience_json(e, snapshot_index) for e in es]
                         for a, es in self.strategy.pending().items()},
         }
 
@@ -232,13 +192,13 @@ class SelfEvolvingLLM:
                 member.load_json(item)
         self.experiences.clear()
         for item in data["experiences"]:
-            self.experiences.append(_experience_from_json(item, snapshots))
+            self.experiences.append(experience_from_json(item, snapshots))
         # Grouped by each tuple's own task: states saved before pending tuples were counted
         # per task keyed them by adapter.
         pending: dict[str, list] = {}
         for items in data["pending"].values():
             for item in items:
-                pending.setdefault(item["task"], []).append(_experience_from_json(item, snapshots))
+                pending.setdefault(item["task"], []).append(experience_from_json(item, snapshots))
         self.strategy.set_pending(pending)
 
     # ------------------------------------------------------------------ stats
@@ -274,17 +234,3 @@ class SelfEvolvingLLM:
             "strategy": self.strategy.stats(),
         }
 
-
-def _experience_json(exp: Experience, snapshot_index: Mapping[int, int]) -> dict[str, Any]:
-    return {"task": exp.task.value, "adapter": exp.adapter, "step": exp.step,
-            "observation": exp.observation, "prompt": exp.prompt, "completion": exp.completion,
-            "reward": exp.reward, "actions": exp.actions,
-            "snapshot": snapshot_index.get(id(exp.snapshot))}
-
-
-def _experience_from_json(item: Mapping[str, Any], snapshots: Sequence[Any]) -> Experience:
-    snap = item["snapshot"]
-    return Experience(TaskType(item["task"]), item["adapter"], int(item["step"]),
-                      item["observation"], item["prompt"], item["completion"],
-                      float(item["reward"]), dict(item["actions"]),
-                      snapshots[snap] if snap is not None else None)

@@ -18,13 +18,16 @@ import os
 import time
 from typing import Any
 
+import torch
+
 from sandbox_rl.agents.policy import env_action
 from sandbox_rl.core import state as state_io
 from sandbox_rl.core.config import SelfEvolvingConfig
-from sandbox_rl.core.evolving_llm import Experience, SelfEvolvingLLM, TaskResponse
+from sandbox_rl.core.evolving_llm import SelfEvolvingLLM
+from sandbox_rl.core.experience import Experience, TaskResponse
 from sandbox_rl.core.monitoring import Monitor
+from sandbox_rl.core.world import new_env
 from sandbox_rl.enums import EvolutionStrategy, TaskType
-from sandbox_rl.envs import oasis_v0
 from sandbox_rl.envs.counterfactual import Counterfactual
 from sandbox_rl.envs.heuristics import heuristic_action
 from sandbox_rl.envs.state import snapshot
@@ -35,23 +38,14 @@ __all__ = ["EvolutionStrategy", "SelfEvolvingConfig", "SelfEvolvingLLM", "SelfEv
 
 log = logging.getLogger(__name__)
 
-# The env runs as one long episode; a sandbox that reaches it starts a new episode.
-EPISODE_STEPS = 1_000_000
-
-
-def _make_env(config: SelfEvolvingConfig):
-    env = oasis_v0.parallel_env(num_users=config.num_users, max_cycles=EPISODE_STEPS,
-                                obs_mode="text", attach_tweets=False)
-    env.reset(seed=config.seed)
-    return env
-
 
 class SelfEvolvingOasis:
     """A self-evolving Oasis sandbox. Build it with :func:`create_self_evolving_oasis`."""
 
     def __init__(self, config: SelfEvolvingConfig) -> None:
         self.config = config
-        self.env = _make_env(config)
+        self.env = new_env(config)
+        self.env.reset(seed=config.seed)
         self._counterfactual = Counterfactual(self.env)
         self.evolving_llm = SelfEvolvingLLM(config, scorer=self)
         self.monitor = Monitor(config.log_dir) if config.enable_monitoring else None
@@ -163,59 +157,27 @@ class SelfEvolvingOasis:
         first; on a missing, corrupt or incompatible state it returns False with the reason
         logged, and the sandbox (and the global torch RNG) is left as it was. The sandbox keeps
         its device and writes to its own ``log_dir`` unless ``log_dir`` names another."""
-        import torch
-
         try:
-            folder, _ = state_io.read_verified(path)
             keep = {"log_dir": self.config.log_dir if log_dir is None else log_dir,
                     "device": self.config.device}
-            parts = state_io.read_parts(folder, keep)
-            # Building aside draws from the global RNG; a refused state must not move it.
-            cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-            with torch.random.fork_rng(devices=cuda):
-                built = self._build_from(parts, folder)
+            loaded = state_io.load(path, scorer=self, keep=keep)
         except Exception as err:  # noqa: BLE001 - a bad state is refused, whatever noticed it
             log.error("load_state(%r) failed, sandbox unchanged: %s", str(path)[:200],
                       err if isinstance(err, ValueError) else f"{type(err).__name__}: {err}")
             return False
-        self._swap(built, parts)
+        self._swap(loaded)
         return True
 
-    def _build_from(self, parts: dict[str, Any], folder) -> dict[str, Any]:
-        """New env, LLM and strategy holding the saved state; the live sandbox untouched."""
-        config = parts["config"]
-        env = oasis_v0.parallel_env(num_users=config.num_users, max_cycles=EPISODE_STEPS,
-                                    obs_mode="text", attach_tweets=False)
-        env.load_state_dict(*parts["env"])
-        for i, snap in enumerate(parts["snapshots"]):
-            try:  # the same full check the counterfactual scorer makes before using one
-                env._check_state(snap.meta, snap.arrays)
-            except ValueError as err:
-                raise state_io.StateError(f"snapshots/{i}: {err}") from None
-        llm = SelfEvolvingLLM(config, scorer=self, start_adapters=False)
-        for name, group in llm.groups.items():
-            if group.adapters is not None:
-                group.adapters.load(folder / "adapters" / state_io.slug(name))
-        for name, group in llm.groups.items():
-            saved = folder / "prefix_cache" / state_io.slug(name)
-            for path in sorted(saved.glob("*.safetensors")) if saved.is_dir() else []:
-                llm.prefix_store(group).restore(path.stem, path)
-        body = parts["body"]
-        llm.load_state_json(body["llm"], parts["snapshots"])
-        llm.strategy.load_state_dict(body["strategy"], parts["tensors"])
-        return {"config": config, "env": env, "llm": llm, "step": int(body["step_count"]),
-                "rng": parts["tensors"]["rng/torch"]}  # checked by read_parts
-
-    def _swap(self, built: dict[str, Any], parts: dict[str, Any]) -> None:
-        import torch
-
+    def _swap(self, loaded: state_io.LoadedState) -> None:
+        """Put the state built aside in place of this sandbox's (the LLM already scores
+        through this sandbox, which from here on steps the new env)."""
         if self.monitor is not None:
             self.monitor.close()
-        self.config, self.env, self.evolving_llm = built["config"], built["env"], built["llm"]
+        self.config, self.env, self.evolving_llm = loaded.config, loaded.env, loaded.llm
         self._counterfactual = Counterfactual(self.env)
-        self.step_count = built["step"]
+        self.step_count = loaded.step_count
         self.monitor = Monitor(self.config.log_dir) if self.config.enable_monitoring else None
-        torch.set_rng_state(built["rng"])
+        torch.set_rng_state(loaded.rng)
 
     def close(self) -> None:
         if self.monitor is not None:

@@ -21,10 +21,11 @@ place. A save killed between them leaves the old state beside the target, where 
 ``load_state`` or ``save_state`` of that target puts it back (when the process that wrote it is
 gone); the next save also removes the temporaries of dead saves.
 
-A load checks the manifest (format, version, relative paths inside the folder only, no file
-left unlisted, no link), every checksum, and every value against its type and range, builds the
-new models, adapters and env aside, and only then swaps them into the sandbox; any problem
-leaves the sandbox, and the global torch RNG, as they were.
+A load (:func:`load`, the mirror of :func:`save`) checks the manifest (format, version,
+relative paths inside the folder only, no file left unlisted, no link), every checksum, and
+every value against its type and range, and builds the new models, adapters and env aside
+(:class:`LoadedState`); the sandbox only swaps them in. Any problem raises before anything live
+changes: the sandbox, and the global torch RNG, stay as they were.
 """
 
 from __future__ import annotations
@@ -40,17 +41,25 @@ import shutil
 import stat
 import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Mapping
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from sandbox_rl.core.config import SelfEvolvingConfig
+from sandbox_rl.core.evolving_llm import SelfEvolvingLLM
+from sandbox_rl.core.experience import Scorer
 from sandbox_rl.core.pool import RECENT, slug
+from sandbox_rl.core.world import new_env
+from sandbox_rl.enums import TaskType
+from sandbox_rl.envs.state import EnvSnapshot, read_env_state, save_env_state
 from sandbox_rl.run_folders import (STATE_FORMAT, STATE_MANIFEST, is_state_folder, pid_alive,
                                     sibling_name, state_siblings)
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the facade imports this module: a real cycle, for the annotation only
     from sandbox_rl.core.self_evolving_oasis import SelfEvolvingOasis
 
 log = logging.getLogger(__name__)
@@ -134,8 +143,6 @@ def save(sandbox: "SelfEvolvingOasis", path: Any) -> Path:
 
 
 def _write(sandbox: "SelfEvolvingOasis", tmp: Path) -> None:
-    from sandbox_rl.envs.state import save_env_state
-
     llm = sandbox.evolving_llm
     (tmp / "config.json").write_text(json.dumps(sandbox.config.to_json(), indent=1))
     meta, tensors = llm.strategy.state_dict()
@@ -173,8 +180,6 @@ def _sha256_synced(path: Path) -> str:
 
 def _save_snapshots(llm, folder: Path) -> dict[int, int]:
     """Each distinct snapshot of the gathered tuples once; returns id(snapshot) -> index."""
-    import numpy as np
-
     index: dict[int, int] = {}
     for exp in llm.experiences:
         snap = exp.snapshot
@@ -379,13 +384,72 @@ def _json(path: Path, label: str) -> Any:
         raise StateError(f"{label} is not valid JSON: {str(err)[:200]}") from None
 
 
-def read_parts(folder: Path, keep: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Parse and check every part of a verified state (nothing is applied). ``keep``: config
+@dataclass(frozen=True)
+class StateParts:
+    """The parsed and checked files of a verified state (:func:`read_parts`), nothing built."""
+
+    config: SelfEvolvingConfig
+    body: dict[str, Any]  # sandbox.json
+    tensors: dict[str, torch.Tensor]  # tensors.safetensors (strategy tensors, rng/torch)
+    env: tuple[dict, dict[str, np.ndarray]]  # the env state's (meta, arrays)
+    snapshots: list[EnvSnapshot]
+
+
+@dataclass
+class LoadedState:
+    """A saved sandbox read back and built aside by :func:`load`: the parts the sandbox swaps
+    in for its own, all checked and consistent with each other."""
+
+    config: SelfEvolvingConfig
+    env: Any  # the Oasis parallel env (``world.new_env``) holding the saved env state
+    llm: SelfEvolvingLLM  # models, adapters, prefix caches, members, tuples, strategy state
+    step_count: int
+    rng: torch.Tensor  # the global torch RNG state to restore (checked by ``check_rng``)
+
+
+def load(path: Any, scorer: Scorer, keep: Mapping[str, Any] | None = None) -> LoadedState:
+    """The state saved at ``path`` (the mirror of :func:`save`): an interrupted save of it is
+    recovered, the manifest, every checksum and every value checked, and the replacement
+    config, env and LLM built aside, the LLM scoring through ``scorer`` (the sandbox that will
+    hold them). ``keep``: see :func:`read_parts`. Nothing live changes, whatever is raised
+    (StateError for what the checks find), and the global torch RNG is left where it was."""
+    folder, _ = read_verified(path)
+    parts = read_parts(folder, keep)
+    # Building aside draws from the global RNG; a refused state must not move it.
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda):
+        return _build(folder, parts, scorer)
+
+
+def _build(folder: Path, parts: StateParts, scorer: Scorer) -> LoadedState:
+    """New env, LLM and strategy holding the saved state; nothing live touched."""
+    config = parts.config
+    env = new_env(config)
+    env.load_state_dict(*parts.env)
+    for i, snap in enumerate(parts.snapshots):
+        try:  # the same full check the counterfactual scorer makes before using one
+            env._check_state(snap.meta, snap.arrays)
+        except ValueError as err:
+            raise StateError(f"snapshots/{i}: {err}") from None
+    llm = SelfEvolvingLLM(config, scorer=scorer, start_adapters=False)
+    for name, group in llm.groups.items():
+        if group.adapters is not None:
+            group.adapters.load(folder / "adapters" / slug(name))
+    for name, group in llm.groups.items():
+        saved = folder / "prefix_cache" / slug(name)
+        for path in sorted(saved.glob("*.safetensors")) if saved.is_dir() else []:
+            llm.prefix_store(group).restore(path.stem, path)
+    llm.load_state_json(parts.body["llm"], parts.snapshots)
+    llm.strategy.load_state_dict(parts.body["strategy"], parts.tensors)
+    return LoadedState(config, env, llm, int(parts.body["step_count"]),
+                       parts.tensors["rng/torch"])  # checked by read_parts
+
+
+def read_parts(folder: Path, keep: Mapping[str, Any] | None = None) -> StateParts:
+    """Parse and check every part of a verified state (nothing is built). ``keep``: config
     fields of the live sandbox that the state's config does not override (``log_dir``: a
     state does not choose where the sandbox writes; ``device``: a state saved on a GPU loads on
     a CPU machine)."""
-    from sandbox_rl.envs.state import read_env_state
-
     config = _read_config(folder, keep or {})
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     snapshots = [_read_snapshot(folder, i) for i in
@@ -408,13 +472,10 @@ def read_parts(folder: Path, keep: dict[str, Any] | None = None) -> dict[str, An
     if users != config.num_users:  # checked before an env of that size is built
         raise StateError(f"env/env_state.json: num_users is {_short(users)}, config.json says "
                          f"{config.num_users}")
-    return {"config": config, "body": body, "tensors": tensors, "env": env,
-            "snapshots": snapshots}
+    return StateParts(config, body, tensors, env, snapshots)
 
 
-def _read_config(folder: Path, keep: dict[str, Any]):
-    from sandbox_rl.core.config import SelfEvolvingConfig
-
+def _read_config(folder: Path, keep: Mapping[str, Any]) -> SelfEvolvingConfig:
     data = _json(folder / "config.json", "config.json")
     if not isinstance(data, dict):
         raise StateError(f"config.json must hold an object, got {type(data).__name__}")
@@ -440,11 +501,7 @@ def _read_tensors(path: Path, label: str) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _read_snapshot(folder: Path, i: int):
-    import numpy as np
-
-    from sandbox_rl.envs.state import EnvSnapshot
-
+def _read_snapshot(folder: Path, i: int) -> EnvSnapshot:
     sub, label = folder / "snapshots" / str(i), f"snapshots/{i}"
     meta = _json(sub / "meta.json", f"{label}/meta.json")
     if not isinstance(meta, dict):
@@ -538,8 +595,6 @@ EXPERIENCE_KEYS = {"task", "adapter", "step", "observation", "prompt", "completi
 
 def check_body(body: Any, config, snapshots: int) -> None:
     """``sandbox.json``: every value of the type and range the sandbox gives it."""
-    from sandbox_rl.enums import TaskType
-
     tasks = {t.value for t in TaskType}
     _dict(body, "sandbox.json", BODY_KEYS)
     check_int(body["step_count"], "sandbox.json: step_count")

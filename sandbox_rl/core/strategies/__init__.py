@@ -5,6 +5,7 @@ from __future__ import annotations
 from sandbox_rl.core.strategies.adaptive_compression import AdaptiveCompression
 from sandbox_rl.core.strategies.base import Strategy
 from sandbox_rl.core.strategies.gradient_based import GradientBased
+from sandbox_rl.core.strategies.host import StrategyHost
 from sandbox_rl.core.strategies.meta_learning import MetaLearning
 from sandbox_rl.core.strategies.multi_model import MultiModel
 from sandbox_rl.enums import EvolutionStrategy
@@ -17,9 +18,9 @@ STRATEGIES: dict[EvolutionStrategy, type[Strategy]] = {
 }
 
 
-def make_strategy(kind: EvolutionStrategy | str, llm) -> Strategy:
+def make_strategy(kind: EvolutionStrategy | str, llm: StrategyHost) -> Strategy:
     return STRATEGIES[EvolutionStrategy(kind)](llm)
 
 
 __all__ = ["STRATEGIES", "AdaptiveCompression", "GradientBased", "MetaLearning", "MultiModel",
-           "Strategy", "make_strategy"]
+           "Strategy", "StrategyHost", "make_strategy"]

@@ -16,6 +16,8 @@ from dataclasses import replace
 from sandbox_rl.agents.kv_cache import KVCacheSettings
 from sandbox_rl.core.pool import ModelGroup, member_generator
 from sandbox_rl.core.strategies.base import Strategy
+from sandbox_rl.core.strategies.events import Event, KVBits, LoraRank
+from sandbox_rl.core.strategies.host import StrategyHost
 from sandbox_rl.enums import EvolutionStrategy
 
 MIN_RANK = 1
@@ -25,15 +27,15 @@ KV_BITS = (2, 4)  # quanto's widths, low to high
 class AdaptiveCompression(Strategy):
     kind = EvolutionStrategy.ADAPTIVE_COMPRESSION
 
-    def __init__(self, llm) -> None:
+    def __init__(self, llm: StrategyHost) -> None:
         super().__init__(llm)
         self.max_rank = self.config.lora_rank
         self.history: list[dict] = []
 
-    def evolve(self) -> list[dict]:
+    def evolve(self) -> list[Event]:
         interval = self.config.evolution_interval
         threshold = self.config.performance_threshold
-        events = []
+        events: list[Event] = []
         above_by_group: dict[str, list[bool]] = {}
         for task, members in self.llm.members.items():
             scores = self.llm.performance[task][-interval:]
@@ -52,8 +54,7 @@ class AdaptiveCompression(Strategy):
                 group.adapters.resize(member.adapter, target,
                                       member_generator(self.config.seed, member, salt=2))
                 self.adapter_changed(group, member.adapter)
-            events.append({"type": "lora_rank", "task": task.value, "from": rank, "to": target,
-                           "mean_reward": round(mean, 4), "threshold": threshold})
+            events.append(LoraRank(task.value, rank, target, round(mean, 4), threshold))
         for name, flags in above_by_group.items():
             event = self._set_kv_bits(self.llm.groups[name], all(flags))
             if event:
@@ -61,7 +62,7 @@ class AdaptiveCompression(Strategy):
         self.history.append({"evolution_step": self.llm.evolution_step, **self.memory()})
         return events
 
-    def _set_kv_bits(self, group: ModelGroup, lower: bool) -> dict | None:
+    def _set_kv_bits(self, group: ModelGroup, lower: bool) -> KVBits | None:
         settings = group.kv_cache
         if settings is None or not settings.enabled or settings.backend != "quanto":
             return None
@@ -70,7 +71,7 @@ class AdaptiveCompression(Strategy):
         if target == settings.nbits:
             return None
         group.kv_cache = replace(settings, nbits=target)
-        return {"type": "kv_bits", "model": group.name, "from": settings.nbits, "to": target}
+        return KVBits(group.name, settings.nbits, target)
 
     def memory(self) -> dict:
         """Bytes of every adapter, and KV-cache bytes per cached token, across base models."""

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import torch
 
-from sandbox_rl.core.pool import Member, ModelGroup, slug
+from sandbox_rl.agents.policy import to_action_text
+from sandbox_rl.agents.task_specs import spec
+from sandbox_rl.core.experience import Experience
+from sandbox_rl.core.pool import Member, ModelGroup, member_spec, slug
+from sandbox_rl.core.strategies.events import Event, ExpertIteration, OnlineUpdate
+from sandbox_rl.core.strategies.host import StrategyHost
 from sandbox_rl.enums import EvolutionStrategy
-
-if TYPE_CHECKING:
-    from sandbox_rl.core.evolving_llm import Experience, SelfEvolvingLLM
+from sandbox_rl.envs.text_space import MAX_COMPLETION_CHARS
+from sandbox_rl.seeding import derived_seed
+from sandbox_rl.training.expert_iteration import sampled_answers
+from sandbox_rl.training.ppo import PPOLearner, PPOSettings
+from sandbox_rl.training.task_episodes import rollout_settings
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +51,10 @@ class Strategy:
         """Whether experiences must keep the env state (for counterfactual scores)."""
         return bool(self.config.enable_online_adaptation and self.config.enable_lora)
 
-    def __init__(self, llm: "SelfEvolvingLLM") -> None:
+    def __init__(self, llm: StrategyHost) -> None:
         self.llm = llm
         self.config = llm.config
-        self._learners: dict[str, Any] = {}
+        self._learners: dict[str, PPOLearner] = {}
         self._pending: dict[str, list] = defaultdict(list)
         self.online_updates = 0
 
@@ -59,13 +66,11 @@ class Strategy:
         return max(members, key=lambda m: (m.mean, -m.index))
 
     # ------------------------------------------------------------------ learning
-    def learner(self, group: ModelGroup):
+    def learner(self, group: ModelGroup) -> PPOLearner:
         """The group's PPO learner (TRL), created on first use."""
         if group.adapters is None:
             raise ValueError(f"{self.kind.value} trains LoRA adapters: set enable_lora=True")
         if group.name not in self._learners:
-            from sandbox_rl.training.ppo import PPOLearner, PPOSettings
-
             settings = PPOSettings(learning_rate=self.config.adaptation_learning_rate,
                                    seed=self.config.seed)
             self._learners[group.name] = PPOLearner(group.adapters, settings)
@@ -78,11 +83,6 @@ class Strategy:
         reward function in a counterfactual step of the state its prompt came from, with the
         other agents' actions of that step. Returns ``(PPOStats, prompts used)``, or None
         without prompts."""
-        from sandbox_rl.agents.policy import to_action_text
-        from sandbox_rl.core.pool import member_spec
-        from sandbox_rl.envs.text_space import MAX_COMPLETION_CHARS
-        from sandbox_rl.training.task_episodes import rollout_settings
-
         found = [e for e in self.llm.recent_experiences(task, limit=limit)
                  if e.snapshot is not None]
         if not found:
@@ -101,7 +101,7 @@ class Strategy:
         return learner.update(adapter or member.adapter, [e.prompt for e in found],
                               reward_fn), len(found)
 
-    def after_step(self, experiences: Sequence["Experience"]) -> list[dict]:
+    def after_step(self, experiences: Sequence[Experience]) -> list[Event]:
         if not (self.config.enable_online_adaptation and self.config.enable_lora):
             return []
         events = []
@@ -111,26 +111,23 @@ class Strategy:
             if len(pending) >= ONLINE_BATCH:
                 event = self.expert_step(exp.task, exp.adapter, list(pending), 0, ONLINE_STEPS)
                 self.online_updates += 1
-                if event["examples"]:
+                if event.examples:
                     # Its rewards so far describe the weights before the step: routing judges
                     # the updated member afresh (it is tried next, as a new member would be).
                     for member in self.llm.members[exp.task]:
                         if member.adapter == exp.adapter:
                             member.reset_stats()
-                events.append({**event, "type": "online_update"})
+                events.append(OnlineUpdate.of(event))
                 pending.clear()
         return events
 
-    def expert_step(self, task, adapter: str, tuples: list, samples: int, steps: int) -> dict:
+    def expert_step(self, task, adapter: str, tuples: list, samples: int, steps: int
+                    ) -> ExpertIteration:
         """Expert iteration on the states of ``tuples``: proposals are the answer each tuple
         gave, the task heuristic's answer and ``samples`` answers sampled from ``adapter``;
         each is scored by its expected reward over re-seeded draws of its step, and the
         adapter takes ``steps`` AdamW steps (completion-only) on the proposals that beat the
-        answer given. Returns the event (type ``expert_iteration``)."""
-        from sandbox_rl.agents.task_specs import spec
-        from sandbox_rl.seeding import derived_seed
-        from sandbox_rl.training.expert_iteration import sampled_answers
-
+        answer given. Returns the event."""
         scorer, s, group = self.llm.scorer, spec(task), self.llm.group_of[task]
         prompts, targets, gains, teacher_wins = [], [], [], 0
         for k, exp in enumerate(t for t in tuples if t.snapshot is not None):
@@ -150,12 +147,12 @@ class Strategy:
             loss = self.learner(group).supervised_update(
                 adapter, prompts, targets, ONLINE_LR_FACTOR * self.config.adaptation_learning_rate,
                 steps)
-        return {"type": "expert_iteration", "task": task.value, "adapter": adapter,
-                "examples": len(prompts), "from_heuristic": teacher_wins, "loss": float(loss),
-                "mean_gain": float(sum(gains) / len(gains)) if gains else 0.0,
-                "mean_reward": sum(e.reward for e in tuples) / len(tuples)}
+        return ExpertIteration(task.value, adapter, examples=len(prompts),
+                               from_heuristic=teacher_wins, loss=float(loss),
+                               mean_gain=float(sum(gains) / len(gains)) if gains else 0.0,
+                               mean_reward=sum(e.reward for e in tuples) / len(tuples))
 
-    def evolve(self) -> list[dict]:
+    def evolve(self) -> list[Event]:
         return []
 
     def pending(self) -> dict[str, list]:

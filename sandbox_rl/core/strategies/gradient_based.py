@@ -10,7 +10,10 @@ the env's own reward function in counterfactual steps of the state each prompt c
 
 from __future__ import annotations
 
+from sandbox_rl.core.pool import Member, ModelGroup
 from sandbox_rl.core.strategies.base import Strategy
+from sandbox_rl.core.strategies.events import Event, PPOUpdate
+from sandbox_rl.core.strategies.host import StrategyHost
 from sandbox_rl.enums import EvolutionStrategy
 
 MAX_PROMPTS = 16  # most recent prompts of a task an update trains on
@@ -22,13 +25,13 @@ class GradientBased(Strategy):
     kind = EvolutionStrategy.GRADIENT_BASED
     needs_snapshots = True  # type: ignore[assignment]  (PPO scores completions on them)
 
-    def __init__(self, llm) -> None:
+    def __init__(self, llm: StrategyHost) -> None:
         super().__init__(llm)
         self.ppo_updates = 0
         self.last_stats: dict[str, dict] = {}
 
-    def evolve(self) -> list[dict]:
-        events = []
+    def evolve(self) -> list[Event]:
+        events: list[Event | None] = []
         for task, members in self.llm.members.items():
             member = self.route(members)
             group = self.llm.group_of[task]
@@ -40,9 +43,9 @@ class GradientBased(Strategy):
                 events.append(self.expert_step(task, member.adapter, tuples, SAMPLES,
                                                EXPERT_STEPS))
             events.append(self.ppo_update_event(task, member, group))
-        return [e for e in events if e]
+        return [e for e in events if e is not None]
 
-    def ppo_update_event(self, task, member, group) -> dict | None:
+    def ppo_update_event(self, task, member: Member, group: ModelGroup) -> PPOUpdate | None:
         done = self.ppo_update(task, member, group, limit=MAX_PROMPTS)
         if done is None:
             return None
@@ -51,8 +54,7 @@ class GradientBased(Strategy):
         summary = {k: (round(v, 5) if isinstance(v, float) else v)
                    for k, v in vars(stats).items()}
         self.last_stats[task.value] = summary
-        return {"type": "ppo_update", "task": task.value, "adapter": member.adapter,
-                "prompts": prompts, **summary}
+        return PPOUpdate(task.value, member.adapter, prompts, summary)
 
     def stats(self) -> dict:
         return {**super().stats(), "ppo_updates": self.ppo_updates, "last_ppo": self.last_stats}

@@ -15,6 +15,8 @@ import torch
 
 from sandbox_rl.core.pool import ModelGroup, slug
 from sandbox_rl.core.strategies.base import Strategy
+from sandbox_rl.core.strategies.events import Event, Reptile, RestartFromMeta
+from sandbox_rl.core.strategies.host import StrategyHost
 from sandbox_rl.enums import EvolutionStrategy
 
 SCRATCH = "meta__scratch"
@@ -36,7 +38,7 @@ class MetaLearning(Strategy):
     kind = EvolutionStrategy.META_LEARNING
     needs_snapshots = True  # type: ignore[assignment]  (PPO scores completions on them)
 
-    def __init__(self, llm) -> None:
+    def __init__(self, llm: StrategyHost) -> None:
         super().__init__(llm)
         self.meta: dict[str, dict[str, torch.Tensor]] = {}  # group -> weights without adapter name
         self.meta_updates = 0
@@ -45,8 +47,8 @@ class MetaLearning(Strategy):
                 reference = llm.members[group.tasks[0]][0].adapter
                 self.meta[group.name] = group.adapters.state(reference)
 
-    def evolve(self) -> list[dict]:
-        events = []
+    def evolve(self) -> list[Event]:
+        events: list[Event] = []
         for name, meta in self.meta.items():
             group = self.llm.groups[name]
             adapted = {}
@@ -59,9 +61,8 @@ class MetaLearning(Strategy):
                 continue
             meta.update(reptile_step(meta, list(adapted.values())))
             self.meta_updates += 1
-            events.append({"type": "reptile", "model": name, "tasks": [t.value for t in adapted],
-                           "meta_norm": round(float(sum(v.float().norm() ** 2 for v in meta.values())
-                                                    ** 0.5), 5)})
+            norm = float(sum(v.float().norm() ** 2 for v in meta.values()) ** 0.5)
+            events.append(Reptile(name, [t.value for t in adapted], round(norm, 5)))
             events += self._restart_worst(group, meta)
         return events
 
@@ -76,7 +77,8 @@ class MetaLearning(Strategy):
             self.ppo_update(task, self.llm.members[task][0], group, SCRATCH, INNER_PROMPTS)
         return adapters.state(SCRATCH)
 
-    def _restart_worst(self, group: ModelGroup, meta: dict[str, torch.Tensor]) -> list[dict]:
+    def _restart_worst(self, group: ModelGroup, meta: dict[str, torch.Tensor]
+                       ) -> list[RestartFromMeta]:
         events = []
         for task in group.tasks:
             members = self.llm.members[task]
@@ -87,8 +89,7 @@ class MetaLearning(Strategy):
             self.adapter_changed(group, worst.adapter)
             worst.generation += 1
             worst.reset_stats()
-            events.append({"type": "restart_from_meta", "task": task.value,
-                           "adapter": worst.adapter})
+            events.append(RestartFromMeta(task.value, worst.adapter))
         return events
 
     def stats(self) -> dict:

@@ -10,6 +10,8 @@ import torch
 
 from sandbox_rl.core.pool import Member, member_generator, perturb
 from sandbox_rl.core.strategies.base import Strategy
+from sandbox_rl.core.strategies.events import Event, Replace
+from sandbox_rl.core.strategies.host import StrategyHost
 from sandbox_rl.enums import EvolutionStrategy
 
 UCB_C = 0.25  # exploration weight; rewards lie in [0, 1] and differ by a few hundredths
@@ -31,15 +33,15 @@ def ucb_choice(members: Sequence[Member]) -> Member:
 class MultiModel(Strategy):
     kind = EvolutionStrategy.MULTI_MODEL
 
-    def __init__(self, llm) -> None:
+    def __init__(self, llm: StrategyHost) -> None:
         super().__init__(llm)
         self.replacements = 0
 
     def route(self, members: Sequence[Member]) -> Member:
         return ucb_choice(members)
 
-    def evolve(self) -> list[dict]:
-        events = []
+    def evolve(self) -> list[Event]:
+        events: list[Event] = []
         for task, members in self.llm.members.items():
             judged = [m for m in members if m.pulls >= MIN_PULLS]
             if len(members) < 2 or len(judged) < len(members):
@@ -51,11 +53,9 @@ class MultiModel(Strategy):
             events.append(self._replace(worst, best))
         return events
 
-    def _replace(self, worst: Member, best: Member) -> dict:
+    def _replace(self, worst: Member, best: Member) -> Replace:
         group = self.llm.group_of[worst.task]
-        event = {"type": "replace", "task": worst.task.value, "replaced": worst.adapter,
-                 "copied_from": best.adapter, "replaced_mean": round(worst.mean, 4),
-                 "best_mean": round(best.mean, 4)}
+        replaced_mean, best_mean = round(worst.mean, 4), round(best.mean, 4)  # before the reset
         worst.generation += 1
         generator = member_generator(self.config.seed, worst, salt=1)
         factor = TEMPERATURE_FACTORS[int(torch.randint(2, (1,), generator=generator))]
@@ -68,8 +68,8 @@ class MultiModel(Strategy):
             self.adapter_changed(group, worst.adapter)
         worst.reset_stats()
         self.replacements += 1
-        event["temperature"] = round(worst.temperature, 4)
-        return event
+        return Replace(worst.task.value, worst.adapter, best.adapter, replaced_mean, best_mean,
+                       round(worst.temperature, 4))
 
     def stats(self) -> dict:
         return {**super().stats(), "replacements": self.replacements}
