@@ -33,6 +33,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
+from peft.tuners.lora.layer import LoraLayer
 from transformers import DynamicCache, LogitsProcessor
 from transformers.cache_utils import DynamicLayer
 
@@ -113,8 +114,6 @@ class _PerRowSampling(LogitsProcessor):
 
 
 def _has_lora(model) -> bool:
-    from peft.tuners.lora.layer import LoraLayer
-
     return any(isinstance(m, LoraLayer) for m in model.modules())
 
 

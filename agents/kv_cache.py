@@ -25,6 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from peft.tuners.lora.layer import LoraLayer
+from safetensors import safe_open
+from safetensors.torch import save_file
+from transformers import DynamicCache, QuantizedCache
+from transformers.utils import is_hqq_available, is_optimum_quanto_available
 
 from sandbox_rl.paths import cache_dir
 from sandbox_rl.validation import require, shorten
@@ -75,8 +80,6 @@ class KVCacheSettings:
 
 
 def _require_backend(backend: str) -> None:
-    from transformers.utils import is_hqq_available, is_optimum_quanto_available
-
     available = {"quanto": is_optimum_quanto_available, "hqq": is_hqq_available, "fp8": lambda: True}
     package = {"quanto": "optimum-quanto", "hqq": "hqq", "fp8": ""}
     if not available[backend]():
@@ -91,8 +94,6 @@ def make_cache(model_config, settings: KVCacheSettings):
     (the model then builds its default ``DynamicCache``)."""
     if not settings.enabled:
         return None
-    from transformers import QuantizedCache
-
     _require_backend(settings.backend)
     if settings.backend != "fp8":
         _check_group_size(model_config, settings.q_group_size)
@@ -131,8 +132,6 @@ def _check_group_size(model_config, q_group_size: int) -> None:
 
 
 def _dense_cache(model_config, settings: KVCacheSettings | None):
-    from transformers import DynamicCache
-
     cache = make_cache(model_config, settings) if settings is not None else None
     return cache if cache is not None else DynamicCache(config=model_config)
 
@@ -241,8 +240,6 @@ def adapter_fingerprint(model, adapter: str | None) -> str:
     base alone. Hashing the bytes rather than trusting a version counter catches every way
     trainers change weights (optimiser steps, ``copy_``, edits through ``.data``, reloads); it costs
     about a millisecond per megabyte of adapter."""
-    from peft.tuners.lora.layer import LoraLayer
-
     digest = hashlib.sha256(f"adapter:{adapter}".encode())
     if adapter is None:
         return digest.hexdigest()
@@ -297,8 +294,6 @@ class PrefixCache:
     @torch.no_grad()
     def compute(cls, model, prefix_ids) -> PrefixCache:
         """One forward pass over the prefix, keeping its full-precision states."""
-        from transformers import DynamicCache
-
         ids = _ids_list(prefix_ids)
         cache = DynamicCache(config=model.config)
         model(torch.tensor([ids], device=model.device), past_key_values=cache, use_cache=True)
@@ -359,8 +354,6 @@ class PrefixCache:
     def save(self, path: str | Path) -> None:
         """Safetensors file: one key/value tensor per layer; prefix ids and the model fingerprint in
         the metadata."""
-        from safetensors.torch import save_file
-
         tensors = {}
         for i, (key, value) in enumerate(zip(self.keys, self.values)):
             tensors[f"keys.{i}"] = key.contiguous()
@@ -383,8 +376,6 @@ class PrefixCache:
         """Load a saved prefix cache; with ``model`` and/or ``prefix_ids``, refuse (``ValueError``) one
         computed for another model or another prefix; with ``fingerprint`` (then ``model`` only
         places it), refuse one stored under another fingerprint (e.g. of other adapter weights)."""
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
             if metadata.get("format") != "sandbox_rl.prefix_cache.v1":

@@ -21,9 +21,15 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from tokenizers import Tokenizer, decoders, pre_tokenizers, trainers
+from tokenizers.models import BPE
+
+from sandbox_rl.envs.corpus import load_corpus
+from sandbox_rl.envs.topics import TOPIC_NAMES
 from sandbox_rl.paths import cache_dir
 from sandbox_rl.validation import Int, require, shorten
 
@@ -81,12 +87,12 @@ class ModelSettings:
     def resolved_device(self) -> str:
         if self.device is not None:
             return self.device
-        import torch
+        import torch  # on use: this module imports no torch/transformers (tested)
 
         return "cuda" if torch.cuda.is_available() else "cpu"
 
     def torch_dtype(self) -> "torch.dtype":
-        import torch
+        import torch  # on use: this module imports no torch/transformers (tested)
 
         return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[self.dtype]
 
@@ -109,6 +115,7 @@ def default_lora_targets(family: str) -> tuple[str, ...]:
     the per-token adapter work of targeting every projection, which matters when five adapters
     share a batch); Phi's adds its MLP (``fc1``, ``fc2``).
     """
+    # peft (torch) on use: this module imports no torch/transformers (tested)
     from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as peft_map
 
     if family not in peft_map:
@@ -193,6 +200,7 @@ def _embedded_source(gguf: Path) -> dict[str, Any]:
 
 
 def _load_embedded(settings: ModelSettings) -> LoadedModel:
+    # transformers on use: this module imports no torch/transformers (tested)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = embedded_gguf_path()
@@ -216,6 +224,7 @@ def _cache_embedded(gguf: Path, folder: Path) -> None:
     so the state dict, config and tokenizer are written separately. The tied ``lm_head`` is left out
     (safetensors refuses shared tensors); ``from_pretrained`` re-ties it from ``tie_word_embeddings``.
     """
+    # torch, transformers on use: this module imports neither (tested)
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -250,17 +259,12 @@ def tiny_tokenizer_path() -> Path:
 
 
 def _tiny_training_text() -> list[str]:
-    from sandbox_rl.envs.corpus import load_corpus
-    from sandbox_rl.envs.topics import TOPIC_NAMES
-
     return [str(t) for t in load_corpus().text] + list(TOPIC_NAMES)
 
 
 def _train_tiny_bpe(texts: list[str]) -> str:
     """Train the byte-level BPE deterministically and return its JSON."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE(unk_token=UNK))
+    tok = Tokenizer(BPE(unk_token=UNK))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
@@ -278,6 +282,7 @@ def tiny_tokenizer() -> "PreTrainedTokenizerFast":
 
     A fingerprint of the training text sits beside ``tokenizer.json`` so a changed corpus retrains.
     """
+    # transformers on use: this module imports no torch/transformers (tested)
     from transformers import PreTrainedTokenizerFast
 
     path = tiny_tokenizer_path()
@@ -301,7 +306,7 @@ def tiny_tokenizer() -> "PreTrainedTokenizerFast":
 
 
 def _tiny_config(family: str, tokenizer: Any) -> Any:
-    import transformers
+    import transformers  # on use: this module imports no torch/transformers (tested)
 
     common = dict(
         vocab_size=len(tokenizer),
@@ -332,6 +337,7 @@ def _tiny_config(family: str, tokenizer: Any) -> Any:
 
 
 def _load_tiny(family: str, settings: ModelSettings) -> LoadedModel:
+    # torch, transformers on use: this module imports neither (tested)
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -365,8 +371,6 @@ def _not_available(name: str) -> ModelNotAvailableError:
 def download_command() -> str:
     """The download command of the installed huggingface_hub: ``hf download`` since 0.34 (1.x
     removed ``huggingface-cli``), ``huggingface-cli download`` before."""
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         major, minor = (int(part) for part in version("huggingface_hub").split(".")[:2])
     except (PackageNotFoundError, ValueError):
@@ -375,6 +379,7 @@ def download_command() -> str:
 
 
 def _load_hf(name: str, settings: ModelSettings) -> LoadedModel:
+    # transformers on use: this module imports no torch/transformers (tested)
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     try:

@@ -28,7 +28,7 @@ import json
 import time
 
 import torch
-from transformers import AutoModelForCausalLM, MistralConfig
+from transformers import AutoModelForCausalLM, DynamicCache, MistralConfig
 
 from sandbox_rl.agents.fused_lora import fused_adapters
 from sandbox_rl.agents.kv_cache import KVCacheSettings, cache_nbytes, make_cache
@@ -74,6 +74,7 @@ def python_quanto_unpack() -> None:
     """Use quanto's portable unpack on CUDA instead of its CUDA extension, whose first use
     compiles AWQ and Marlin kernels for minutes; cache bytes are the same either way, only the
     compressed cache's decode time is pessimistic."""
+    # quanto's internals, on CUDA only (its import registers quanto's torch ops).
     from optimum.quanto.library.extensions import get_extension
 
     def unpack(packed: torch.Tensor, bits: int) -> torch.Tensor:  # quanto's "default" impl
@@ -153,7 +154,6 @@ def kv_cache_bytes(model, device, tokens: int, decode: int, seed: int) -> None:
                             ("fp8", KVCacheSettings(backend="fp8", nbits=8))]:
         cache = make_cache(model.config, settings)
         if cache is None:
-            from transformers import DynamicCache
             cache = DynamicCache(config=model.config)
         sync(device)
         start = time.perf_counter()

@@ -35,6 +35,8 @@ from sandbox_rl.agents.kv_cache import (
     evaluate_cache,
     make_cache,
 )
+from sandbox_rl.agents.task_specs import spec
+from sandbox_rl.envs import oasis_v0
 from sandbox_rl.envs.corpus import load_corpus
 
 CONFIGS = [
@@ -123,9 +125,6 @@ def timed_pair(first, second, repeats: int) -> tuple[float, float]:
 
 
 def prefix_speedup(model, tokenizer, repeats: int) -> None:
-    from sandbox_rl.agents.task_specs import spec
-    from sandbox_rl.envs import oasis_v0
-
     env = oasis_v0.parallel_env(num_users=1000, obs_mode="text")
     observations, _ = env.reset(seed=0)
     with tempfile.TemporaryDirectory() as folder:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import runpy
 import statistics
 import subprocess
 import sys
@@ -248,8 +249,6 @@ def main() -> None:
         return
     parse_success(adapters, steps, env, args.batch)
     if not args.skip_kv:
-        import runpy
-
         sys.argv = ["kv_cache.py"]
         runpy.run_path(str(__file__).replace("llm.py", "kv_cache.py"), run_name="__main__")
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from sandbox_rl.envs.topics import NUM_TOPICS
+
 # The typed ranges and ``require`` are sandbox_rl.validation's, the one module every layer
 # validates with; the env's own arguments (oasis_v0) take them from here.
 from sandbox_rl.validation import (MAX_QUOTED, Flag, Int, OneOf, Real, check_fields,
@@ -119,8 +121,6 @@ _DEFAULTS = {f.name: f.default for f in fields(PlatformConfig)}
 
 
 def _topic_mix(value: object) -> tuple[float, ...]:
-    from sandbox_rl.envs.topics import NUM_TOPICS
-
     expected = f"{NUM_TOPICS} finite weights > 0 (one per topic)"
     try:
         weights = np.asarray(value, dtype=float)
@@ -163,7 +163,7 @@ def memory_estimate(config: PlatformConfig) -> dict[str, float]:
 def available_memory() -> int | None:
     """Bytes of memory available to a new allocation (psutil, else /proc/meminfo), or None."""
     try:
-        import psutil
+        import psutil  # optional (not a dependency): /proc/meminfo is the fallback
     except ImportError:
         psutil = None
     if psutil is not None:

@@ -23,6 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
+from sandbox_rl.envs.text_features import get_analyzer
 from sandbox_rl.envs.topics import NUM_TOPICS, TOPIC_NAMES
 from sandbox_rl.paths import cache_dir
 
@@ -40,10 +41,19 @@ def sentiment_sign(sentiment: np.ndarray) -> np.ndarray:
     return np.where(s < -NEUTRAL_BAND, 0, np.where(s > NEUTRAL_BAND, 2, 1)).astype(np.int64)
 
 
-def _group(groups: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class _Groups:
     """Ids sorted by group, with each group's start and count in that order."""
-    count = np.bincount(groups, minlength=size)
-    return np.argsort(groups, kind="stable").astype(np.int32), np.cumsum(count) - count, count
+
+    ids: np.ndarray  # [n] int32
+    start: np.ndarray  # [size]
+    count: np.ndarray  # [size]
+
+    @classmethod
+    def of(cls, groups: np.ndarray, size: int) -> _Groups:
+        count = np.bincount(groups, minlength=size)
+        return cls(np.argsort(groups, kind="stable").astype(np.int32), np.cumsum(count) - count,
+                   count)
 
 
 @dataclass(frozen=True)
@@ -55,12 +65,8 @@ class TweetCorpus:
     topic: np.ndarray  # [n] int16
     # Tweet ids grouped by (topic, sign) and by topic alone, as sorted ids plus start/count per group,
     # so pick() is a handful of array ops however many posts it serves.
-    _by_key: np.ndarray = field(init=False, repr=False)
-    _key_start: np.ndarray = field(init=False, repr=False)
-    _key_count: np.ndarray = field(init=False, repr=False)
-    _by_topic: np.ndarray = field(init=False, repr=False)
-    _topic_start: np.ndarray = field(init=False, repr=False)
-    _topic_count: np.ndarray = field(init=False, repr=False)
+    _by_key: _Groups = field(init=False, repr=False)
+    _by_topic: _Groups = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.text)
@@ -70,11 +76,8 @@ class TweetCorpus:
         if n and (topic.min() < 0 or topic.max() >= NUM_TOPICS):
             raise ValueError(f"topic ids must lie in [0, {NUM_TOPICS})")
         key = topic * _NUM_SIGNS + sentiment_sign(self.sentiment)
-        for name, groups, size in (("key", key, NUM_TOPICS * _NUM_SIGNS), ("topic", topic, NUM_TOPICS)):
-            order, start, count = _group(groups, size)
-            object.__setattr__(self, f"_by_{name}", order)
-            object.__setattr__(self, f"_{name}_start", start)
-            object.__setattr__(self, f"_{name}_count", count)
+        object.__setattr__(self, "_by_key", _Groups.of(key, NUM_TOPICS * _NUM_SIGNS))
+        object.__setattr__(self, "_by_topic", _Groups.of(topic, NUM_TOPICS))
 
     def __len__(self) -> int:
         return len(self.text)
@@ -88,12 +91,13 @@ class TweetCorpus:
         if len(self) == 0:
             return np.full(topics.shape, -1, np.int32)
         key = topics * _NUM_SIGNS + sentiment_sign(np.broadcast_to(sentiments, topics.shape))
-        use_key = self._key_count[key] > 0
-        count = np.where(use_key, self._key_count[key], self._topic_count[topics])
-        start = np.where(use_key, self._key_start[key], self._topic_start[topics])
+        by_key, by_topic = self._by_key, self._by_topic
+        use_key = by_key.count[key] > 0
+        count = np.where(use_key, by_key.count[key], by_topic.count[topics])
+        start = np.where(use_key, by_key.start[key], by_topic.start[topics])
         # Drawn for every request, so the stream consumed does not depend on the corpus contents.
         offset = np.minimum(start + (rng.random(topics.shape) * count).astype(np.int64), len(self) - 1)
-        ids = np.where(use_key, self._by_key[offset], self._by_topic[offset])
+        ids = np.where(use_key, by_key.ids[offset], by_topic.ids[offset])
         return np.where(count > 0, ids, -1).astype(np.int32)
 
 
@@ -121,8 +125,6 @@ def read_tweets(sdist: Path) -> tuple[list[str], np.ndarray]:
 
 def prepare(sdist: Path, cache: Path | None = None) -> Path:
     """Label the sdist's tweets with their nearest topic and write ``tweets.npz`` atomically."""
-    from sandbox_rl.envs.text_features import get_analyzer
-
     texts, sentiment = read_tweets(Path(sdist))
     topic = get_analyzer().analyze(texts).topic_dist.argmax(axis=1).astype(np.int16)
     out_dir = Path(cache) if cache is not None else cache_dir()

@@ -23,14 +23,18 @@ from pettingzoo.utils.conversions import parallel_to_aec_wrapper
 from sandbox_rl.enums import TaskType
 from sandbox_rl.envs.config import (Flag, Int, OneOf, PlatformConfig, check_fits_in_memory,
                                     require, shorten)
+from sandbox_rl.envs.corpus import load_corpus
 from sandbox_rl.envs.platform import Platform, StepOutcome, StepPlan
 from sandbox_rl.envs.registration import DEFAULT_MAX_CYCLES
+from sandbox_rl.envs.render import draw_frame
 from sandbox_rl.envs.state import (STATE_FORMAT, STATE_VERSION, ArraySpec, check_arrays,
                                    check_int, check_keys, prefixed, split_arrays)
 from sandbox_rl.envs.tasks import Task, make_tasks
+from sandbox_rl.envs.text_features import get_analyzer
 from sandbox_rl.envs.text_space import (  # noqa: F401  (re-exported: the env's text spaces)
     MAX_COMPLETION_CHARS, MAX_PROMPT_CHARS, TEXT_CHARSET, printable)
 from sandbox_rl.envs.topics import NUM_TOPICS
+from sandbox_rl.envs.trace import TraceStore
 from sandbox_rl.validation import InvalidPath, InvalidValue
 
 OBS_MODES = ("vector", "text")
@@ -149,7 +153,7 @@ class OasisParallelEnv(ParallelEnv):
         # replace the trace it wrote itself.
         self._trace_overwrite = trace_overwrite
         self.possible_agents = [t.value for t in TaskType]
-        self.tasks: dict[str, Task] = make_tasks(panel_size, history, _text_analyzer)
+        self.tasks: dict[str, Task] = make_tasks(panel_size, history, get_analyzer)
         self.text_agents = frozenset()
         if obs_mode == "text":
             self.text_agents = _text_agents(self.possible_agents if text_agents is None
@@ -238,8 +242,6 @@ class OasisParallelEnv(ParallelEnv):
         if self.platform is None:
             raise RuntimeError("render() called before reset(): there is no world yet")
         if self.render_mode == "rgb_array":
-            from sandbox_rl.envs.render import draw_frame
-
             spaces = {a: t.action_space for a, t in self.tasks.items()}
             return draw_frame(self.platform, list(self._activity), self._last_actions, spaces)
         s = self.platform.stats()
@@ -443,8 +445,6 @@ class OasisParallelEnv(ParallelEnv):
     def _open_trace(self) -> None:
         self._close_trace()
         if self.trace_path is not None:
-            from sandbox_rl.envs.trace import TraceStore
-
             try:
                 self._trace = TraceStore(self.trace_path, overwrite=self._trace_overwrite)
                 self._trace_overwrite = True
@@ -493,17 +493,9 @@ def _text_agents(names: Any) -> frozenset[str]:
                 "None or a list of agent names: " + ", ".join(t.value for t in TaskType))
 
 
-def _text_analyzer():
-    from sandbox_rl.envs.text_features import get_analyzer
-
-    return get_analyzer()
-
-
 def _corpus(config: PlatformConfig):
     if not config.attach_tweets:
         return None
-    from sandbox_rl.envs.corpus import load_corpus
-
     return load_corpus()
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
+from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from sandbox_rl.envs.topics import NUM_TOPICS, TOPICS
 
@@ -60,8 +61,8 @@ class PostTextAnalyzer:
     def _load(self) -> None:
         if self._model is not None:
             return
+        # transformers (torch) on first use: the env imports neither (tested).
         from transformers import AutoModel, AutoTokenizer
-        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
         path = encoder_dir()
         self._tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
@@ -71,7 +72,7 @@ class PostTextAnalyzer:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """L2-normalised mean-pooled sentence embeddings, [n, dim] float32."""
-        import torch
+        import torch  # on use: the env does not import torch (tested)
 
         self._load()
         # Batching texts of similar length keeps padding, hence wasted compute, small.

@@ -29,8 +29,13 @@ from pathlib import Path
 import numpy as np
 
 from sandbox_rl.enums import TaskType
-from sandbox_rl.run_folders import RunInterrupted
-from sandbox_rl.training.common import EVALUATIONS, config_int, field, prepare_out_dir, require
+from sandbox_rl.run_folders import RunInterrupted, read_json, recover_folder
+from sandbox_rl.seeding import derived_seed
+from sandbox_rl.training.common import (EVALUATIONS, RESUME_DIR, config_int,
+                                        evaluate_trained_and_untrained, field, prepare_out_dir,
+                                        print_evaluations, read_resume_point, require,
+                                        resume_settings, save_resume_point)
+from sandbox_rl.training.llm_ppo import ppo_settings
 from sandbox_rl.validation import check_fields
 
 ALL_TASKS = tuple(t.value for t in TaskType)
@@ -105,8 +110,6 @@ class TrainingWorlds:
     per world of ``users`` users; call with a count."""
 
     def __init__(self, task: str, seed: int, world_steps: int, users: int) -> None:
-        from sandbox_rl.seeding import derived_seed
-
         self.task, self.world_steps, self.users = task, world_steps, users
         rng = np.random.default_rng(derived_seed(seed, task, "worlds"))
         self.order = rng.permutation(FIRST_VALIDATION_SEED).tolist()
@@ -114,6 +117,7 @@ class TrainingWorlds:
         self.episodes: list = []  # every world collected so far (PPO draws from them)
 
     def __call__(self, count: int) -> list:
+        # Heavy (torch, peft, TRL): on use, so importing this module (the CLI) stays light.
         from sandbox_rl.training.expert_iteration import states_of
         from sandbox_rl.training.task_episodes import collect_episode
 
@@ -131,9 +135,6 @@ def resume_config(cfg: AgentsConfig, given: set[str] | None = None) -> AgentsCon
     that may change (:data:`FREE_ON_RESUME`). Checks, changing nothing, that the folder holds an
     interrupted run of ``train agents`` and that no other given setting differs; ValueError
     naming the field otherwise."""
-    from sandbox_rl.run_folders import read_json
-    from sandbox_rl.training.common import read_resume_point, resume_settings
-
     run = Path(cfg.resume)
     what = "the folder of an interrupted `sandbox-rl train agents` run"
     require(run.exists() or run.is_symlink(), "resume", cfg.resume, f"{what} (no such folder)")
@@ -160,9 +161,6 @@ def resume_config(cfg: AgentsConfig, given: set[str] | None = None) -> AgentsCon
 
 def _resumed(adapters, out: Path) -> dict:
     """The training log of the finished tasks, their adapters loaded into ``adapters``."""
-    from sandbox_rl.run_folders import read_json, recover_folder
-    from sandbox_rl.training.common import RESUME_DIR, read_resume_point
-
     if (out / MARKER).exists():
         log = read_json(out / MARKER)["tasks"]
         adapters.load(out / "adapters")
@@ -178,6 +176,8 @@ def _resumed(adapters, out: Path) -> dict:
 def train_agents(cfg: AgentsConfig, given: set[str] | None = None) -> dict:
     """Train (or with ``cfg.resume``, continue; ``given``: see :func:`resume_config`) and
     evaluate. Ctrl-C: :class:`RunInterrupted` saying what was kept."""
+    # Heavy (torch, peft, TensorBoard, rich): on use, so importing this module (the CLI)
+    # stays light.
     import torch
     from rich.console import Console
     from rich.progress import Progress
@@ -185,7 +185,6 @@ def train_agents(cfg: AgentsConfig, given: set[str] | None = None) -> dict:
 
     from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
     from sandbox_rl.agents.models import load_model
-    from sandbox_rl.training.common import RESUME_DIR, save_resume_point
 
     if cfg.resume is not None:
         cfg = resume_config(cfg, given)
@@ -234,6 +233,7 @@ def _interrupted(cfg: AgentsConfig, out: Path, log: dict) -> str:
 
 
 def _train_task(adapters, task: str, cfg: AgentsConfig, writer, progress, bar) -> dict:
+    # Heavy (torch, peft, TRL): on use, so importing this module (the CLI) stays light.
     from sandbox_rl.training.expert_iteration import RoundSettings, run_rounds
     from sandbox_rl.training.task_episodes import collect_episode
 
@@ -275,10 +275,9 @@ def _ppo_phase(adapters, task: str, cfg: AgentsConfig, episodes, validation, rew
     """TRL PPO updates until ``deadline``; rewards are expected rewards over re-seeded draws of
     exactly the text evaluation sees (cut at the task's stop strings). Kept only if the
     validation reward rises."""
+    # Heavy (torch, peft, TRL): on use, so importing this module (the CLI) stays light.
     from sandbox_rl.agents.task_specs import spec
-    from sandbox_rl.seeding import derived_seed
     from sandbox_rl.training.expert_iteration import validation_reward
-    from sandbox_rl.training.llm_ppo import ppo_settings
     from sandbox_rl.training.ppo import PPOLearner
     from sandbox_rl.training.task_episodes import cut_at_stop, rollout_settings
 
@@ -311,7 +310,7 @@ def _ppo_phase(adapters, task: str, cfg: AgentsConfig, episodes, validation, rew
 
 def _evaluate(adapters, cfg: AgentsConfig, out: Path, console) -> dict:
     """The evaluation protocol on the held-out worlds for the trained and untrained adapters."""
-    from sandbox_rl.training.common import evaluate_trained_and_untrained
+    # Heavy (torch, peft, TRL): on use, so importing this module (the CLI) stays light.
     from sandbox_rl.training.protocol import ProtocolConfig
 
     config = ProtocolConfig(tasks=cfg.tasks, seeds=cfg.eval_seeds, steps=cfg.eval_steps,
@@ -325,8 +324,6 @@ def train(cfg: AgentsConfig, given: set[str] | None = None):
 
 
 def report(result: dict, console) -> None:
-    from sandbox_rl.training.common import print_evaluations
-
     cfg = result["config"]
     print_evaluations(result["reports"], console)
     console.print(f"adapters (PEFT format) in {cfg.out}/adapters; TensorBoard in {cfg.out}/tb; "

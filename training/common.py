@@ -17,6 +17,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from sandbox_rl.run_folders import pid_alive, publish_folder, read_json, state_siblings
 from sandbox_rl.validation import Int, check_fields, require
 
 __all__ = ["EVALUATIONS", "ExtraMissingError", "add_config_arguments", "check_common",
@@ -180,8 +181,6 @@ def save_config(cfg: Any, path: Path) -> None:
 def save_resume_point(out: Path, adapters: Any, state: dict) -> Path:
     """Replace ``out/resume/`` atomically by ``adapters`` (all of them, PEFT format) and
     ``state`` (JSON: the config and what is finished)."""
-    from sandbox_rl.run_folders import publish_folder
-
     def write(folder: Path) -> None:
         adapters.save(folder / "adapters")
         (folder / RESUME_STATE).write_text(json.dumps(state, indent=1, default=str))
@@ -192,8 +191,6 @@ def save_resume_point(out: Path, adapters: Any, state: dict) -> Path:
 def read_resume_point(run: Path) -> tuple[Path, dict] | None:
     """The resume point of the run in ``run`` (its folder, its state), or None when there is
     none; a publish that died between its renames counts (its old folder is read in place)."""
-    from sandbox_rl.run_folders import pid_alive, read_json, state_siblings
-
     folder = run / RESUME_DIR
     if not folder.is_dir():
         aside = [s.path for s in state_siblings(folder) if s.kind == "old" and not pid_alive(s.pid)]
@@ -240,6 +237,7 @@ def evaluate_trained_and_untrained(adapters: Any, config: Any, out: Path, model:
     untrained ones (the base model) on the same worlds; each report saved in ``out`` as
     :data:`EVALUATIONS` says. ``sampled_temperature`` (0: the protocol's own): the temperature
     of the sampled arm, for adapters whose rollouts sampled at it."""
+    # Heavy (torch, peft): on use, so importing this module (the CLI) stays light.
     from sandbox_rl.training.protocol import adapter_answerer, run_protocol
 
     reports = {}
@@ -257,6 +255,7 @@ def _sampled_at(answer: Any, temperature: float) -> Any:
     ``temperature``; greedy answers (temperature 0) unchanged."""
     if not temperature:
         return answer
+    # Heavy (torch, peft): on use, so importing this module (the CLI) stays light.
     from sandbox_rl.training.task_episodes import with_temperature
 
     def at(task, task_spec, observations, seed):
@@ -268,6 +267,7 @@ def _sampled_at(answer: Any, temperature: float) -> Any:
 
 def print_evaluations(reports: dict, console: Any) -> None:
     """The trained adapters' protocol table and the trained-minus-untrained comparison."""
+    # Heavy (torch, peft): on use, so importing this module (the CLI) stays light.
     from sandbox_rl.training.protocol import comparison_table
 
     reports["trained"].print(console)

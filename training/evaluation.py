@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
+from rich.table import Table
+from scipy import stats
 
 from sandbox_rl.envs.baselines import mean_episode_rewards
 from sandbox_rl.envs.heuristics import heuristic_action
@@ -41,8 +44,6 @@ class Score:
         n = len(self.per_seed)
         if n < 2:
             return 0.0
-        from scipy import stats
-
         sem = float(np.std(self.per_seed, ddof=1)) / math.sqrt(n)
         return float(stats.t.ppf(0.975, n - 1) * sem)
 
@@ -84,8 +85,6 @@ class EvalReport:
 
     def table(self):
         """A rich Table: one row per agent, mean ± 95% half-width per policy and difference."""
-        from rich.table import Table
-
         policies = list(next(iter(self.scores.values())))
         table = Table(title=self.title,
                       caption=f"mean reward per step, {self.steps} steps per episode; mean ± 95% "
@@ -106,8 +105,6 @@ class EvalReport:
 
     def print(self, console=None) -> None:
         if console is None:
-            from rich.console import Console
-
             console = Console()
         console.print(self.table())
 

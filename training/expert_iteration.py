@@ -35,6 +35,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from transformers import PrinterCallback, ProgressCallback
 
 from sandbox_rl.agents.generation import SamplingSettings, generate_batch
 from sandbox_rl.agents.kv_cache import PrefixCacheStore
@@ -177,8 +178,9 @@ def fine_tune(adapters: TaskAdapters, adapter: str, examples: Sequence[Example],
     """TRL ``SFTTrainer`` on ``examples`` with the loss on the completions only, training
     ``adapter`` alone; returns the mean training loss. Each completion ends with the
     end-of-turn token, so the model learns where its answer stops."""
+    # On use: datasets (pandas, pyarrow) and TRL add ~1 s to import, and evaluation and the
+    # sandbox import this module without fine-tuning.
     import datasets
-    from transformers import PrinterCallback, ProgressCallback
     from trl import SFTConfig, SFTTrainer
 
     datasets.disable_progress_bars()

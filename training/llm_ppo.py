@@ -36,9 +36,12 @@ from typing import Any
 import numpy as np
 
 from sandbox_rl.enums import TaskType
-from sandbox_rl.run_folders import RunInterrupted
-from sandbox_rl.training.common import (EVALUATIONS, RESUME_DIR, config_int, field,
-                                        prepare_out_dir, require)
+from sandbox_rl.run_folders import (LLM_PPO, RunInterrupted, recover_folder, remove_outputs,
+                                    why_not_run_folder)
+from sandbox_rl.training.common import (EVALUATIONS, RESUME_DIR, config_int,
+                                        evaluate_trained_and_untrained, field, prepare_out_dir,
+                                        print_evaluations, read_resume_point, require,
+                                        resume_settings, save_resume_point)
 from sandbox_rl.validation import check_fields
 
 ALL_TASKS = tuple(t.value for t in TaskType)
@@ -136,6 +139,7 @@ def train_llm_ppo(cfg: LLMPPOConfig, given: set[str] | None = None) -> LLMPPORun
     """Train every task (or with ``cfg.resume``, the unfinished ones; ``given``: see
     :func:`resume_config`), then evaluate. Ctrl-C: :class:`RunInterrupted` saying what was
     kept."""
+    # Heavy (torch, peft, rich): on use, so importing this module (the CLI) stays light.
     import torch
     from rich.console import Console
 
@@ -171,11 +175,12 @@ def train_llm_ppo(cfg: LLMPPOConfig, given: set[str] | None = None) -> LLMPPORun
 def _train_tasks(adapters, cfg: LLMPPOConfig, out: Path, updates: dict, console) -> None:
     """PPO on every task not in ``updates`` (each added there, and to the resume point, when
     it is finished)."""
+    # Heavy (torch, TensorBoard, TRL, rich): on use, so importing this module (the CLI) stays
+    # light.
     from rich.progress import Progress
     from torch.utils.tensorboard import SummaryWriter
 
     from sandbox_rl.agents.task_specs import spec
-    from sandbox_rl.training.common import save_resume_point
     from sandbox_rl.training.ppo import PPOLearner
     from sandbox_rl.training.task_episodes import collect_episode, with_temperature
 
@@ -210,7 +215,7 @@ def _train_tasks(adapters, cfg: LLMPPOConfig, out: Path, updates: dict, console)
 def _evaluate(adapters, cfg: LLMPPOConfig, out: Path) -> dict:
     """The evaluation protocol on the held-out worlds for the trained and untrained adapters,
     the sampled arm decoded as the rollouts were."""
-    from sandbox_rl.training.common import evaluate_trained_and_untrained
+    # Heavy (torch, peft, TRL): on use, so importing this module (the CLI) stays light.
     from sandbox_rl.training.protocol import ProtocolConfig
 
     config = ProtocolConfig(tasks=cfg.tasks, seeds=cfg.eval_seeds, steps=cfg.steps,
@@ -236,8 +241,6 @@ def resume_config(cfg: LLMPPOConfig, given: set[str] | None = None) -> LLMPPOCon
     that may change (:data:`FREE_ON_RESUME`). Checks, changing nothing, that the folder holds an
     interrupted llm-ppo run and that no other given setting differs; ValueError naming the
     field otherwise."""
-    from sandbox_rl.training.common import read_resume_point, resume_settings
-
     run = Path(cfg.resume)
     what = "the folder of an interrupted `sandbox-rl train llm-ppo` run"
     require(run.exists() or run.is_symlink(), "resume", cfg.resume, f"{what} (no such folder)")
@@ -263,9 +266,6 @@ def resume_config(cfg: LLMPPOConfig, given: set[str] | None = None) -> LLMPPOCon
 
 def _resumed(adapters, out: Path) -> dict[str, list[dict]]:
     """The update statistics of the finished tasks, their adapters loaded into ``adapters``."""
-    from sandbox_rl.run_folders import recover_folder
-    from sandbox_rl.training.common import read_resume_point
-
     recover_folder(out / RESUME_DIR)
     folder, state = read_resume_point(out)
     updates = {task: t["updates"] for task, t in state["tasks"].items()}
@@ -277,8 +277,6 @@ def _resumed(adapters, out: Path) -> dict[str, list[dict]]:
 def _prepare_out(cfg: LLMPPOConfig) -> Path:
     """The other trainers' rule (``prepare_out_dir``); with ``overwrite``, an earlier llm-ppo
     run's outputs are removed first (nothing else in the folder)."""
-    from sandbox_rl.run_folders import LLM_PPO, remove_outputs, why_not_run_folder
-
     out = prepare_out_dir(cfg.out, cfg.overwrite, MARKER)
     if cfg.overwrite and why_not_run_folder(out, LLM_PPO, whole=False) is None:
         remove_outputs(out, LLM_PPO)
@@ -291,6 +289,7 @@ def episode_update(learner, adapter: str, episodes, prompts: int, rng: np.random
     one task), each rollout scored by the env in a counterfactual step of its snapshot; decoded
     within the task's token budget, as :func:`as_trained` says for ``task_spec`` (default the
     task's spec)."""
+    # Heavy (torch, peft, TRL): on use, so importing this module (the CLI) stays light.
     from sandbox_rl.agents.task_specs import spec
     from sandbox_rl.training.task_episodes import cut_at_stop, rollout_settings
 
@@ -314,7 +313,7 @@ def ppo_settings(prompts: int, samples_per_prompt: int, ppo_epochs: int, learnin
                  seed: int, kl_coef: float = 0.05):
     """PPO settings for updates of ``prompts`` prompts sampled ``samples_per_prompt`` times each
     (one PPO batch, mini-batches of up to 4 rollouts)."""
-    from sandbox_rl.training.ppo import PPOSettings
+    from sandbox_rl.training.ppo import PPOSettings  # torch: on use, this module stays light
 
     rollouts = prompts * samples_per_prompt
     return PPOSettings(learning_rate=learning_rate, kl_coef=kl_coef, seed=seed,
@@ -331,8 +330,6 @@ def train(cfg: LLMPPOConfig, given: set[str] | None = None) -> LLMPPORun:
 
 def report(run: LLMPPORun, console) -> None:
     """The evaluation protocol's tables: the trained adapters' arms and trained - untrained."""
-    from sandbox_rl.training.common import print_evaluations
-
     out = run.config.out
     print_evaluations(run.reports, console)
     console.print(f"adapters (PEFT format) in {out}/adapters (checkpoints/, TensorBoard tb/); "

@@ -31,9 +31,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from scipy import stats
 
 from sandbox_rl.agents.generation import generate_batch
 from sandbox_rl.agents.kv_cache import PrefixCacheStore
+from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
+from sandbox_rl.agents.models import load_model
 from sandbox_rl.agents.policy import env_action
 from sandbox_rl.agents.task_specs import TaskSpec, spec
 from sandbox_rl.enums import TaskType
@@ -150,8 +156,6 @@ def paired_difference(values: Sequence[float], baseline: Sequence[float]) -> Int
     mean = float(np.mean(d))
     if len(d) < 2:
         return Interval(mean, mean, mean)
-    from scipy import stats
-
     half = float(stats.t.ppf(0.975, len(d) - 1) * np.std(d, ddof=1) / math.sqrt(len(d)))
     return Interval(mean, mean - half, mean + half)
 
@@ -223,16 +227,11 @@ class ProtocolReport:
 
     def print(self, console=None) -> None:
         if console is None:
-            from rich.console import Console
-
             console = Console()
         console.print(self.table())
 
 
 def _table(report: ProtocolReport):
-    from rich import box
-    from rich.table import Table
-
     c = report.config
     table = Table(title=f"Held-out evaluation, {c.loop} loop: {report.adapters} adapters on "
                         f"{report.model}",
@@ -422,9 +421,6 @@ def evaluate_run(config: ProtocolConfig, adapters: str | Path | None,
     """The protocol for the task adapters saved in ``adapters`` (``TaskAdapters.save``'s
     folder, one sub-folder per task) or, with ``None``, for PEFT's fresh adapters (B = 0: the
     base model itself), on ``model``."""
-    from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
-    from sandbox_rl.agents.models import load_model
-
     folder = None if adapters is None else check_adapters(adapters, config.tasks)
     loaded = TaskAdapters(load_model(model), list(config.tasks), LoraSettings(), config.seed)
     if folder is not None:
@@ -437,8 +433,6 @@ def evaluate_run(config: ProtocolConfig, adapters: str | Path | None,
 def comparison_table(trained: ProtocolReport, untrained: ProtocolReport):
     """A rich Table of the trained minus the untrained agents' greedy reward per task, paired
     by world (both reports must cover the same tasks and seeds)."""
-    from rich.table import Table
-
     table = Table(title="trained - untrained agents (greedy), paired by held-out world")
     for col in ("task", "untrained", "trained", "difference [95% interval]", "parse untrained",
                 "parse trained"):

@@ -93,6 +93,7 @@ class TrainResult:
 
 def make_rllib_env(env_config: dict):
     """RLlib's env creator: the vector-mode Oasis ParallelEnv as a MultiAgentEnv."""
+    # ray: the optional rllib extra (train() checks it); the env: on use, so --help is fast.
     from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
 
     from sandbox_rl.envs import oasis_v0
@@ -102,6 +103,7 @@ def make_rllib_env(env_config: dict):
 
 def build_config(cfg: RLlibConfig):
     """The PPOConfig: one module per agent, 1:1 agent -> module mapping."""
+    # ray: the optional rllib extra (train() checks it).
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
@@ -130,7 +132,7 @@ def train(cfg: RLlibConfig) -> TrainResult:
     """Train the five modules, checkpoint, evaluate on held-out seeds; Ray is shut down after."""
     ray = import_optional("ray", "rllib")
     import_optional("ray.rllib", "rllib")
-    import torch
+    import torch  # torch and ray on use: importing this module (the CLI) stays light
     from ray.tune.registry import register_env
 
     out = prepare_out_dir(cfg.out, cfg.overwrite, "checkpoint")
@@ -158,6 +160,7 @@ def train(cfg: RLlibConfig) -> TrainResult:
 
 def _train_loop(algo, cfg: RLlibConfig, out: Path) -> tuple[int, int, float]:
     """Iterate until ``timesteps`` env steps are sampled; log scalars, checkpoint on schedule."""
+    # TensorBoard (torch) on use: importing this module (the CLI) stays light.
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(out / "tb"))
@@ -200,6 +203,7 @@ class _progress:
 
     def __enter__(self):
         if self.show:
+            # rich on use: importing this module (the CLI) stays light.
             from rich.console import Console
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                        TimeRemainingColumn)
@@ -224,6 +228,7 @@ class _progress:
 # ---------------------------------------------------------------------- evaluation
 def module_player(modules: dict, env):
     """Deterministic actions of each agent's RLModule, mapped to the env's bounds as RLlib does."""
+    # torch and ray (the optional rllib extra) on use: importing this module stays light.
     import torch
     from ray.rllib.utils.spaces.space_utils import unsquash_action
 
@@ -242,6 +247,7 @@ def module_player(modules: dict, env):
 
 
 def evaluate(algo, cfg: RLlibConfig) -> EvalReport:
+    # The env stack on use: importing this module (the CLI) stays light.
     from sandbox_rl.envs import oasis_v0
     from sandbox_rl.training.evaluation import evaluate_parallel
 
@@ -256,7 +262,7 @@ def evaluate(algo, cfg: RLlibConfig) -> EvalReport:
 
 def report(result: TrainResult, console=None) -> None:
     if console is None:
-        from rich.console import Console
+        from rich.console import Console  # on use: importing this module (the CLI) stays light
 
         console = Console()
     result.report.print(console)

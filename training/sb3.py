@@ -20,16 +20,16 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import gymnasium
 import numpy as np
 
 from sandbox_rl.enums import TaskType
+from sandbox_rl.envs.registration import ENV_ID, register_envs
 from sandbox_rl.training.common import (check_common, check_sb3_ppo, field, import_optional,
                                         prepare_out_dir, save_config)
 from sandbox_rl.validation import OneOf
 
 if TYPE_CHECKING:  # the env stack loads when training starts, so `--help` answers at once
-    import gymnasium
-
     from sandbox_rl.training.evaluation import EvalReport
 
 VEC_ENVS = ("dummy", "subproc")
@@ -81,10 +81,6 @@ class TrainResult:
 
 def make_env(task: str, users: int, steps: int, normalise: bool = True) -> gymnasium.Env:
     """The vector-mode Gymnasium env of ``task``; Box actions rescaled to [-1, 1] if asked."""
-    import gymnasium
-
-    from sandbox_rl.envs.registration import ENV_ID, register_envs
-
     register_envs()
     env = gymnasium.make(ENV_ID, task=task, num_users=users, max_cycles=steps, obs_mode="vector")
     if normalise and isinstance(env.action_space, gymnasium.spaces.Box):
@@ -95,8 +91,6 @@ def make_env(task: str, users: int, steps: int, normalise: bool = True) -> gymna
 
 def to_env_action(space: gymnasium.Space, action: np.ndarray) -> np.ndarray:
     """A policy action (in [-1, 1] for Box spaces) as the raw env's action, as RescaleAction does."""
-    import gymnasium
-
     if not isinstance(space, gymnasium.spaces.Box):
         return action
     unit = (np.clip(action, -1.0, 1.0) + 1.0) / 2.0
@@ -106,6 +100,8 @@ def to_env_action(space: gymnasium.Space, action: np.ndarray) -> np.ndarray:
 def train(cfg: SB3Config) -> TrainResult:
     """Train PPO, save the model and checkpoints, then evaluate on the held-out seeds."""
     sb3 = import_optional("stable_baselines3", "sb3")
+    # SB3 (the optional sb3 extra, checked above) and torch on use: importing this module (the
+    # CLI) stays light.
     from stable_baselines3.common.callbacks import CheckpointCallback
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
@@ -138,6 +134,7 @@ def train(cfg: SB3Config) -> TrainResult:
 
 def evaluate(model, cfg: SB3Config) -> EvalReport:
     """The trained policy, the heuristic and random actions on the held-out worlds."""
+    # The env stack on use: importing this module (the CLI) stays light.
     from sandbox_rl.training.evaluation import evaluate_gym, gym_baselines
 
     def learned(env, seed: int):
@@ -153,7 +150,7 @@ def evaluate(model, cfg: SB3Config) -> EvalReport:
 def report(result: TrainResult, console=None, unit: str = "steps") -> None:
     """Print the evaluation table and where the run lies (``unit`` of ``timesteps``)."""
     if console is None:
-        from rich.console import Console
+        from rich.console import Console  # on use: importing this module (the CLI) stays light
 
         console = Console()
     result.report.print(console)

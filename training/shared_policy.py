@@ -34,6 +34,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
+from gymnasium import spaces
 
 from sandbox_rl.training.common import (check_common, check_sb3_ppo, field, import_optional,
                                         prepare_out_dir, save_config)
@@ -41,8 +42,6 @@ from sandbox_rl.training import sb3
 from sandbox_rl.training.sb3 import TrainResult
 
 if TYPE_CHECKING:  # the env stack loads when training starts, so `--help` answers at once
-    from gymnasium import spaces
-
     from sandbox_rl.training.evaluation import EvalReport
 
 
@@ -78,8 +77,6 @@ class SharedPolicyConfig:
 # ---------------------------------------------------------------------- the shared spaces
 def unit_box(space: spaces.Space) -> spaces.Box:
     """The ``Box(-1, 1, (k,))`` that stands for a 1-D Box or MultiDiscrete action space."""
-    from gymnasium import spaces
-
     if not isinstance(space, (spaces.Box, spaces.MultiDiscrete)) or len(space.shape) != 1:
         raise ValueError(f"parameter sharing supports 1-D Box and MultiDiscrete actions, "
                          f"got {space}")
@@ -88,8 +85,6 @@ def unit_box(space: spaces.Space) -> spaces.Box:
 
 def from_unit(action: np.ndarray, space: spaces.Space) -> np.ndarray:
     """A shared-policy action in [-1, 1]^k as an action of ``space`` (see the module doc)."""
-    from gymnasium import spaces
-
     u = (np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0) + 1.0) / 2.0
     if isinstance(space, spaces.MultiDiscrete):
         return np.minimum((u * space.nvec).astype(np.int64), space.nvec - 1)
@@ -106,7 +101,7 @@ def shared_spaces(env):
 
 
 def make_shared_env(users: int, steps: int):
-    from sandbox_rl.envs import oasis_v0
+    from sandbox_rl.envs import oasis_v0  # on use: importing this module (the CLI) stays light
 
     return shared_spaces(oasis_v0.parallel_env(num_users=users, max_cycles=steps))
 
@@ -114,7 +109,7 @@ def make_shared_env(users: int, steps: int):
 def make_vec_env(cfg: SharedPolicyConfig):
     """The shared-space env as an SB3 VecEnv: n_envs worlds x five agent rows."""
     ss = import_optional("supersuit", "sb3")
-    from stable_baselines3.common.vec_env import VecMonitor
+    from stable_baselines3.common.vec_env import VecMonitor  # the optional sb3 extra, as supersuit
 
     venv = ss.pettingzoo_env_to_vec_env_v1(make_shared_env(cfg.users, cfg.episode_steps))
     venv = ss.concat_vec_envs_v1(venv, cfg.n_envs, num_cpus=0, base_class="stable_baselines3")
@@ -127,6 +122,7 @@ def make_vec_env(cfg: SharedPolicyConfig):
 def seedable(venv):
     """SuperSuit's SB3 wrapper forwards ``seed()`` to a Gymnasium VectorEnv, which has none, so
     ``PPO(seed=...)`` fails; keep the seed for the next reset instead, as SB3's own VecEnvs do."""
+    # supersuit: the optional sb3 extra (make_vec_env checks it).
     from supersuit.vector.sb3_vector_wrapper import SB3VecEnvWrapper
 
     class SeedableSB3VecEnv(SB3VecEnvWrapper):
@@ -148,6 +144,8 @@ def seedable(venv):
 def train(cfg: SharedPolicyConfig) -> TrainResult:
     """Train the shared PPO policy, save model and checkpoints, evaluate on held-out seeds."""
     sb3 = import_optional("stable_baselines3", "sb3")
+    # SB3 (the optional sb3 extra, checked above) and torch on use: importing this module (the
+    # CLI) stays light.
     from stable_baselines3.common.callbacks import CheckpointCallback
     import torch
 
@@ -184,6 +182,7 @@ def shared_player(model):
 
 
 def evaluate(model, cfg: SharedPolicyConfig) -> EvalReport:
+    # The env stack on use: importing this module (the CLI) stays light.
     from sandbox_rl.envs import oasis_v0
     from sandbox_rl.training.evaluation import evaluate_parallel
 

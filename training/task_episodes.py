@@ -13,7 +13,7 @@ structured action space, seeded by the episode seed), scored the same way as bas
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -143,8 +143,6 @@ def evaluate_sampled(adapters, adapter: str | None, episodes: Sequence[TaskEpiso
 def as_trained(task_spec: TaskSpec) -> TaskSpec:
     """The spec decoded as PPO's rollouts are: at its temperature, 0.7 for a greedy task (a
     policy gradient needs samples), no nucleus cut."""
-    from dataclasses import replace
-
     s = task_spec.sampling
     return replace(task_spec, sampling=SamplingSettings(s.max_new_tokens, s.temperature or 0.7,
                                                         1.0, s.stop))
@@ -153,8 +151,6 @@ def as_trained(task_spec: TaskSpec) -> TaskSpec:
 def with_temperature(task_spec: TaskSpec, temperature: float) -> TaskSpec:
     """The spec sampled at ``temperature`` (0 leaves it as it is); :func:`as_trained` and
     :func:`rollout_settings` then decode at that temperature."""
-    from dataclasses import replace
-
     if not temperature:
         return task_spec
     return replace(task_spec, sampling=replace(task_spec.sampling, temperature=temperature))
@@ -163,8 +159,6 @@ def with_temperature(task_spec: TaskSpec, temperature: float) -> TaskSpec:
 def rollout_settings(settings, task_spec: TaskSpec):
     """PPO ``settings`` that decode rollouts as :func:`as_trained` says, within the task's
     token budget."""
-    from dataclasses import replace
-
     sampling = as_trained(task_spec).sampling
     return replace(settings, max_new_tokens=sampling.max_new_tokens,
                    temperature=sampling.temperature)
@@ -180,7 +174,5 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> str:
 
 def greedy(task_spec: TaskSpec) -> TaskSpec:
     """The spec decoded greedily (evaluation without sampling noise)."""
-    from dataclasses import replace
-
     s = task_spec.sampling
     return replace(task_spec, sampling=SamplingSettings(s.max_new_tokens, 0.0, 1.0, s.stop))
