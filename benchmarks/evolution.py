@@ -85,6 +85,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sandbox_rl.allocator import keep_freed_memory
 from sandbox_rl.core.strategies.meta_learning import INNER_STEPS, META_STEP
 from sandbox_rl.enums import TaskType
 
@@ -657,6 +658,7 @@ def main(argv=None) -> None:
 
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as the command line does (sandbox_rl/allocator.py)
     config = ProtocolConfig(tasks=tuple(args.tasks), seeds=tuple(args.seeds or DEFAULT_SEEDS),
                             steps=args.steps, users=args.users, seed=args.seed)
     common = {"model": args.model, "loop": config.loop, "answers": "greedy",

@@ -47,6 +47,8 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from sandbox_rl.allocator import keep_freed_memory  # noqa: E402
+
 PARTS = ("env", "evolve")
 # Option: (full soak, --quick); explicit flags win over both.
 SCALED = {"users": (1_000_000, 10_000), "steps": (1000, 100), "evolve_steps": (200, 12),
@@ -59,7 +61,7 @@ _TEMPORARY = re.compile(r"\..+\.(tmp|old)|\..+\.old-\d+")
 # ----------------------------------------------------------------------------- sampling
 def rss_bytes() -> int:
     try:
-        import psutil
+        import psutil  # optional (not a dependency): /proc/self/status is the fallback
     except ImportError:
         with open("/proc/self/status") as f:
             kib = next(line for line in f if line.startswith("VmRSS:")).split()[1]
@@ -157,6 +159,7 @@ class Samples:
 
 # ----------------------------------------------------------------------------- the parts
 def soak_env(users: int, steps: int, max_cycles: int, seed: int) -> dict:
+    # On use: the part's own stack: a part run alone (--parts) has a clean resident set.
     from sandbox_rl.envs import oasis_v0
     from sandbox_rl.envs.heuristics import HeuristicPolicy
 
@@ -178,6 +181,7 @@ def soak_env(users: int, steps: int, max_cycles: int, seed: int) -> dict:
 @contextlib.contextmanager
 def sampled_steps(samples: Samples):
     """``SelfEvolvingOasis.simulate_step`` sampling after every step, while entered."""
+    # On use: the part's own stack: a part run alone (--parts) has a clean resident set.
     from sandbox_rl.core.self_evolving_oasis import SelfEvolvingOasis
 
     original = SelfEvolvingOasis.simulate_step
@@ -202,6 +206,7 @@ def run_temporaries(out: Path) -> list[str]:
 
 
 def soak_evolve(args: argparse.Namespace) -> dict:
+    # On use: the part's own stack: a part run alone (--parts) has a clean resident set.
     import torch
 
     from sandbox_rl.core.run import EvolveRunConfig, run_evolution
@@ -262,6 +267,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    keep_freed_memory()  # as the command line does (sandbox_rl/allocator.py)
     if "env" in args.parts:
         print(json.dumps(soak_env(args.users, args.steps, args.max_cycles, args.seed)), flush=True)
     if "evolve" in args.parts:

@@ -46,6 +46,7 @@ is looked up, never read back from the message.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import time
@@ -56,7 +57,14 @@ from functools import partial
 from pathlib import Path
 from typing import NoReturn
 
+from sandbox_rl.allocator import keep_freed_memory
+from sandbox_rl.core.run import EvolveRunConfig, resume_config, run_evolution
+from sandbox_rl.enums import EvolutionStrategy, TaskType
 from sandbox_rl.envs.config import RECOMMENDERS
+# The trainers' modules import nothing heavy: their configs are the flags of `train`.
+from sandbox_rl.training import agents_trainer, llm_ppo, rllib, sb3, shared_policy
+from sandbox_rl.training.common import (ExtraMissingError, add_config_arguments, config_from_args,
+                                        flag_of)
 from sandbox_rl.validation import InvalidInput, InvalidPath
 
 USAGE_ERROR = 2  # the exit status argparse uses for bad arguments
@@ -107,8 +115,6 @@ def _naming_flag(err: Exception, flags: Mapping[str, str],
 
 def _config_flags(config_cls: type, **renamed: str) -> dict[str, str]:
     """Every field of a config dataclass -> its flag, plus options the command renames."""
-    from sandbox_rl.training.common import flag_of
-
     return {**{f.name: flag_of(f.name) for f in fields(config_cls)}, **renamed}
 
 
@@ -165,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.cli_argv = argv
+    keep_freed_memory()  # several times faster decoding on CPU (sandbox_rl/allocator.py)
     try:
         return args.run(args)
     except _UsageError as err:
@@ -180,8 +187,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _given_flags(config_cls: type, args: argparse.Namespace) -> set[str] | None:
     """The fields of ``config_cls`` whose flags the command line named, whatever their values
     (a resumed run keeps its own settings for the others); None when it is not known."""
-    from sandbox_rl.training.common import add_config_arguments
-
     argv = getattr(args, "cli_argv", None)
     if argv is None:
         return None
@@ -206,7 +211,7 @@ class _RunResult:
 
 def simulate(args: argparse.Namespace) -> int:
     """The ``simulate`` command; returns the exit status."""
-    from sandbox_rl.envs import oasis_v0
+    from sandbox_rl.envs import oasis_v0  # on use: --help and argument errors answer at once
 
     start = time.perf_counter()
     with _user_input(_SIMULATE_FLAGS):
@@ -221,7 +226,7 @@ def simulate(args: argparse.Namespace) -> int:
     finally:
         env.close()
     if args.trace is not None:
-        from sandbox_rl.envs.trace import trace_counts
+        from sandbox_rl.envs.trace import trace_counts  # on use, as the env (sqlite3)
 
         result.trace_counts = trace_counts(args.trace)
     _print_summary(result, args)
@@ -229,7 +234,7 @@ def simulate(args: argparse.Namespace) -> int:
 
 
 def _play(env, observations: dict, args: argparse.Namespace, setup_s: float) -> _RunResult:
-    from sandbox_rl.envs.heuristics import HeuristicPolicy
+    from sandbox_rl.envs.heuristics import HeuristicPolicy  # on use, as the env (simulate)
 
     policy = HeuristicPolicy(env)
     totals = dict.fromkeys(env.possible_agents, 0.0)
@@ -253,6 +258,7 @@ def _progress(total: int, quiet: bool) -> Iterator[Callable[[], None]]:
     if quiet:
         yield lambda: None
         return
+    # rich on use: --help and argument errors answer at once.
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeRemainingColumn)
 
@@ -264,13 +270,13 @@ def _progress(total: int, quiet: bool) -> Iterator[Callable[[], None]]:
 
 
 def _console(stderr: bool = False):
-    from rich.console import Console
+    from rich.console import Console  # rich on use: --help and argument errors answer at once
 
     return Console(stderr=stderr)
 
 
 def _print_summary(result: _RunResult, args: argparse.Namespace) -> None:
-    from rich.table import Table
+    from rich.table import Table  # rich on use: --help and argument errors answer at once
 
     console = _console()
     stats = Table(title=f"Network after {result.steps} steps", show_header=False)
@@ -307,10 +313,6 @@ def _fmt(value: object) -> str:
 
 # ---------------------------------------------------------------------- evolve
 def _add_evolve(commands) -> None:
-    from sandbox_rl.core.run import EvolveRunConfig
-    from sandbox_rl.enums import EvolutionStrategy
-    from sandbox_rl.training.common import add_config_arguments
-
     evolve = commands.add_parser(
         "evolve", help="run a self-evolving simulation (LLM agents) into a run folder",
         description="Run the self-evolving sandbox: five LLM task agents act in the world, "
@@ -322,9 +324,8 @@ def _add_evolve(commands) -> None:
 
 
 def run_evolve(args: argparse.Namespace) -> int:
+    # agents.models (tokenizers, the corpus) on use: --help answers at once.
     from sandbox_rl.agents.models import ModelNotAvailableError
-    from sandbox_rl.core.run import EvolveRunConfig, resume_config, run_evolution
-    from sandbox_rl.training.common import config_from_args
 
     flags = _config_flags(EvolveRunConfig, **_EVOLVE_FLAGS)
     with _user_input(flags):
@@ -368,9 +369,8 @@ def _seed_list(text: str) -> list[int]:
 
 
 def _add_evaluate(commands) -> None:
-    # Not from training.protocol: it imports torch, and --help must answer at once.
-    from sandbox_rl.enums import TaskType
-
+    # The choices from sandbox_rl.enums, not training.protocol: it imports torch, and --help
+    # must answer at once.
     tasks, loops = tuple(t.value for t in TaskType), ("open", "closed")
 
     ev = commands.add_parser(
@@ -410,8 +410,7 @@ def _add_evaluate(commands) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """The ``evaluate`` command: build the config, run the protocol, print and save."""
-    import json
-
+    # The protocol (torch, transformers) on use: --help and argument errors answer at once.
     from sandbox_rl.agents.models import ModelNotAvailableError
     from sandbox_rl.training.protocol import ProtocolConfig, check_adapters
 
@@ -437,6 +436,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate(config, adapters: str | None, args: argparse.Namespace):
+    # torch and the protocol on use: --help and argument errors answer at once.
     import torch
 
     from sandbox_rl.training.protocol import evaluate_run
@@ -460,8 +460,6 @@ class Trainer:
 
 def trainers() -> dict[str, Trainer]:
     """The train subcommands; one entry per entry point (the modules import nothing heavy)."""
-    from sandbox_rl.training import agents_trainer, llm_ppo, rllib, sb3, shared_policy
-
     return {
         "sb3": Trainer(sb3.SB3Config, sb3.train, sb3.report,
                        "SB3 PPO on one role of SelfEvolvingOasis-v0 (extra sb3)",
@@ -484,8 +482,6 @@ def trainers() -> dict[str, Trainer]:
 
 
 def _add_train(commands) -> None:
-    from sandbox_rl.training.common import add_config_arguments
-
     train = commands.add_parser("train", help="train a policy and evaluate it on held-out worlds",
                                 description="Train a policy, then print its held-out reward "
                                             "next to the random and heuristic baselines.")
@@ -499,8 +495,6 @@ def _add_train(commands) -> None:
 
 def run_training(name: str, trainer: Trainer, args: argparse.Namespace) -> int:
     """The ``train NAME`` command: build the config, train, print the evaluation table."""
-    from sandbox_rl.training.common import ExtraMissingError, config_from_args
-
     flags = _config_flags(trainer.config, num_users="--users")
     with _user_input(flags):
         config = config_from_args(trainer.config, args)

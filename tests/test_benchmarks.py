@@ -55,7 +55,9 @@ def _check_shape(lines: list[dict]) -> dict:
 def test_evolution_benchmark_emits_every_strategy_line(monkeypatch, capsys, tmp_path):
     lines = _evolution_lines(monkeypatch, capsys, "--quick", *TINY, "--out", str(tmp_path))
     figures = _check_shape(lines)
-    first, tasks = "behavior_analysis", ("behavior_analysis", "trend_prediction")
+    # --quick's tasks and meta target: the ones whose first step carries signal.
+    first, tasks = "behavior_analysis", ("behavior_analysis", "network_optimization")
+    target = "content_generation"
     expected = {("gradient_based", t, f"held_out_reward_trained_vs_{b}") for t in tasks
                 for b in ("untrained", "heuristic", "random")}
     expected |= {("multi_model", first, f"routing_reward_vs_{b}")  # --quick: the first task
@@ -63,7 +65,7 @@ def test_evolution_benchmark_emits_every_strategy_line(monkeypatch, capsys, tmp_
     expected |= {("adaptive_compression", first, m) for m in (
         "held_out_reward_lora_rank_halved", "bytes_lora_rank_halved",
         "held_out_reward_kv_cache_2_bits", "bytes_kv_cache_2_bits")}
-    expected |= {("meta_learning", "trend_prediction", f"held_out_reward_after_{k}_updates")
+    expected |= {("meta_learning", target, f"held_out_reward_after_{k}_updates")
                  for k in (0, 1)}
     assert figures.keys() == expected
 
@@ -83,12 +85,13 @@ def test_evolution_benchmark_emits_every_strategy_line(monkeypatch, capsys, tmp_
         line = figures[("adaptive_compression", first, metric)]
         assert line["baseline_mean"] > line["evolved_mean"] > 0 and line["ci95_low"] > 0
         assert 0 < line["saved_share_of_rss"] < 1 and line["rss_bytes"] > 0
-    last = figures[("meta_learning", "trend_prediction", "held_out_reward_after_1_updates")]
+    last = figures[("meta_learning", target, "held_out_reward_after_1_updates")]
     assert [len(c) for c in last["curves"].values()] == [2, 2]
     phases = last["updates"]
-    # Reptile meta-trains on the other tasks only (here behavior_analysis): the target is new.
-    assert last["settings"]["meta_tasks"] == ["behavior_analysis"]
-    assert len(phases["reptile"]["meta_phase"]) == len(phases["sequential"]["meta_phase"]) == 1
+    # Reptile meta-trains on the other tasks only (here --tasks): the target is new.
+    assert last["settings"]["meta_tasks"] == list(tasks)
+    assert len(phases["reptile"]["meta_phase"]) == len(phases["sequential"]["meta_phase"]) \
+        == len(tasks)  # one iteration, one inner update per task
     assert len(phases["reptile"]["adaptation"]) == len(phases["sequential"]["adaptation"]) == 1
     assert (tmp_path / "agents" / "adapters" / first / "adapter_config.json").is_file()
 
