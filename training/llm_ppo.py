@@ -276,9 +276,11 @@ def _resumed(adapters, out: Path) -> dict[str, list[dict]]:
 
 def _prepare_out(cfg: LLMPPOConfig) -> Path:
     """The other trainers' rule (``prepare_out_dir``); with ``overwrite``, an earlier llm-ppo
-    run's outputs are removed first (nothing else in the folder)."""
+    run's outputs are removed first (nothing else in the folder); FileExistsError, with nothing
+    removed, when those outputs hold files no run writes."""
     out = prepare_out_dir(cfg.out, cfg.overwrite, MARKER)
-    if cfg.overwrite and why_not_run_folder(out, LLM_PPO, whole=False) is None:
+    # An llm-ppo run by its marker (or results) alone; remove_outputs checks what lies inside.
+    if cfg.overwrite and why_not_run_folder(out, LLM_PPO, whole=False, names=()) is None:
         remove_outputs(out, LLM_PPO)
     return out
 

@@ -182,3 +182,15 @@ def test_llm_ppo_overwrite_keeps_user_files_inside_its_outputs(tmp_path):
     with pytest.raises(FileExistsError, match="notes.txt"):
         remove_outputs(run, LLM_PPO)
     assert _listing(tmp_path) == before
+
+
+def test_llm_ppo_overwrite_refuses_a_run_whose_outputs_hold_user_files(tmp_path):
+    from sandbox_rl.training.llm_ppo import LLMPPOConfig, _prepare_out
+
+    run = tmp_path / "run"
+    _llm_ppo_run(run)
+    (run / "adapters" / "notes.txt").write_text("mine")
+    before = _listing(tmp_path)
+    with pytest.raises(FileExistsError, match="notes.txt"):
+        _prepare_out(LLMPPOConfig(out=str(run), overwrite=True))
+    assert _listing(tmp_path) == before
