@@ -46,3 +46,26 @@ def test_tiny_run_checkpoints_and_reports_every_agent(tmp_path) -> None:
     scores = json.loads((result.out / "eval.json").read_text())["scores"]
     assert len(scores) == 5
     assert all(set(row) == {"learned", "heuristic", "random"} for row in scores.values())
+
+
+def test_env_created_as_rllibs_pettingzoo_docs_show() -> None:
+    """RLlib's PettingZoo example, word for word: ``register_env`` with a creator that wraps
+    the ParallelEnv in ``ParallelPettingZooEnv``; then the env RLlib would build from it."""
+    pytest.importorskip("ray.rllib")
+    from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
+    from ray.tune.registry import _global_registry, ENV_CREATOR, register_env
+
+    from sandbox_rl.envs import oasis_v0
+
+    register_env("oasis", lambda config: ParallelPettingZooEnv(oasis_v0.parallel_env(**config)))
+    env = _global_registry.get(ENV_CREATOR, "oasis")({"num_users": 200})
+    obs, infos = env.reset(seed=0)
+    assert set(obs) == set(env.get_agent_ids()) and len(obs) == 5
+    for agent, value in obs.items():
+        assert env.observation_space[agent].contains(value)
+    for _ in range(3):
+        actions = {a: env.action_space[a].sample() for a in obs}
+        obs, rewards, terminated, truncated, infos = env.step(actions)
+        assert set(rewards) == set(actions) and "__all__" in terminated
+        assert all(env.observation_space[a].contains(v) for a, v in obs.items())
+    env.close()
