@@ -55,19 +55,18 @@ it keeps no buffer and no validation choice, so that the two meta arms' updates 
 
 ``--quick`` (explicit flags still win) keeps every held-out world, one step each, and smaller
 budgets: tasks behavior_analysis and network_optimization, meta target content_generation
-(trend_prediction, the full run's second task and meta target, has no trend to rank at a world's
-first step: every arm scores at random's level there); train agents 3 minutes per task (16 states per round; proposals the greedy and the
-heuristic's answers, no samples: the agents' own search is PPO's; 4-step training worlds,
-validation world 900; PPO from half time, so a round started before then finishes and PPO still
-gets an update), multi_model and adaptive_compression on the first task only, one member update,
-one Reptile iteration and one adaptation update of 8 states each (no samples, 2 SFT epochs).
-Estimate for the 2-core CPU and the embedded model, from ``docs/results.md``'s timings (greedy
-~1 s a state, SFT ~15 s a batch of 8, a PPO update ~100 s; not run): gradient_based ~10 min
-(per task round 0 ~1 min, round 1 ~1.3 min, one PPO update ~1.7 min; then 80 held-out answers),
-multi_model ~2 min (one update, 60 answers), adaptive_compression ~2 min (60 answers, 40 of them
-through a quantised cache), meta_learning ~4.5 min (5 updates of ~35 s, 80 answers): about 19
-minutes. The full run (8 steps per world, 10 minutes per task, every strategy on both tasks)
-needs about 2.5 hours there: it is meant for a GPU.
+(trend_prediction, the full run's second task and meta target, has no trend to rank at a
+world's first step: every arm scores at random's level there); train agents 3 minutes per task
+(16 states per round; proposals the greedy and the heuristic's answers, no samples: the agents'
+own search is PPO's; 4-step training worlds, validation world 900; PPO from half time, so a
+round started before then finishes and PPO still gets an update), multi_model and
+adaptive_compression on the first task only, one member update, one Reptile iteration and one
+adaptation update of 8 states each (no samples, 2 SFT epochs). Measured on the 2-core CPU with
+the embedded model and ``--adapters`` (no training): 17:28 wall (the protocol's reports 171 s,
+multi_model 187 s, adaptive_compression 139 s, meta_learning 544 s; ``docs/results.md``);
+without ``--adapters`` training adds its budget, 3 minutes per task and the round or update
+running at the deadline. The full run (8 steps per world, 10 minutes per task, every strategy
+on both tasks) needs about 2.5 hours there: it is meant for a GPU.
 """
 
 from __future__ import annotations
