@@ -15,7 +15,7 @@ import json
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from sandbox_rl.run_folders import pid_alive, publish_folder, read_json, state_siblings
 from sandbox_rl.validation import Int, check_fields, require
@@ -178,11 +178,16 @@ def save_config(cfg: Any, path: Path) -> None:
 
 
 # ---------------------------------------------------------------------- resuming a trainer
-def save_resume_point(out: Path, adapters: Any, state: dict) -> Path:
+def save_resume_point(out: Path, adapters: Any, state: dict,
+                      extra: Callable[[Path], None] | None = None) -> Path:
     """Replace ``out/resume/`` atomically by ``adapters`` (all of them, PEFT format) and
-    ``state`` (JSON: the config and what is finished)."""
+    ``state`` (JSON: the config and what is finished); ``extra(folder)`` writes what else the
+    trainer needs in the same folder (e.g. a learner's tensors), so that it is replaced with the
+    rest and never pairs with another save's state."""
     def write(folder: Path) -> None:
         adapters.save(folder / "adapters")
+        if extra is not None:
+            extra(folder)
         (folder / RESUME_STATE).write_text(json.dumps(state, indent=1, default=str))
 
     return publish_folder(out / RESUME_DIR, write)

@@ -82,6 +82,7 @@ if TYPE_CHECKING:
 
 RewardFn = Callable[[Sequence[int], Sequence[str]], Sequence[float]]
 _HEAD = "value_head"
+_SLOTS = ("exp_avg", "exp_avg_sq", "step")  # AdamW's state of a parameter
 
 
 @dataclass(frozen=True)
@@ -453,17 +454,23 @@ class PPOLearner:
                 state[f"{name}/{slot}"] = torch.as_tensor(value).detach().clone()
         return state
 
-    def load_optimizer_state(self, adapter: str, state: dict[str, torch.Tensor]) -> None:
-        """Restore what :meth:`optimizer_state` returned (an empty dict resets the adapter's)."""
+    def load_optimizer_state(self, adapter: str, state: dict[str, torch.Tensor],
+                             complete: bool = False) -> None:
+        """Restore what :meth:`optimizer_state` returned (an empty dict resets the adapter's).
+
+        ``complete``: the state must be one saved after a PPO update, holding the value head and
+        every AdamW slot of every trainable parameter; a missing slot would otherwise restart
+        that parameter's moments silently, and a resumed run would drift from the one never
+        stopped. ValueError (the adapter's learner reset) when it is not."""
         self._check_adapter(adapter)
         self.reset_optimizer(adapter)
-        if not state:
+        if not state and not complete:
             return
         if "updates" not in state:
             raise ValueError(f"optimizer state of {adapter!r} lacks 'updates'")
         rest = dict(state)
         self._updates[adapter] = int(rest.pop("updates"))
-        if not rest:
+        if not rest and not complete:
             return
         head = self._head(adapter)
         head_keys = {f"{_HEAD}.{k}" for k in head.state_dict()}
@@ -473,15 +480,26 @@ class PPOLearner:
         head.load_state_dict({k.removeprefix(f"{_HEAD}."): rest.pop(k) for k in head_keys})
         try:
             self._load_slots(adapter, rest)
+            if complete:
+                self._check_slots_complete(adapter)
         except ValueError:
             self.reset_optimizer(adapter)
             raise
+
+    def _check_slots_complete(self, adapter: str) -> None:
+        optimizer = self._optimizer(adapter)
+        missing = [f"{name}/{slot}" for name, param in self._named_trainables(adapter).items()
+                   for slot in _SLOTS if slot not in optimizer.state.get(param, {})]
+        if missing:
+            shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+            raise ValueError(f"optimizer state of {adapter!r} lacks {len(missing)} AdamW slots "
+                             f"({shown})")
 
     def _load_slots(self, adapter: str, slots: dict[str, torch.Tensor]) -> None:
         optimizer, params = self._optimizer(adapter), self._named_trainables(adapter)
         for key, value in slots.items():
             name, _, slot = key.rpartition("/")
-            if name not in params or slot not in ("exp_avg", "exp_avg_sq", "step"):
+            if name not in params or slot not in _SLOTS:
                 raise ValueError(f"optimizer state of {adapter!r} has unknown entry {key!r}")
             param = params[name]
             if slot != "step" and value.shape != param.shape:

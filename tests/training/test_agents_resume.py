@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
+import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
@@ -171,3 +173,130 @@ def test_llm_ppo_resumed_after_ctrl_c_gives_the_results_of_the_run_never_stopped
     assert not (out / "resume").exists()
     with pytest.raises(ValueError, match="resume.*finished"):
         llm_ppo.train(llm_ppo.LLMPPOConfig(resume=str(out)))
+
+
+def _ctrl_c_at(monkeypatch, call):
+    """``episode_update`` raising KeyboardInterrupt at its ``call``-th call (1-based; None:
+    never); returns the list of the tasks it was called for."""
+    real, calls = llm_ppo.episode_update, []
+
+    def update(learner, task, *args, **kwargs):
+        calls.append(task)
+        if len(calls) == call:
+            raise KeyboardInterrupt
+        return real(learner, task, *args, **kwargs)
+
+    monkeypatch.setattr(llm_ppo, "episode_update", update)
+    return calls
+
+
+def test_llm_ppo_resumed_after_ctrl_c_inside_a_task_gives_the_results_of_the_run_never_stopped(
+        tmp_path, monkeypatch):
+    settings = {**LLM, "updates": 3}
+    straight = tmp_path / "straight"
+    llm_ppo.train(llm_ppo.LLMPPOConfig(**settings, out=str(straight)))
+    out = tmp_path / "run"
+
+    # Ctrl-C in the third update of the first task: its first two are kept.
+    calls = _ctrl_c_at(monkeypatch, 3)
+    with pytest.raises(llm_ppo.RunInterrupted,
+                       match=f"0 of 2 tasks finished, 2 of 3 updates of {TASKS[0]} kept, saved "
+                             f"in .*resume; continue with: .*--resume"):
+        llm_ppo.train(llm_ppo.LLMPPOConfig(**settings, out=str(out)))
+    state = json.loads((out / "resume" / "state.json").read_text())
+    assert state["tasks"] == {} and state["in_progress"]["task"] == TASKS[0]
+    assert len(state["in_progress"]["updates"]) == 2
+    assert int(load_file(out / "resume" / llm_ppo.LEARNER)["updates"]) == 2
+
+    # Resumed: the first task's last update, then Ctrl-C in the second update of the second.
+    calls = _ctrl_c_at(monkeypatch, 3)
+    with pytest.raises(llm_ppo.RunInterrupted,
+                       match=f"1 of 2 tasks finished \\({TASKS[0]}\\), 1 of 3 updates of "
+                             f"{TASKS[1]} kept"):
+        llm_ppo.train(llm_ppo.LLMPPOConfig(resume=str(out), quiet=True))
+    assert calls == [TASKS[0], TASKS[1], TASKS[1]]
+
+    calls = _ctrl_c_at(monkeypatch, None)
+    run = llm_ppo.train(llm_ppo.LLMPPOConfig(resume=str(out), quiet=True))
+    assert calls == [TASKS[1], TASKS[1]]  # only the updates not kept
+    assert [len(run.updates[t]) for t in TASKS] == [3, 3]
+    assert _results(out) == _results(straight)
+    for task in TASKS:
+        assert _same(_weights(out / "adapters" / task), _weights(straight / "adapters" / task))
+    assert not (out / "resume").exists()
+
+
+@pytest.fixture(scope="module")
+def in_progress_run(tmp_path_factory):
+    """A run folder interrupted after the first of the two updates of its one task."""
+    out = tmp_path_factory.mktemp("llm_ppo") / "run"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _ctrl_c_at(monkeypatch, 2)
+        with pytest.raises(llm_ppo.RunInterrupted, match="1 of 2 updates"):
+            llm_ppo.train(llm_ppo.LLMPPOConfig(**{**LLM, "tasks": TASKS[:1], "updates": 2},
+                                               out=str(out)))
+    return out
+
+
+def _edit_state(resume, change):
+    path = resume / "state.json"
+    state = json.loads(path.read_text())
+    change(state["in_progress"])
+    path.write_text(json.dumps(state))
+
+
+def _edit_learner(resume, change):
+    from safetensors.numpy import save_file
+
+    tensors = load_file(resume / llm_ppo.LEARNER)
+    change(tensors)
+    save_file(tensors, resume / llm_ppo.LEARNER)
+
+
+def _drop_a_slot(tensors):
+    del tensors[next(k for k in sorted(tensors) if k.endswith("/exp_avg"))]
+
+
+BAD_IN_PROGRESS = {
+    "learner file missing": (lambda r: (r / llm_ppo.LEARNER).unlink(), "learner.safetensors is "
+                                                                         "missing"),
+    "learner file corrupt": (lambda r: (r / llm_ppo.LEARNER).write_bytes(b"\0" * 64),
+                             "learner.safetensors does not load"),
+    "update beyond updates": (lambda r: _edit_state(
+        r, lambda s: s["updates"].extend(s["updates"] * 2)), "3 updates of .* a task has 2"),
+    "count differs": (lambda r: _edit_learner(
+        r, lambda t: t.update(updates=np.array(t["updates"] + 1))), "counts 2 updates, the "
+                                                                     "state 1"),
+    "a moment missing": (lambda r: _edit_learner(r, _drop_a_slot), "lacks 1 AdamW slots"),
+    "not finite": (lambda r: _edit_learner(
+        r, lambda t: t.update({"value_head.bias": np.full_like(t["value_head.bias"], np.nan)})),
+        "value_head.bias is not finite"),
+    "another task": (lambda r: _edit_state(r, lambda s: s.update(task=TASKS[1])),
+                     "not the one after the finished tasks"),
+    "bad rng": (lambda r: _edit_state(r, lambda s: s.update(rng={"bit_generator": "MT19937"})),
+                "invalid rng"),
+    "adapter missing": (lambda r: (r / "adapters" / TASKS[0] / "adapter_config.json").unlink(),
+                        "its adapter .* is missing"),
+}
+
+
+def _files(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.mark.parametrize("case", BAD_IN_PROGRESS)
+def test_llm_ppo_resume_refuses_a_bad_task_in_progress_and_changes_nothing(case, in_progress_run,
+                                                                          tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(in_progress_run, out)
+    spoil, reason = BAD_IN_PROGRESS[case]
+    spoil(out / "resume")
+    before = _files(out)
+    with pytest.raises(ValueError, match=f"resume.*{reason}") as err:
+        llm_ppo.train(llm_ppo.LLMPPOConfig(resume=str(out), quiet=True))
+    assert err.value.field == "resume"
+    assert main(["train", "llm-ppo", "--resume", str(out), "--quiet"]) == 2
+    message = capsys.readouterr().err.strip()
+    assert len(message.splitlines()) == 1 and "argument --resume: invalid value" in message
+    assert _files(out) == before
