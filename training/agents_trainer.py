@@ -35,24 +35,24 @@ from sandbox_rl.training.common import (EVALUATIONS, RESUME_DIR, config_int,
                                         evaluate_trained_and_untrained, field, prepare_out_dir,
                                         print_evaluations, read_resume_point, require,
                                         resume_settings, save_resume_point)
+from sandbox_rl.training.configs import FIRST_HELD_OUT_SEED, LLMTrainerConfig
 from sandbox_rl.training.llm_ppo import ppo_settings
 from sandbox_rl.validation import check_fields
 
 ALL_TASKS = tuple(t.value for t in TaskType)
-FIRST_VALIDATION_SEED, FIRST_HELD_OUT_SEED = 900, 1000
+FIRST_VALIDATION_SEED = 900
 MARKER = "training.json"
 # Settings a resumed run may change (the others decide what it trains).
 FREE_ON_RESUME = ("minutes", "threads", "quiet")
 
 
-@dataclass
-class AgentsConfig:
+@dataclass(kw_only=True)
+class AgentsConfig(LLMTrainerConfig):
     """Arguments of ``sandbox-rl train agents`` (one flag per field)."""
 
     tasks: tuple[str, ...] = field(("all",), "tasks to train: all, or task names")
     minutes: float = field(15.0, "wall-time budget per task, in minutes")
     seed: int = field(0, "seed of the adapters, the sampling and the world order")
-    model: str = field("embedded", "base model of the task adapters")
     samples: int = field(4, "answers sampled per training state (besides the greedy one)")
     temperature: float = field(1.0, "sampling temperature of the proposals")
     draws: int = field(4, "re-seeded replays of the next step a proposal is scored over")
@@ -63,23 +63,17 @@ class AgentsConfig:
     ppo_share: float = field(0.2, "share of each task's time for TRL PPO after expert iteration")
     ppo_learning_rate: float = field(1e-5, "learning rate of the PPO phase")
     world_steps: int = field(8, "env steps per training and validation world")
-    users: int = field(1000, "simulated users per world")
     validation_seeds: tuple[int, ...] = field((900, 901, 902), "validation worlds (900-999): "
                                               "choose the round whose weights are kept")
     eval_seeds: tuple[int, ...] = field(tuple(range(1000, 1020)), "held-out worlds (the "
                                         "registered set is 1000-1019)")
     eval_steps: int = field(8, "env steps per held-out world")
-    lora_rank: int = field(8, "LoRA rank of the adapters")
-    threads: int = field(2, "torch CPU threads")
     out: str = field("runs/agents", "run folder")
-    overwrite: bool = field(False, "replace a finished run in --out")
     resume: str | None = field(None, "continue the interrupted run in this folder: its finished "
                                      "tasks are kept, the others trained (it keeps its settings)")
-    quiet: bool = field(False, "hide the progress bar")
 
     def __post_init__(self) -> None:
-        require(self.resume is None or bool(str(self.resume).strip()), "resume", self.resume,
-                "a run folder")
+        super().__post_init__()
         tasks = tuple(self.tasks)
         if tasks == ("all",):
             tasks = ALL_TASKS
@@ -88,21 +82,16 @@ class AgentsConfig:
         except ValueError as err:
             require(False, "tasks", self.tasks, f"'all' or task names ({err})")
         require(self.minutes > 0, "minutes", self.minutes, "> 0")
-        check_fields(self, {
-            **dict.fromkeys(("samples", "seed"), config_int(0)),
-            **dict.fromkeys(("draws", "states_per_round", "batch_size", "world_steps",
-                             "eval_steps", "lora_rank", "threads"), config_int(1)),
-            "users": config_int(50)}, normalise=False)
+        check_fields(self, {"samples": config_int(0), **dict.fromkeys(
+            ("draws", "states_per_round", "batch_size", "world_steps", "eval_steps"),
+            config_int(1))}, normalise=False)
         require(0 <= self.ppo_share < 1, "ppo_share", self.ppo_share, "in [0, 1)")
-        for name in ("temperature", "learning_rate", "ppo_learning_rate"):
+        for name in ("temperature", "ppo_learning_rate"):
             require(getattr(self, name) > 0, name, getattr(self, name), "> 0")
-        self.validation_seeds, self.eval_seeds = tuple(self.validation_seeds), tuple(self.eval_seeds)
+        self.validation_seeds = tuple(self.validation_seeds)
         require(bool(self.validation_seeds) and all(
             FIRST_VALIDATION_SEED <= s < FIRST_HELD_OUT_SEED for s in self.validation_seeds),
             "validation_seeds", self.validation_seeds, "seeds in 900-999")
-        require(bool(self.eval_seeds) and all(s >= FIRST_HELD_OUT_SEED for s in self.eval_seeds)
-                and len(set(self.eval_seeds)) == len(self.eval_seeds), "eval_seeds",
-                self.eval_seeds, "distinct seeds >= 1000 (held out from training)")
 
 
 class TrainingWorlds:

@@ -3,6 +3,7 @@ the held-out evaluation of trained and untrained adapters.
 
 Every entry point has a config dataclass whose fields are its command-line flags
 (``--eval-seeds`` for ``eval_seeds``); the help text of a flag is the field's ``help`` metadata.
+The trainers' configs share base classes and their checks (``training/configs.py``).
 Nothing here imports an optional dependency.
 """
 
@@ -18,13 +19,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sandbox_rl.run_folders import pid_alive, publish_folder, read_json, state_siblings
-from sandbox_rl.validation import Int, check_fields, require
+from sandbox_rl.validation import Int, require
 
-__all__ = ["EVALUATIONS", "ExtraMissingError", "add_config_arguments", "check_common",
-           "check_held_out", "check_sb3_ppo", "config_from_args", "config_int",
-           "evaluate_trained_and_untrained", "field", "flag_of", "import_optional",
-           "prepare_out_dir", "print_evaluations", "read_resume_point", "require",
-           "resume_settings", "save_config", "save_resume_point"]
+__all__ = ["EVALUATIONS", "ExtraMissingError", "add_config_arguments", "check_held_out",
+           "check_sb3_ppo", "config_from_args", "config_int", "evaluate_trained_and_untrained",
+           "field", "flag_of", "import_optional", "prepare_out_dir", "print_evaluations",
+           "read_resume_point", "require", "resume_settings", "save_config", "save_resume_point"]
 
 # A trainer's resume point: ``<out>/resume/`` holding ``state.json`` (the config and what is done)
 # and ``adapters/`` (PEFT format), replaced atomically after each finished unit of work.
@@ -50,20 +50,6 @@ def config_int(low: int) -> Int:
     return Int(low, numpy=False, bools=True)
 
 
-def check_common(cfg: Any) -> None:
-    """Checks shared by the configs that train PPO on the Oasis env (named fields, one message)."""
-    check_fields(cfg, {"timesteps": config_int(1), "seed": config_int(0), "users": config_int(10),
-                       "episode_steps": config_int(1), "eval_steps": config_int(1)},
-                 normalise=False)
-    require(len(cfg.eval_seeds) >= 1 and all(config_int(0).accepts(s) for s in cfg.eval_seeds),
-            "eval_seeds", cfg.eval_seeds, "one or more integers >= 0")
-    require(len(set(cfg.eval_seeds)) == len(cfg.eval_seeds), "eval_seeds", cfg.eval_seeds,
-            "distinct seeds")
-    require(cfg.learning_rate > 0, "learning_rate", cfg.learning_rate, "> 0")
-    require(cfg.threads >= 1, "threads", cfg.threads, "an integer >= 1")
-    require(bool(str(cfg.out).strip()), "out", cfg.out, "a folder path")
-
-
 def check_sb3_ppo(cfg: Any, rows: int, rows_expr: str) -> None:
     """Checks of SB3 PPO's own settings, shared by the SB3 entry points; ``rows`` is the
     rollout size ``batch_size`` must fit in (``rows_expr`` says how it is computed)."""
@@ -72,9 +58,7 @@ def check_sb3_ppo(cfg: Any, rows: int, rows_expr: str) -> None:
     require(2 <= cfg.batch_size <= rows, "batch_size", cfg.batch_size,
             f"in [2, {rows_expr} = {rows}]")
     require(cfg.n_epochs >= 1, "n_epochs", cfg.n_epochs, "an integer >= 1")
-    require(0 <= cfg.gamma <= 1, "gamma", cfg.gamma, "in [0, 1]")
     require(cfg.ent_coef >= 0, "ent_coef", cfg.ent_coef, ">= 0")
-    require(cfg.checkpoint_every >= 1, "checkpoint_every", cfg.checkpoint_every, ">= 1")
     check_held_out(cfg.eval_seeds, range(cfg.seed, cfg.seed + cfg.n_envs))
 
 
@@ -97,6 +81,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type,
     hints = typing.get_type_hints(config_cls)
     for f in dataclasses.fields(config_cls):
         kind, default = hints[f.name], f.default
+        if default is dataclasses.MISSING:  # a base config's field its trainer must give one
+            raise TypeError(f"{config_cls.__name__}.{f.name} has no default for its flag")
         help_text = f.metadata.get("help", "")
         extra: dict[str, Any] = {"choices": choices[f.name]} if choices and f.name in choices else {}
         if kind is bool:

@@ -49,21 +49,20 @@ from sandbox_rl.training.common import (EVALUATIONS, RESUME_DIR, config_int,
                                         evaluate_trained_and_untrained, field, prepare_out_dir,
                                         print_evaluations, read_resume_point, require,
                                         resume_settings, save_resume_point)
+from sandbox_rl.training.configs import FIRST_HELD_OUT_SEED, LLMTrainerConfig
 from sandbox_rl.validation import check_fields
 
 ALL_TASKS = tuple(t.value for t in TaskType)
-FIRST_HELD_OUT_SEED = 1000  # worlds 1000+ are never trained on (training/protocol.py)
 HELD_OUT_SEEDS = tuple(range(1000, 1020))  # the registered held-out set
 MARKER = "results.json"  # a finished run
 LEARNER = "learner.safetensors"  # in resume/: the PPO learner state of the task in progress
 FREE_ON_RESUME = ("threads", "quiet")  # settings a resumed run may change
 
 
-@dataclass
-class LLMPPOConfig:
+@dataclass(kw_only=True)
+class LLMPPOConfig(LLMTrainerConfig):
     """Arguments of ``sandbox-rl train llm-ppo`` (one flag per field)."""
 
-    model: str = field("embedded", "base model of the task adapters")
     tasks: tuple[str, ...] = field(ALL_TASKS, "tasks whose adapters are trained")
     updates: int = field(3, "PPO updates per task")
     prompts_per_update: int = field(8, "prompts per PPO update")
@@ -82,45 +81,35 @@ class LLMPPOConfig:
     users: int = field(1000, "simulated users")
     learning_rate: float = field(1e-4, "AdamW learning rate of the adapters")
     kl_coef: float = field(0.05, "KL penalty toward the base model")
-    lora_rank: int = field(8, "LoRA rank of the adapters")
     eval_samples: int = field(4, "answers per held-out step sampled as the rollouts are (the "
                                  "protocol's sampled arm, beside the greedy answer; 0: none)")
     seed: int = field(0, "seed of the learner, the prompt sampling and the evaluation's "
                          "sampling")
-    threads: int = field(2, "torch CPU threads")
     checkpoint_every: int = field(10, "save the adapters every this many updates of a task")
     out: str = field("runs/llm_ppo", "run folder: adapters (PEFT format), checkpoints/, tb/, "
                                      "eval_trained.jsonl, eval_untrained.jsonl, results.json")
-    overwrite: bool = field(False, "replace a finished run in --out")
     resume: str | None = field(None, "continue the interrupted run in this folder: its finished "
                                      "tasks and PPO updates are kept, the rest trained (it keeps "
                                      "its settings)")
-    quiet: bool = field(False, "hide the progress bar")
 
     def __post_init__(self) -> None:
-        require(self.resume is None or bool(str(self.resume).strip()), "resume", self.resume,
-                "a run folder")
+        super().__post_init__()
         try:
             self.tasks = tuple(TaskType.parse(t).value for t in self.tasks)
         except ValueError as err:
             require(False, "tasks", self.tasks, str(err))
         check_fields(self, {
             **dict.fromkeys(("updates", "prompts_per_update", "samples_per_prompt", "ppo_epochs",
-                             "steps", "lora_rank", "threads", "checkpoint_every"), config_int(1)),
-            **dict.fromkeys(("eval_samples", "seed"), config_int(0)),
-            "users": config_int(50)}, normalise=False)
-        require(self.learning_rate > 0, "learning_rate", self.learning_rate, "> 0")
+                             "steps", "checkpoint_every"), config_int(1)),
+            "eval_samples": config_int(0)}, normalise=False)
         require(self.kl_coef >= 0, "kl_coef", self.kl_coef, ">= 0")
         require(0 <= self.rollout_temperature <= 5, "rollout_temperature",
                 self.rollout_temperature, "in [0, 5]")
-        self.train_seeds, self.eval_seeds = tuple(self.train_seeds), tuple(self.eval_seeds)
+        self.train_seeds = tuple(self.train_seeds)
         require(bool(self.train_seeds) and all(0 <= s < FIRST_HELD_OUT_SEED
                                                for s in self.train_seeds),
                 "train_seeds", self.train_seeds, "one or more seeds in 0-999 (1000 and above "
                                                  "are held out)")
-        require(bool(self.eval_seeds) and all(s >= FIRST_HELD_OUT_SEED for s in self.eval_seeds)
-                and len(set(self.eval_seeds)) == len(self.eval_seeds), "eval_seeds",
-                self.eval_seeds, "distinct seeds >= 1000 (held out from training)")
 
 
 @dataclass

@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sandbox_rl.enums import TaskType
-from sandbox_rl.training.common import (check_common, check_held_out, field, import_optional,
-                                        prepare_out_dir, require, save_config)
+from sandbox_rl.training.common import (check_held_out, field, import_optional, prepare_out_dir,
+                                        require, save_config)
+from sandbox_rl.training.configs import EnvPPOConfig
 
 if TYPE_CHECKING:  # the env stack loads when training starts, so `--help` answers at once
     from sandbox_rl.training.evaluation import EvalReport
@@ -34,15 +35,13 @@ if TYPE_CHECKING:  # the env stack loads when training starts, so `--help` answe
 ENV_NAME = "sandbox_rl_oasis_v0"
 
 
-@dataclass
-class RLlibConfig:
+@dataclass(kw_only=True)
+class RLlibConfig(EnvPPOConfig):
     """Arguments of ``sandbox-rl train rllib``; every field is checked in ``__post_init__``."""
 
     timesteps: int = field(40_000, "env steps to sample (each gives one step to every agent)")
     seed: int = field(0, "seed of RLlib and of the training worlds")
     out: str = field("runs/rllib", "run folder: TensorBoard logs, checkpoints, evaluation")
-    users: int = field(1000, "simulated users per world")
-    episode_steps: int = field(200, "steps per training episode")
     address: str | None = field(None, "address of a running Ray cluster (e.g. auto); "
                                       "default: start Ray locally")
     num_env_runners: int = field(1, "remote env runners (0: sample in the driver)")
@@ -51,18 +50,12 @@ class RLlibConfig:
     train_batch_size: int = field(2000, "env steps per training iteration")
     minibatch_size: int = field(250, "PPO minibatch size (agent steps of one module)")
     num_epochs: int = field(10, "PPO epochs per iteration")
-    learning_rate: float = field(3e-4, "Adam learning rate")
-    gamma: float = field(0.9, "discount; rewards are mostly immediate")
     entropy_coeff: float = field(0.0, "entropy bonus")
-    eval_seeds: tuple[int, ...] = field((1000, 1001, 1002), "held-out evaluation worlds")
-    eval_steps: int = field(200, "steps per evaluation episode")
     checkpoint_every: int = field(20_000, "save a checkpoint every this many env steps")
     threads: int = field(1, "torch threads per process")
-    progress: bool = field(True, "show a progress bar")
-    overwrite: bool = field(False, "replace a finished run in --out")
 
     def __post_init__(self) -> None:
-        check_common(self)
+        super().__post_init__()
         require(self.address is None or bool(str(self.address).strip()), "address",
                 self.address, "a Ray address such as auto or ray://host:10001")
         require(self.num_env_runners >= 0, "num_env_runners", self.num_env_runners, ">= 0")
@@ -74,9 +67,7 @@ class RLlibConfig:
         require(1 <= self.minibatch_size <= self.train_batch_size, "minibatch_size",
                 self.minibatch_size, f"in [1, train_batch_size = {self.train_batch_size}]")
         require(self.num_epochs >= 1, "num_epochs", self.num_epochs, "an integer >= 1")
-        require(0 <= self.gamma <= 1, "gamma", self.gamma, "in [0, 1]")
         require(self.entropy_coeff >= 0, "entropy_coeff", self.entropy_coeff, ">= 0")
-        require(self.checkpoint_every >= 1, "checkpoint_every", self.checkpoint_every, ">= 1")
         # The driver's runner has index 0, remote ones 1..N; a runner's sub-envs count up.
         last = self.seed + self.num_env_runners + self.num_envs_per_env_runner
         check_held_out(self.eval_seeds, range(self.seed, last))

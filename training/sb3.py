@@ -25,8 +25,9 @@ import numpy as np
 
 from sandbox_rl.enums import TaskType
 from sandbox_rl.envs.registration import ENV_ID, register_envs
-from sandbox_rl.training.common import (check_common, check_sb3_ppo, field, import_optional,
-                                        prepare_out_dir, save_config)
+from sandbox_rl.training.common import (check_sb3_ppo, field, import_optional, prepare_out_dir,
+                                        save_config)
+from sandbox_rl.training.configs import EnvPPOConfig
 from sandbox_rl.validation import OneOf
 
 if TYPE_CHECKING:  # the env stack loads when training starts, so `--help` answers at once
@@ -36,37 +37,29 @@ VEC_ENVS = ("dummy", "subproc")
 TASKS = tuple(t.value for t in TaskType)
 
 
-@dataclass
-class SB3Config:
+@dataclass(kw_only=True)
+class SB3Config(EnvPPOConfig):
     """Arguments of ``sandbox-rl train sb3``; every field is checked in ``__post_init__``."""
 
     task: str = field("trend_prediction", "the role the learner plays")
     timesteps: int = field(60_000, "environment steps to train for")
     seed: int = field(0, "seed of PPO and of the training worlds (seed .. seed + n_envs - 1)")
     out: str = field("runs/sb3", "run folder: TensorBoard logs, checkpoints, model, evaluation")
-    users: int = field(1000, "simulated users per world")
-    episode_steps: int = field(200, "steps per training episode")
     n_envs: int = field(4, "parallel training worlds")
     vec_env: str = field("dummy", "SB3 vector env: dummy (one process) or subproc")
     n_steps: int = field(256, "steps per world per PPO rollout")
     batch_size: int = field(256, "PPO minibatch size")
     n_epochs: int = field(10, "PPO epochs per rollout")
-    learning_rate: float = field(3e-4, "Adam learning rate")
     gamma: float = field(0.9, "discount; rewards are mostly immediate, so a short horizon "
                               "lowers the variance of the advantages")
     ent_coef: float = field(0.0, "entropy bonus")
     log_std_init: float = field(0.0, "initial log standard deviation of Box actions (in the "
                                      "[-1, 1] action scale)")
-    eval_seeds: tuple[int, ...] = field((1000, 1001, 1002), "held-out evaluation worlds")
-    eval_steps: int = field(200, "steps per evaluation episode")
     checkpoint_every: int = field(20_000, "save a checkpoint every this many steps")
-    threads: int = field(1, "torch threads")
-    progress: bool = field(True, "show a progress bar")
-    overwrite: bool = field(False, "replace a finished run in --out")
 
     def __post_init__(self) -> None:
         self.task = TaskType.parse(self.task).value
-        check_common(self)
+        super().__post_init__()
         OneOf(VEC_ENVS).check("vec_env", self.vec_env)
         check_sb3_ppo(self, self.n_steps * self.n_envs, "n_steps * n_envs")
 

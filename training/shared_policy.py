@@ -36,8 +36,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from gymnasium import spaces
 
-from sandbox_rl.training.common import (check_common, check_sb3_ppo, field, import_optional,
-                                        prepare_out_dir, save_config)
+from sandbox_rl.training.common import (check_sb3_ppo, field, import_optional, prepare_out_dir,
+                                        save_config)
+from sandbox_rl.training.configs import EnvPPOConfig
 from sandbox_rl.training import sb3
 from sandbox_rl.training.sb3 import TrainResult
 
@@ -45,32 +46,23 @@ if TYPE_CHECKING:  # the env stack loads when training starts, so `--help` answe
     from sandbox_rl.training.evaluation import EvalReport
 
 
-@dataclass
-class SharedPolicyConfig:
+@dataclass(kw_only=True)
+class SharedPolicyConfig(EnvPPOConfig):
     """Arguments of ``sandbox-rl train supersuit``; every field is checked in ``__post_init__``."""
 
     timesteps: int = field(200_000, "agent-steps to train for (five per world step)")
     seed: int = field(0, "seed of PPO and of the training worlds (seed .. seed + n_envs - 1)")
     out: str = field("runs/supersuit", "run folder: TensorBoard logs, checkpoints, model, "
                                        "evaluation")
-    users: int = field(1000, "simulated users per world")
-    episode_steps: int = field(200, "steps per training episode")
     n_envs: int = field(2, "parallel training worlds (each gives five agent rows)")
     n_steps: int = field(128, "steps per agent row per PPO rollout")
     batch_size: int = field(256, "PPO minibatch size")
     n_epochs: int = field(10, "PPO epochs per rollout")
-    learning_rate: float = field(3e-4, "Adam learning rate")
-    gamma: float = field(0.9, "discount; rewards are mostly immediate")
     ent_coef: float = field(0.0, "entropy bonus")
-    eval_seeds: tuple[int, ...] = field((1000, 1001, 1002), "held-out evaluation worlds")
-    eval_steps: int = field(200, "steps per evaluation episode")
     checkpoint_every: int = field(50_000, "save a checkpoint every this many agent-steps")
-    threads: int = field(1, "torch threads")
-    progress: bool = field(True, "show a progress bar")
-    overwrite: bool = field(False, "replace a finished run in --out")
 
     def __post_init__(self) -> None:
-        check_common(self)
+        super().__post_init__()
         check_sb3_ppo(self, 5 * self.n_envs * self.n_steps, "5 * n_envs * n_steps")
 
 
