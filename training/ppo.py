@@ -390,12 +390,19 @@ class PPOLearner:
                                               params[0].device):
             self.adapters.model.train()
             for step in range(steps):
-                loss = -self._mean_logprobs(prompts, targets).mean()
                 optimizer.zero_grad()
-                loss.backward()
+                loss = 0.0
+                # One prompt per backward pass, gradients accumulated: the same gradient as the
+                # whole batch's mean loss (to float rounding; measured 8e-7 relative), with the
+                # activations of one prompt alive instead of all of them (the embedded model,
+                # four ~450-token prompts: 2.9 GB -> 1.2 GB at peak) and no padding.
+                for prompt, target in zip(prompts, targets):
+                    part = -self._mean_logprobs([prompt], [target])[0] / len(prompts)
+                    part.backward()
+                    loss += float(part.detach())
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 optimizer.step()
-                first = float(loss.detach()) if step == 0 else first
+                first = loss if step == 0 else first
             optimizer.zero_grad(set_to_none=True)
         return first
 
