@@ -11,10 +11,20 @@ round (``tb/``), ``training.json`` and the held-out results of the evaluation pr
 (``eval_trained.jsonl``, ``eval_untrained.jsonl``).
 
 Interrupting and resuming: after each finished task, ``resume/`` is replaced atomically by the
-adapters and the training log so far; Ctrl-C stops the run (the task in progress is lost) with
-a message saying how to continue, and ``--resume RUN`` keeps the run's settings (``--minutes``,
-``--threads`` and ``--quiet`` may change), loads the finished tasks' adapters, trains the others
-and evaluates; a run interrupted during the evaluation only evaluates.
+adapters and the training log so far; while a task is in progress also after each of its
+expert-iteration rounds, by what its next round depends on (:class:`InProgress`): its adapter's
+current weights (with the others), the best weights so far (``best.safetensors``) with their
+and the start's validation rewards, every example so far (``examples.json``), the round log,
+the position in the stream of training worlds (counts: the worlds are collected again from
+their seeds) and the wall time used. The PPO phase is not split: a resume point is saved when
+the rounds end, and a run stopped during PPO starts that phase again from the kept weights.
+Ctrl-C stops the run with a message saying how many tasks and rounds were kept and how to
+continue; ``--resume RUN`` keeps the run's settings (``--minutes``, ``--threads`` and
+``--quiet`` may change), loads the finished tasks' adapters, continues the task in progress
+from its next round with what is left of its budget (``minutes`` less the time it used, split
+by ``ppo_share`` as before), trains the others and evaluates; a run interrupted during the
+evaluation only evaluates. The budget is wall time, so a resumed task may run other rounds than
+a run never stopped; with the same rounds its examples, statistics and weights are the same.
 """
 
 from __future__ import annotations
@@ -31,17 +41,22 @@ import numpy as np
 from sandbox_rl.enums import TaskType
 from sandbox_rl.run_folders import RunInterrupted, read_json, recover_folder
 from sandbox_rl.seeding import derived_seed
-from sandbox_rl.training.common import (EVALUATIONS, RESUME_DIR, config_int,
-                                        evaluate_trained_and_untrained, field, prepare_out_dir,
-                                        print_evaluations, read_resume_point, require,
-                                        resume_settings, save_resume_point)
+from sandbox_rl.training.common import (EVALUATIONS, RESUME_DIR, check_next_task, config_int,
+                                        evaluate_trained_and_untrained, field, finite_tensors,
+                                        interrupted_message, prepare_out_dir, print_evaluations,
+                                        read_resume_point, require, resume_settings,
+                                        save_resume_point, task_in_progress)
 from sandbox_rl.training.configs import FIRST_HELD_OUT_SEED, LLMTrainerConfig
 from sandbox_rl.training.llm_ppo import ppo_settings
-from sandbox_rl.validation import check_fields
+from sandbox_rl.validation import Int, Real, check_fields
 
 ALL_TASKS = tuple(t.value for t in TaskType)
 FIRST_VALIDATION_SEED = 900
 MARKER = "training.json"
+# In resume/ while a task is in progress: its best weights so far and its examples so far.
+BEST = "best.safetensors"
+EXAMPLES = "examples.json"
+PHASES = ("rounds", "ppo")  # what a task in progress does next
 # Settings a resumed run may change (the others decide what it trains).
 FREE_ON_RESUME = ("minutes", "threads", "quiet")
 
@@ -96,7 +111,8 @@ class AgentsConfig(LLMTrainerConfig):
 
 class TrainingWorlds:
     """States of training worlds 0-899 in an order drawn from ``seed``, ``world_steps`` states
-    per world of ``users`` users; call with a count."""
+    per world of ``users`` users; call with a count. :meth:`position` and :meth:`restore`: where
+    the stream stands, as counts (the worlds are collected again from their seeds)."""
 
     def __init__(self, task: str, seed: int, world_steps: int, users: int) -> None:
         self.task, self.world_steps, self.users = task, world_steps, users
@@ -104,30 +120,121 @@ class TrainingWorlds:
         self.order = rng.permutation(FIRST_VALIDATION_SEED).tolist()
         self.pending: list = []
         self.episodes: list = []  # every world collected so far (PPO draws from them)
+        self.taken = 0  # states handed out so far
 
     def __call__(self, count: int) -> list:
+        while len(self.pending) < count:
+            self._collect()
+        taken, self.pending = self.pending[:count], self.pending[count:]
+        self.taken += count
+        return taken
+
+    def _collect(self) -> None:
         # Heavy (torch, peft, TRL): on use, so importing this module (the CLI) stays light.
         from sandbox_rl.training.expert_iteration import states_of
         from sandbox_rl.training.task_episodes import collect_episode
 
-        while len(self.pending) < count:
-            seed = self.order[len(self.episodes) % len(self.order)]
-            episode = collect_episode(self.task, seed, self.world_steps, self.users)
-            self.episodes.append(episode)
-            self.pending += states_of([episode])
-        taken, self.pending = self.pending[:count], self.pending[count:]
-        return taken
+        seed = self.order[len(self.episodes) % len(self.order)]
+        episode = collect_episode(self.task, seed, self.world_steps, self.users)
+        self.episodes.append(episode)
+        self.pending += states_of([episode])
+
+    def position(self) -> dict[str, int]:
+        """The worlds collected and the states taken so far (JSON)."""
+        return {"collected": len(self.episodes), "taken": self.taken}
+
+    def restore(self, collected: int, taken: int) -> None:
+        """Continue a fresh stream from :meth:`position`'s ``collected`` and ``taken``: those
+        worlds collected again, the states not taken yet pending; ValueError when they are not
+        a position of this stream."""
+        if self.episodes or self.taken:
+            raise ValueError("restore a fresh stream")
+        while len(self.episodes) < collected:
+            self._collect()
+        # A world is collected only when the states before it do not suffice.
+        total = len(self.pending)
+        before_last = total - len(self.episodes[-1].steps) if self.episodes else 0
+        if not (before_last < taken <= total or collected == taken == 0):
+            raise ValueError(f"{taken} states taken from {collected} worlds of {total} states "
+                             f"is not a position of the stream")
+        self.pending, self.taken = self.pending[taken:], taken
+
+
+@dataclass
+class InProgress:
+    """The task being trained when the resume point was saved: what its next round depends on
+    besides its adapter's current weights (in the resume point's adapters), its best weights so
+    far (:data:`BEST`) and its examples so far (:data:`EXAMPLES`).
+
+    ``phase``: ``"rounds"`` (its next round is round ``done``) or ``"ppo"`` (its rounds are
+    over, its adapter holds the kept weights and the PPO phase is next); ``rounds``: the log rows
+    of its ``done`` finished rounds; ``start_reward``, ``best_reward``: the validation rewards of
+    its start and of the best weights; ``worlds``: the training worlds'
+    :meth:`TrainingWorlds.position`; ``seconds``: the wall time it used.
+    """
+
+    task: str
+    phase: str
+    done: int
+    rounds: list[dict]
+    start_reward: float
+    best_reward: float
+    worlds: dict[str, int]
+    seconds: float
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.task, str) and self.task in ALL_TASKS, "task", self.task,
+                "a task name")
+        require(self.phase in PHASES, "phase", self.phase, f"one of {PHASES}")
+        check_fields(self, {"done": Int(0, numpy=False), "seconds": Real(0.0, numpy=False)})
+        require(isinstance(self.rounds, list) and all(isinstance(r, dict) for r in self.rounds),
+                "rounds", type(self.rounds).__name__, "the log rows of its rounds")
+        for name in ("start_reward", "best_reward"):  # NaN kept: a run saves what it measured
+            value = getattr(self, name)
+            require(isinstance(value, (int, float)) and not isinstance(value, bool), name,
+                    value, "a number")
+        worlds = self.worlds
+        require(isinstance(worlds, dict) and set(worlds) == {"collected", "taken"}
+                and all(Int(0, numpy=False).accepts(v) for v in worlds.values()), "worlds",
+                worlds, "the worlds collected and the states taken (integers >= 0)")
+
+
+@dataclass
+class Trained:
+    """What the run has trained, as its resume point holds it: the finished tasks' training logs
+    (in task order) and the task in progress, if any."""
+
+    tasks: dict[str, dict]
+    current: InProgress | None = None
+
+    def seconds_done(self, cfg: AgentsConfig) -> float:
+        """The budgeted seconds done (where the progress bar starts)."""
+        return len(self.tasks) * cfg.minutes * 60 + (self.current.seconds if self.current
+                                                     else 0.0)
+
+
+def _state(cfg: AgentsConfig, tasks: dict[str, dict], current: InProgress | None = None) -> dict:
+    """The resume point's state (and ``training.json``): the config, the finished tasks' logs
+    and the task in progress (none: a point saved between tasks, or by an earlier version)."""
+    state = {"config": asdict(cfg), "tasks": tasks}
+    if current is not None:
+        state["in_progress"] = asdict(current)
+    return state
+
+
+_WHAT = "the folder of an interrupted `sandbox-rl train agents` run"
 
 
 def resume_config(cfg: AgentsConfig, given: set[str] | None = None) -> AgentsConfig:
     """The config ``cfg.resume`` continues with: the run's own, with the flags in ``given``
     that may change (:data:`FREE_ON_RESUME`). Checks, changing nothing, that the folder holds an
-    interrupted run of ``train agents`` and that no other given setting differs; ValueError
-    naming the field otherwise."""
+    interrupted run of ``train agents`` (its task in progress too) and that no other given
+    setting differs; ValueError naming the field otherwise."""
     run = Path(cfg.resume)
-    what = "the folder of an interrupted `sandbox-rl train agents` run"
+    what = _WHAT
     require(run.exists() or run.is_symlink(), "resume", cfg.resume, f"{what} (no such folder)")
     require(run.is_dir() and not run.is_symlink(), "resume", cfg.resume, f"{what} (not a folder)")
+    point = None
     if (run / MARKER).exists():  # trained; resumed only if the evaluation did not finish
         require(not all((run / name).is_file() for name in EVALUATIONS), "resume", cfg.resume,
                 f"{what} (it finished: {MARKER} and the evaluation are there)")
@@ -135,7 +242,7 @@ def resume_config(cfg: AgentsConfig, given: set[str] | None = None) -> AgentsCon
     else:
         point = read_resume_point(run)
         require(point is not None, "resume", cfg.resume, f"{what} (no resume/ point: it is "
-                "saved when a task finishes)")
+                "saved after each expert-iteration round)")
         saved = point[1]
     try:
         config = AgentsConfig(**{**saved["config"], "resume": None})
@@ -145,21 +252,95 @@ def resume_config(cfg: AgentsConfig, given: set[str] | None = None) -> AgentsCon
     except (KeyError, TypeError, ValueError) as err:
         require(False, "resume", cfg.resume, f"{what} (its saved settings do not load: "
                                              f"{str(err)[:200]})")
+    if point is not None:
+        _in_progress(cfg.resume, point[0], point[1], config)
     return resume_settings(cfg, config, run, given, FREE_ON_RESUME)
 
 
-def _resumed(adapters, out: Path) -> dict:
-    """The training log of the finished tasks, their adapters loaded into ``adapters``."""
+def _in_progress(run: str, folder: Path, state: dict, config: AgentsConfig) -> InProgress | None:
+    """The task in progress of the resume point in ``folder`` (``task_in_progress``), checked
+    against the run's ``config`` and the files beside it."""
+    def check(saved: dict) -> InProgress:
+        current = InProgress(**saved)
+        check_next_task(folder, state, config.tasks, current.task)
+        if current.done != len(current.rounds):
+            raise ValueError(f"its round index {current.done} is not the count of its round "
+                             f"log rows ({len(current.rounds)})")
+        if current.phase == "rounds" and not current.done:
+            raise ValueError("its rounds are in progress but none finished")
+        taken = current.done * config.states_per_round
+        if current.worlds["taken"] != taken:
+            raise ValueError(f"{current.worlds['taken']} training states taken, but "
+                             f"{current.done} rounds of {config.states_per_round} take {taken}")
+        counted = sum(row["examples"] for row in current.rounds)
+        examples = _saved_examples(folder / EXAMPLES)
+        if len(examples) != counted:
+            raise ValueError(f"{EXAMPLES} holds {len(examples)} examples, its round log "
+                             f"{counted}")
+        best = finite_tensors(folder / BEST)
+        if not best or any(v.dtype.kind != "f" for v in best.values()):
+            raise ValueError(f"{BEST} holds no weights or weights that are not floats")
+        return current
+
+    return task_in_progress(run, _WHAT, state, check)
+
+
+# An example as EXAMPLES holds it (``expert_iteration.Example``'s fields).
+_EXAMPLE_FIELDS = {"prompt": str, "completion": str, "reward": (int, float),
+                   "greedy_reward": (int, float), "source": str}
+
+
+def _saved_examples(path: Path) -> list[dict]:
+    """The examples in ``path`` (JSON: a list of :data:`_EXAMPLE_FIELDS` objects); ValueError
+    when the file is missing, does not parse or holds something else."""
+    if not path.is_file():
+        raise ValueError(f"{path.name} is missing")
+    try:
+        examples = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path.name} does not load ({str(err)[:100]})") from None
+    if not isinstance(examples, list) or not all(
+            isinstance(e, dict) and set(e) == set(_EXAMPLE_FIELDS)
+            and all(isinstance(e[k], t) for k, t in _EXAMPLE_FIELDS.items()) for e in examples):
+        raise ValueError(f"{path.name} is not a list of examples "
+                         f"({', '.join(_EXAMPLE_FIELDS)})")
+    return examples
+
+
+def _resumed(adapters, cfg: AgentsConfig, out: Path):
+    """What the run in ``out`` trained (:class:`Trained`), the adapters of its finished tasks
+    and of its task in progress loaded into ``adapters``, and that task's rounds restored
+    (``expert_iteration.Rounds``; None when there is no task in progress or its rounds are
+    over)."""
     if (out / MARKER).exists():
-        log = read_json(out / MARKER)["tasks"]
         adapters.load(out / "adapters")
-        return log
+        return Trained(read_json(out / MARKER)["tasks"]), None
     recover_folder(out / RESUME_DIR)
     folder, state = read_resume_point(out)
-    log = state["tasks"]
-    if log:
-        adapters.load(folder / "adapters", names=list(log))
-    return log
+    current = _in_progress(cfg.resume, folder, state, cfg)
+    names = [*state["tasks"], *([current.task] if current else [])]
+    if names:
+        adapters.load(folder / "adapters", names=names)
+    rounds = _restored_rounds(adapters, cfg, folder, current) \
+        if current is not None and current.phase == "rounds" else None
+    return Trained(state["tasks"], current), rounds
+
+
+def _restored_rounds(adapters, cfg: AgentsConfig, folder: Path, current: InProgress):
+    """The rounds of the task in progress as they stood (its best weights must be its
+    adapter's: names, shapes and dtypes); ValueError naming ``resume`` otherwise."""
+    # Heavy (torch, TRL): on use, so importing this module (the CLI) stays light.
+    from safetensors.torch import load_file
+
+    from sandbox_rl.training.expert_iteration import Example, Rounds
+
+    best, own = load_file(str(folder / BEST)), adapters.state(current.task)
+    require(best.keys() == own.keys() and all(
+        (best[k].shape, best[k].dtype) == (v.shape, v.dtype) for k, v in own.items()),
+        "resume", cfg.resume, f"{_WHAT} (its best weights ({BEST}) are not weights of the "
+                              f"adapter {current.task})")
+    examples = [Example(**e) for e in _saved_examples(folder / EXAMPLES)]
+    return Rounds(current.start_reward, current.best_reward, best, examples, current.done)
 
 
 def train_agents(cfg: AgentsConfig, given: set[str] | None = None) -> dict:
@@ -184,75 +365,131 @@ def train_agents(cfg: AgentsConfig, given: set[str] | None = None) -> dict:
     console = Console(stderr=True, quiet=cfg.quiet)
     adapters = TaskAdapters(load_model(cfg.model), list(cfg.tasks),
                             LoraSettings(rank=cfg.lora_rank), cfg.seed)
-    log: dict[str, dict] = _resumed(adapters, out) if cfg.resume is not None else {}
+    trained, rounds = _resumed(adapters, cfg, out) if cfg.resume is not None \
+        else (Trained({}), None)
     if not (out / MARKER).exists():
         writer = SummaryWriter(str(out / "tb"))
         try:
             with Progress(console=console) as progress:
                 bar = progress.add_task("train agents", total=len(cfg.tasks) * cfg.minutes * 60,
-                                        completed=len(log) * cfg.minutes * 60)
-                for task in cfg.tasks[len(log):]:
-                    log[task] = _train_task(adapters, task, cfg, writer, progress, bar)
+                                        completed=trained.seconds_done(cfg))
+                for task in cfg.tasks[len(trained.tasks):]:
+                    log = _train_task(adapters, task, cfg, out, trained, rounds, writer,
+                                      progress, bar)
+                    rounds = None  # the restored rounds were the task in progress's
                     adapters.save(out / "adapters")
-                    save_resume_point(out, adapters, {"config": asdict(cfg), "tasks": log})
+                    save_resume_point(out, adapters, _state(cfg, {**trained.tasks, task: log}))
+                    trained.tasks[task], trained.current = log, None
         except KeyboardInterrupt:
-            raise RunInterrupted(_interrupted(cfg, out, log)) from None
+            raise RunInterrupted(_interrupted(cfg, out, trained)) from None
         finally:
             writer.close()
-        (out / MARKER).write_text(json.dumps({"config": asdict(cfg), "tasks": log}, indent=1))
+        (out / MARKER).write_text(json.dumps(_state(cfg, trained.tasks), indent=1))
         shutil.rmtree(out / RESUME_DIR, ignore_errors=True)  # training.json holds it all now
     try:
         reports = _evaluate(adapters, cfg, out, console)
     except KeyboardInterrupt:
         raise RunInterrupted(f"interrupted during the evaluation (the {len(cfg.tasks)} tasks are "
                              f"trained); {_resume_hint(out)}") from None
-    return {"config": cfg, "log": log, "reports": reports}
+    return {"config": cfg, "log": trained.tasks, "reports": reports}
 
 
 def _resume_hint(out: Path) -> str:
     return f"continue with: sandbox-rl train agents --resume {shlex.quote(str(out))}"
 
 
-def _interrupted(cfg: AgentsConfig, out: Path, log: dict) -> str:
-    if not log:
-        return (f"interrupted before the first task finished; nothing to resume (run the "
-                f"command again, with --overwrite if asked)")
-    return (f"interrupted: {len(log)} of {len(cfg.tasks)} tasks finished ({', '.join(log)}), "
-            f"saved in {out / 'resume'}; {_resume_hint(out)}")
+def _interrupted(cfg: AgentsConfig, out: Path, trained: Trained) -> str:
+    """What Ctrl-C kept (the finished tasks, the rounds of the task in progress) and how to
+    continue."""
+    if not trained.tasks and trained.current is None:
+        return ("interrupted before the first expert-iteration round finished; nothing to "
+                "resume (run the command again, with --overwrite if asked)")
+    current = trained.current
+    return interrupted_message(out, list(trained.tasks), len(cfg.tasks), current and (
+        f"{current.done} expert-iteration round{'s' * (current.done != 1)} of {current.task} "
+        f"kept" + (" (its PPO phase starts again)" if current.phase == "ppo" else "")),
+        _resume_hint(out))
 
 
-def _train_task(adapters, task: str, cfg: AgentsConfig, writer, progress, bar) -> dict:
+def _train_task(adapters, task: str, cfg: AgentsConfig, out: Path, trained: Trained, rounds,
+                writer, progress, bar) -> dict:
+    """Expert-iteration rounds, then PPO, on ``task`` within its budget; the task in progress
+    (``trained.current``) from where it stopped: its next round (``rounds`` as
+    :func:`_resumed` restored them) or its PPO phase. The resume point after each round and when
+    the rounds end (``trained.current`` follows it). Returns the task's training log."""
     # Heavy (torch, peft, TRL): on use, so importing this module (the CLI) stays light.
-    from sandbox_rl.training.expert_iteration import RoundSettings, run_rounds
+    from sandbox_rl.training.expert_iteration import RoundSettings, Rounds, run_rounds
     from sandbox_rl.training.task_episodes import collect_episode
 
-    start = time.perf_counter()
+    current = trained.current if trained.current and trained.current.task == task else None
+    # The budget is wall time: a resumed task has what the time it used leaves of it.
+    start = time.perf_counter() - (current.seconds if current else 0.0)
     budget = cfg.minutes * 60
     settings = RoundSettings(cfg.samples, cfg.temperature, cfg.draws, 0.0,
                              cfg.heuristic_proposals, cfg.learning_rate, cfg.batch_size, 1,
                              cfg.seed)
     validation = [collect_episode(task, s, cfg.world_steps, cfg.users)
                   for s in cfg.validation_seeds]
-    worlds, rounds = TrainingWorlds(task, cfg.seed, cfg.world_steps, cfg.users), []
+    worlds = TrainingWorlds(task, cfg.seed, cfg.world_steps, cfg.users)
+    if current is not None:
+        try:
+            worlds.restore(**current.worlds)
+        except ValueError as err:
+            require(False, "resume", cfg.resume, f"{_WHAT} (its training worlds do not load: "
+                                                 f"{err})")
+    log = list(current.rounds) if current else []
+    latest = [rounds]
 
-    def on_round(index, stats, reward) -> None:
+    def save(phase: str, now) -> None:
+        _save_in_progress(out, adapters, cfg, trained, InProgress(
+            task, phase, now.done, list(log), float(now.start_reward), float(now.best_reward),
+            worlds.position(), time.perf_counter() - start), now)
+
+    def on_round(index, stats, reward, now) -> None:
         row = {**asdict(stats), "validation_reward": reward}
-        rounds.append(row)
+        log.append(row)
         for key in ("examples", "from_heuristic", "greedy_reward", "best_reward", "sft_loss",
                     "validation_reward"):
             writer.add_scalar(f"{task}/{key}", row[key], index + 1)
         progress.update(bar, completed=_done_before(cfg, task) + time.perf_counter() - start,
                         description=f"{task} round {index + 1}: validation {reward:.3f}, "
                                     f"{stats.examples} examples")
+        latest[0] = now
+        save("rounds", now)
 
-    first, kept = run_rounds(adapters, task, worlds, validation, settings,
-                             start + budget * (1 - cfg.ppo_share), cfg.states_per_round,
-                             on_round)
+    if current is None or current.phase == "rounds":
+        first, kept = run_rounds(adapters, task, worlds, validation, settings,
+                                 start + budget * (1 - cfg.ppo_share), cfg.states_per_round,
+                                 on_round, rounds)
+        # The rounds are over and the adapter holds the kept weights: PPO resumes from here.
+        save("ppo", latest[0] or Rounds(first, kept, adapters.state(task), []))
+    else:
+        first, kept = current.start_reward, current.best_reward
     ppo = _ppo_phase(adapters, task, cfg, worlds.episodes, validation, kept, start + budget)
     progress.update(bar, completed=_done_before(cfg, task) + budget)
-    return {"validation_untrained": first, "validation_after_rounds": kept, "rounds": rounds,
+    return {"validation_untrained": first, "validation_after_rounds": kept, "rounds": log,
             "ppo": ppo, "worlds": len(worlds.episodes),
             "seconds": time.perf_counter() - start}
+
+
+def _save_in_progress(out: Path, adapters, cfg: AgentsConfig, trained: Trained,
+                      current: InProgress, rounds) -> None:
+    """The resume point after a round of the task ``current`` (or when its rounds end): the
+    adapters, the state with ``current``, and ``rounds``' best weights (:data:`BEST`,
+    safetensors) and examples (:data:`EXAMPLES`, JSON); ``trained.current`` once it is saved
+    (so Ctrl-C never reports more than was kept)."""
+    from safetensors.torch import save_file  # torch: on use
+
+    best = {k: v.detach().cpu().contiguous() for k, v in rounds.best_state.items()}
+    examples = json.dumps([{**asdict(e), "reward": float(e.reward),
+                            "greedy_reward": float(e.greedy_reward)} for e in rounds.buffer])
+
+    def extra(folder: Path) -> None:
+        save_file(best, str(folder / BEST))
+        (folder / EXAMPLES).write_text(examples)
+
+    save_resume_point(out, adapters, _state(cfg, trained.tasks, current), extra)
+    trained.current = current
 
 
 def _done_before(cfg: AgentsConfig, task: str) -> float:

@@ -22,9 +22,11 @@ from sandbox_rl.run_folders import pid_alive, publish_folder, read_json, state_s
 from sandbox_rl.validation import Int, require
 
 __all__ = ["EVALUATIONS", "ExtraMissingError", "add_config_arguments", "check_held_out",
-           "check_sb3_ppo", "config_from_args", "config_int", "evaluate_trained_and_untrained",
-           "field", "flag_of", "import_optional", "prepare_out_dir", "print_evaluations",
-           "read_resume_point", "require", "resume_settings", "save_config", "save_resume_point"]
+           "check_next_task", "check_sb3_ppo", "config_from_args", "config_int",
+           "evaluate_trained_and_untrained", "field", "finite_tensors", "flag_of",
+           "import_optional", "interrupted_message", "prepare_out_dir", "print_evaluations",
+           "read_resume_point", "require", "resume_settings", "save_config", "save_resume_point",
+           "task_in_progress"]
 
 # A trainer's resume point: ``<out>/resume/`` holding ``state.json`` (the config and what is done)
 # and ``adapters/`` (PEFT format), replaced atomically after each finished unit of work.
@@ -190,6 +192,64 @@ def read_resume_point(run: Path) -> tuple[Path, dict] | None:
         folder = aside[0]
     state = read_json(folder / RESUME_STATE)
     return (folder, state) if isinstance(state, dict) else None
+
+
+def task_in_progress(run: str, what: str, state: dict,
+                     check: Callable[[dict], Any]) -> Any:
+    """The task in progress of a trainer's resume point ``state`` (None when there is none: a
+    point saved between tasks or by an earlier version), as ``check(saved entry)`` builds and
+    checks it; a ValueError it raises becomes one naming ``resume`` (the folder ``run``, a
+    ``what``), so a resume that cannot continue the task refuses before anything changes."""
+    if state.get("in_progress") is None:
+        return None
+    try:
+        saved = state["in_progress"]
+        if not isinstance(saved, dict):
+            raise ValueError(f"in_progress is a {type(saved).__name__}, not an object")
+        return check(saved)
+    except (KeyError, TypeError, ValueError) as err:
+        require(False, "resume", run, f"{what} (its task in progress does not load: "
+                                      f"{str(err)[:200]})")
+
+
+def check_next_task(folder: Path, state: dict, tasks: tuple[str, ...], task: str) -> None:
+    """ValueError unless ``task`` is the one after the resume point's finished tasks and its
+    adapter is in the point's folder ``folder``."""
+    finished = len(state["tasks"])
+    if finished >= len(tasks) or task != tasks[finished]:
+        raise ValueError(f"its task {task!r} is not the one after the finished tasks")
+    if not (folder / "adapters" / task / "adapter_config.json").is_file():
+        raise ValueError(f"its adapter ({RESUME_DIR}/adapters/{task}) is missing")
+
+
+def finite_tensors(path: Path) -> dict:
+    """The tensors of the safetensors file ``path`` as NumPy arrays (NumPy only: the CLI stays
+    light); ValueError when it is missing, does not load or holds a non-finite float (names
+    and shapes are checked where the tensors are loaded into a model or learner)."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    if not path.is_file():
+        raise ValueError(f"{path.name} is missing")
+    try:
+        tensors = load_file(str(path))
+    except Exception as err:  # safetensors raises its own error types
+        raise ValueError(f"{path.name} does not load ({str(err)[:100]})") from None
+    bad = sorted(k for k, v in tensors.items() if v.dtype.kind == "f" and not np.isfinite(v).all())
+    if bad:
+        raise ValueError(f"{path.name}: {bad[0]} is not finite")
+    return tensors
+
+
+def interrupted_message(out: Path, finished: list[str], total: int, in_progress: str | None,
+                        hint: str) -> str:
+    """What a trainer's Ctrl-C kept: its ``finished`` tasks of ``total``, ``in_progress`` (what
+    of the task in progress was kept, None: nothing), where, and ``hint`` (how to continue)."""
+    kept = [f"{len(finished)} of {total} tasks finished"
+            + (f" ({', '.join(finished)})" if finished else "")]
+    if in_progress is not None:
+        kept.append(in_progress)
+    return f"interrupted: {', '.join(kept)}, saved in {out / RESUME_DIR}; {hint}"
 
 
 def resume_settings(cfg: Any, saved: Any, run: Path, given: set[str] | None,

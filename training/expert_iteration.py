@@ -215,34 +215,50 @@ def states_of(episodes: Sequence[TaskEpisode]) -> list[tuple[TaskEpisode, int]]:
     return [(e, i) for e in episodes for i in range(len(e.steps))]
 
 
+@dataclass
+class Rounds:
+    """Where a task's rounds stand after ``done`` of them: what the next round depends on
+    besides the adapter's current weights and the states it is given."""
+
+    start_reward: float  # the validation reward at the start
+    best_reward: float  # the best validation reward so far (the start's included)
+    best_state: dict[str, torch.Tensor]  # the adapter's weights of that reward
+    buffer: list[Example]  # every example so far (each round fine-tunes on all of them)
+    done: int = 0  # rounds finished: the index of the next one
+
+
 def run_rounds(adapters: TaskAdapters, adapter: str, next_states: Callable[[int], list],
                validation: Sequence[TaskEpisode], settings: RoundSettings, deadline: float,
-               states_per_round: int, on_round: Callable[[int, RoundStats, float], None]
+               states_per_round: int,
+               on_round: Callable[[int, RoundStats, float, Rounds], None],
+               rounds: Rounds | None = None, max_rounds: int | None = None
                ) -> tuple[float, float]:
-    """Rounds until ``deadline``; keeps the weights of the best validation reward (the start
-    included). Returns (validation reward at the start, the kept weights' validation reward)."""
-    start_reward = best = validation_reward(adapters, adapter, validation)
-    best_state = adapters.state(adapter)
-    buffer: list[Example] = []
-    round_index = 0
-    while time.perf_counter() < deadline:
-        stats, t0 = RoundStats(), time.perf_counter()
+    """Rounds until ``deadline`` (and, unless None, until ``max_rounds`` rounds are done in
+    all); keeps the weights of the best validation reward (the start included). After each
+    round ``on_round(index, stats, validation reward, rounds)``. ``rounds``: where to continue
+    from (as ``on_round`` was given it; the adapter holding its current weights), None: the
+    start. Returns (validation reward at the start, the kept weights' validation reward)."""
+    if rounds is None:
+        start_reward = validation_reward(adapters, adapter, validation)
+        rounds = Rounds(start_reward, start_reward, adapters.state(adapter), [])
+    while time.perf_counter() < deadline and (max_rounds is None or rounds.done < max_rounds):
+        round_index, stats, t0 = rounds.done, RoundStats(), time.perf_counter()
         # With a teacher, round 0 only imitates it: the untrained model's samples rarely even
         # parse, and sampling is most of a round's cost.
         now = replace(settings, samples=0) if (round_index == 0 and
                                                 settings.heuristic_proposals) else settings
-        buffer += collect_examples(adapters, adapter, next_states(states_per_round), now,
-                                   round_index, stats, deadline)
+        rounds.buffer += collect_examples(adapters, adapter, next_states(states_per_round), now,
+                                          round_index, stats, deadline)
         stats.seconds["propose"] = time.perf_counter() - t0
-        if buffer and time.perf_counter() < deadline:
+        if rounds.buffer and time.perf_counter() < deadline:
             t1 = time.perf_counter()
-            stats.sft_loss = fine_tune(adapters, adapter, buffer, settings,
+            stats.sft_loss = fine_tune(adapters, adapter, rounds.buffer, settings,
                                        derived_seed(settings.seed, adapter, round_index))
             stats.seconds["sft"] = time.perf_counter() - t1
         reward = validation_reward(adapters, adapter, validation)
-        if reward > best:
-            best, best_state = reward, adapters.state(adapter)
-        on_round(round_index, stats, reward)
-        round_index += 1
-    adapters.load_state(adapter, best_state)
-    return start_reward, best
+        if reward > rounds.best_reward:
+            rounds.best_reward, rounds.best_state = reward, adapters.state(adapter)
+        rounds.done += 1
+        on_round(round_index, stats, reward, rounds)
+    adapters.load_state(adapter, rounds.best_state)
+    return rounds.start_reward, rounds.best_reward

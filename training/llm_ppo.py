@@ -45,10 +45,11 @@ import numpy as np
 from sandbox_rl.enums import TaskType
 from sandbox_rl.run_folders import (LLM_PPO, RunInterrupted, recover_folder, remove_outputs,
                                     why_not_run_folder)
-from sandbox_rl.training.common import (EVALUATIONS, RESUME_DIR, config_int,
-                                        evaluate_trained_and_untrained, field, prepare_out_dir,
-                                        print_evaluations, read_resume_point, require,
-                                        resume_settings, save_resume_point)
+from sandbox_rl.training.common import (EVALUATIONS, RESUME_DIR, check_next_task, config_int,
+                                        evaluate_trained_and_untrained, field, finite_tensors,
+                                        interrupted_message, prepare_out_dir, print_evaluations,
+                                        read_resume_point, require, resume_settings,
+                                        save_resume_point, task_in_progress)
 from sandbox_rl.training.configs import FIRST_HELD_OUT_SEED, LLMTrainerConfig
 from sandbox_rl.validation import check_fields
 
@@ -322,12 +323,10 @@ def _interrupted(cfg: LLMPPOConfig, out: Path, trained: Trained) -> str:
     if not trained.tasks and trained.current is None:
         return ("interrupted before the first PPO update finished; nothing to resume (run the "
                 "command again)")
-    kept = [f"{len(trained.tasks)} of {len(cfg.tasks)} tasks finished"
-            + (f" ({', '.join(trained.tasks)})" if trained.tasks else "")]
-    if trained.current is not None:
-        kept.append(f"{len(trained.current.updates)} of {cfg.updates} updates of "
-                    f"{trained.current.task} kept")
-    return f"interrupted: {', '.join(kept)}, saved in {out / RESUME_DIR}; {_resume_hint(out)}"
+    current = trained.current
+    return interrupted_message(out, list(trained.tasks), len(cfg.tasks), current and (
+        f"{len(current.updates)} of {cfg.updates} updates of {current.task} kept"),
+        _resume_hint(out))
 
 
 def resume_config(cfg: LLMPPOConfig, given: set[str] | None = None) -> LLMPPOConfig:
@@ -363,58 +362,23 @@ _WHAT = "the folder of an interrupted `sandbox-rl train llm-ppo` run"
 
 
 def _in_progress(run: str, folder: Path, state: dict, config: LLMPPOConfig) -> InProgress | None:
-    """The task in progress of the resume point in ``folder`` (None: there is none, as in
-    points saved between tasks or before it was saved), checked against the run's ``config``
-    and the files beside it, so that a resume that cannot continue it refuses before anything
-    is loaded or written; ValueError naming ``resume`` (the folder ``run``) otherwise."""
-    if state.get("in_progress") is None:
-        return None
-    try:
-        return _checked_in_progress(folder, state, config)
-    except (KeyError, TypeError, ValueError) as err:
-        require(False, "resume", run, f"{_WHAT} (its task in progress does not load: "
-                                      f"{str(err)[:200]})")
+    """The task in progress of the resume point in ``folder`` (``task_in_progress``), checked
+    against the run's ``config`` and the files beside it."""
+    def check(saved: dict) -> InProgress:
+        current = InProgress(**saved)
+        check_next_task(folder, state, config.tasks, current.task)
+        if len(current.updates) >= config.updates:
+            raise ValueError(f"{len(current.updates)} updates of {current.task} done, but a "
+                             f"task has {config.updates}")
+        count = finite_tensors(folder / LEARNER).get("updates")
+        if count is None or count.shape != () or count.dtype != np.int64:
+            raise ValueError(f"{LEARNER} lacks its update count")
+        if int(count) != len(current.updates):
+            raise ValueError(f"{LEARNER} counts {int(count)} updates, the state "
+                             f"{len(current.updates)}")
+        return current
 
-
-def _checked_in_progress(folder: Path, state: dict, config: LLMPPOConfig) -> InProgress:
-    """:func:`_in_progress`'s checks, each a ValueError saying what is wrong."""
-    saved = state["in_progress"]
-    if not isinstance(saved, dict):
-        raise ValueError(f"in_progress is a {type(saved).__name__}, not an object")
-    current = InProgress(**saved)
-    finished = len(state["tasks"])
-    if finished >= len(config.tasks) or current.task != config.tasks[finished]:
-        raise ValueError(f"its task {current.task!r} is not the one after the finished tasks")
-    if len(current.updates) >= config.updates:
-        raise ValueError(f"{len(current.updates)} updates of {current.task} done, but a task "
-                         f"has {config.updates}")
-    if not (folder / "adapters" / current.task / "adapter_config.json").is_file():
-        raise ValueError(f"its adapter ({RESUME_DIR}/adapters/{current.task}) is missing")
-    count = _learner_updates(folder / LEARNER)
-    if count != len(current.updates):
-        raise ValueError(f"{LEARNER} counts {count} updates, the state {len(current.updates)}")
-    return current
-
-
-def _learner_updates(path: Path) -> int:
-    """The update count of the learner state in ``path``; ValueError when the file is missing,
-    unreadable, lacks the count or holds a non-finite number (its names and shapes are checked
-    as it is loaded into a learner)."""
-    from safetensors.numpy import load_file  # NumPy only: the CLI stays light
-
-    if not path.is_file():
-        raise ValueError(f"{path.name} is missing")
-    try:
-        tensors = load_file(str(path))
-    except Exception as err:  # safetensors raises its own error types
-        raise ValueError(f"{path.name} does not load ({str(err)[:100]})") from None
-    count = tensors.get("updates")
-    if count is None or count.shape != () or count.dtype != np.int64:
-        raise ValueError(f"{path.name} lacks its update count")
-    bad = sorted(k for k, v in tensors.items() if v.dtype.kind == "f" and not np.isfinite(v).all())
-    if bad:
-        raise ValueError(f"{path.name}: {bad[0]} is not finite")
-    return int(count)
+    return task_in_progress(run, _WHAT, state, check)
 
 
 def _resumed(adapters, cfg: LLMPPOConfig, out: Path):

@@ -1,8 +1,9 @@
-"""``train agents`` / ``train llm-ppo``: Ctrl-C keeps the finished tasks, ``--resume RUN``
-trains only the others (tiny model)."""
+"""``train agents`` / ``train llm-ppo``: Ctrl-C keeps the finished tasks and the rounds or
+updates of the task in progress, ``--resume RUN`` trains only the rest (tiny model)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ from safetensors.numpy import load_file
 
 from sandbox_rl.cli import main
 from sandbox_rl.training import agents_trainer, llm_ppo
+from sandbox_rl.training import expert_iteration as ei
 
 TASKS = ("trend_prediction", "user_engagement")
 AGENTS = ["train", "agents", "--model", "tiny-llama", "--tasks", *TASKS, "--minutes", "0.02",
@@ -36,7 +38,7 @@ def fake_training(monkeypatch):
 
     calls, interrupt = [], [None]
 
-    def train_task(adapters, task, cfg, writer, progress, bar):
+    def train_task(adapters, task, cfg, *rest):
         calls.append(task)
         if task == interrupt[0]:
             raise KeyboardInterrupt
@@ -62,6 +64,9 @@ def test_agents_ctrl_c_keeps_finished_tasks_and_resume_trains_the_rest(tmp_path,
                         f"continue with: sandbox-rl train agents --resume {out}")
     state = json.loads((out / "resume" / "state.json").read_text())
     assert list(state["tasks"]) == [TASKS[0]] and not (out / "training.json").exists()
+    # A point with no task in progress, as an earlier version saved them: it still resumes.
+    assert "in_progress" not in state and sorted(os.listdir(out / "resume")) == [
+        "adapters", "state.json"]
     first = _weights(out / "resume" / "adapters" / TASKS[0])
 
     fake_training.interrupt[0], fake_training.calls[:] = None, []
@@ -112,6 +117,198 @@ def test_agents_resume_of_no_interrupted_run_is_a_usage_error(case, tmp_path, ca
     assert main(["train", "agents", "--resume", str(run)]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "argument --resume:" in err
+
+
+# ------------------------------------------------------------------- agents: within a task
+# Three expert-iteration rounds of one task (the hour's budget is never reached), no PPO.
+ROUNDS = 3
+AGENT = dict(model="tiny-llama", tasks=TASKS[:1], minutes=60.0, users=200, world_steps=2,
+             states_per_round=2, samples=1, draws=2, validation_seeds=(900,),
+             eval_seeds=(1000,), eval_steps=2, ppo_share=0.0, threads=1, quiet=True)
+
+
+def _fixed_rounds(monkeypatch, interrupt=None):
+    """``ROUNDS`` rounds a task, no evaluation, Ctrl-C at the ``interrupt``-th call of
+    ``collect_examples`` (1-based; None: never); returns the examples of each call."""
+    monkeypatch.setattr(ei, "run_rounds", functools.partial(ei.run_rounds, max_rounds=ROUNDS))
+    monkeypatch.setattr(agents_trainer, "_evaluate", lambda *args: {})
+    real, collected = ei.collect_examples, []
+
+    def collect(*args, **kwargs):
+        if len(collected) + 1 == interrupt:
+            raise KeyboardInterrupt
+        collected.append(real(*args, **kwargs))
+        return collected[-1]
+
+    monkeypatch.setattr(ei, "collect_examples", collect)
+    return collected
+
+
+def _log(out):
+    """The saved training log, without wall times (JSON text: a NaN loss compares equal)."""
+    tasks = json.loads((out / "training.json").read_text())["tasks"]
+    for log in tasks.values():
+        log.pop("seconds")
+        for row in log["rounds"]:
+            row.pop("seconds")
+    return json.dumps(tasks, sort_keys=True)
+
+
+def _examples(examples):
+    return [{**e.__dict__, "reward": float(e.reward), "greedy_reward": float(e.greedy_reward)}
+            for e in examples]
+
+
+def test_agents_resumed_after_ctrl_c_between_rounds_gives_the_run_never_stopped(tmp_path):
+    task = TASKS[0]
+    straight = tmp_path / "straight"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        expected = _fixed_rounds(monkeypatch)
+        agents_trainer.train_agents(agents_trainer.AgentsConfig(**AGENT, out=str(straight)))
+    assert len(expected) == ROUNDS and any(expected)
+
+    # Ctrl-C in the second round: the first is kept.
+    out = tmp_path / "run"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        first = _fixed_rounds(monkeypatch, interrupt=2)
+        with pytest.raises(agents_trainer.RunInterrupted,
+                           match=f"0 of 1 tasks finished, 1 expert-iteration round of {task} "
+                                 f"kept, saved in .*resume; continue with: .*--resume"):
+            agents_trainer.train_agents(agents_trainer.AgentsConfig(**AGENT, out=str(out)))
+    resume = out / "resume"
+    state = json.loads((resume / "state.json").read_text())
+    current = state["in_progress"]
+    assert state["tasks"] == {} and current["task"] == task and current["phase"] == "rounds"
+    assert current["done"] == len(current["rounds"]) == 1
+    assert current["worlds"] == {"collected": 1, "taken": 2} and current["seconds"] > 0
+    assert json.loads((resume / agents_trainer.EXAMPLES).read_text()) == _examples(expected[0])
+    assert sorted(load_file(resume / agents_trainer.BEST)) == sorted(
+        _weights(resume / "adapters" / task))
+
+    # Resumed: rounds 2 and 3, then Ctrl-C as the PPO phase starts.
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        rest = _fixed_rounds(monkeypatch)
+
+        def ppo(*args):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(agents_trainer, "_ppo_phase", ppo)
+        with pytest.raises(agents_trainer.RunInterrupted,
+                           match=f"3 expert-iteration rounds of {task} kept \\(its PPO phase "
+                                 f"starts again\\)"):
+            agents_trainer.train_agents(agents_trainer.AgentsConfig(resume=str(out), quiet=True))
+    assert [_examples(e) for e in first + rest] == [_examples(e) for e in expected]
+    current = json.loads((resume / "state.json").read_text())["in_progress"]
+    assert current["phase"] == "ppo" and current["done"] == ROUNDS
+
+    # Resumed at the PPO phase: no round again, the numbers of the run never stopped.
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        again = _fixed_rounds(monkeypatch)
+        agents_trainer.train_agents(agents_trainer.AgentsConfig(resume=str(out), quiet=True))
+    assert again == []
+    assert _log(out) == _log(straight)
+    assert _same(_weights(out / "adapters" / task), _weights(straight / "adapters" / task))
+    assert not resume.exists()
+
+
+def test_training_worlds_restored_to_a_position_continue_the_stream():
+    def stream():
+        return agents_trainer.TrainingWorlds(TASKS[0], 0, 2, 200)
+
+    def text(states):
+        return [e.steps[i].observation for e, i in states]
+
+    straight = stream()
+    straight(3)
+    position = straight.position()
+    assert position == {"collected": 2, "taken": 3}
+    restored = stream()
+    restored.restore(**position)
+    assert text(restored(3)) == text(straight(3))
+    assert restored.position() == straight.position() == {"collected": 3, "taken": 6}
+    assert [e.seed for e in restored.episodes] == [e.seed for e in straight.episodes]
+    for bad in ({"collected": 2, "taken": 2}, {"collected": 1, "taken": 3},
+                {"collected": 0, "taken": 1}):
+        with pytest.raises(ValueError, match="not a position"):
+            stream().restore(**bad)
+
+
+@pytest.fixture(scope="module")
+def rounds_run(tmp_path_factory):
+    """A run folder interrupted in the second round of its one task."""
+    out = tmp_path_factory.mktemp("agents") / "run"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _fixed_rounds(monkeypatch, interrupt=2)
+        with pytest.raises(agents_trainer.RunInterrupted, match="1 expert-iteration round"):
+            agents_trainer.train_agents(agents_trainer.AgentsConfig(**AGENT, out=str(out)))
+    return out
+
+
+def _edit_best(resume, change):
+    _edit_tensors(resume / agents_trainer.BEST, change)
+
+
+def _one_more_example(current):
+    current["rounds"][0]["examples"] += 1
+
+
+def _nan_weight(tensors):
+    key = sorted(tensors)[0]
+    tensors[key] = np.full_like(tensors[key], np.nan)
+
+
+BAD_ROUNDS = {
+    "examples missing": (lambda r: (r / agents_trainer.EXAMPLES).unlink(),
+                         "examples.json is missing"),
+    "examples corrupt": (lambda r: (r / agents_trainer.EXAMPLES).write_text("[{"),
+                         "examples.json does not load"),
+    "examples not examples": (lambda r: (r / agents_trainer.EXAMPLES).write_text('[{"a": 1}]'),
+                              "examples.json is not a list of examples"),
+    "examples miscounted": (lambda r: _edit_state(r, _one_more_example),
+                            "examples.json holds .* examples, its round log"),
+    "round index beyond the log": (lambda r: _edit_state(r, lambda c: c.update(done=2)),
+                                   "round index 2 is not the count of its round log rows \\(1\\)"),
+    "round log emptied": (lambda r: _edit_state(r, lambda c: c.update(rounds=[])),
+                          "round index 1 is not the count"),
+    "best missing": (lambda r: (r / agents_trainer.BEST).unlink(), "best.safetensors is missing"),
+    "best corrupt": (lambda r: (r / agents_trainer.BEST).write_bytes(b"\0" * 64),
+                     "best.safetensors does not load"),
+    "best not finite": (lambda r: _edit_best(r, _nan_weight), "is not finite"),
+    "best of another adapter": (lambda r: _edit_best(r, lambda t: t.pop(sorted(t)[0])),
+                                "best weights .* are not weights of the adapter"),
+    "worlds position": (lambda r: _edit_state(r, lambda c: c["worlds"].update(taken=3)),
+                        "3 training states taken, but 1 rounds of 2 take 2"),
+    "another task": (lambda r: _edit_state(r, lambda c: c.update(task=TASKS[1])),
+                     "not the one after the finished tasks"),
+    "bad phase": (lambda r: _edit_state(r, lambda c: c.update(phase="sft")), "invalid phase"),
+    "adapter missing": (lambda r: (r / "adapters" / TASKS[0] / "adapter_config.json").unlink(),
+                        "its adapter .* is missing"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_ROUNDS)
+def test_agents_resume_refuses_a_bad_task_in_progress_and_changes_nothing(case, rounds_run,
+                                                                         tmp_path, capsys):
+    _assert_refused(rounds_run, tmp_path, capsys, *BAD_ROUNDS[case], "agents",
+                    lambda out: agents_trainer.train_agents(
+                        agents_trainer.AgentsConfig(resume=str(out), quiet=True)))
+
+
+def _assert_refused(run, tmp_path, capsys, spoil, reason, command, resume):
+    """A copy of ``run`` whose resume point ``spoil`` changed is refused by ``resume(out)`` and
+    by ``sandbox-rl train <command> --resume`` (a ValueError naming ``resume`` with ``reason``;
+    exit 2 with a one-line message), and its files stay as they were."""
+    out = tmp_path / "run"
+    shutil.copytree(run, out)
+    spoil(out / "resume")
+    before = _files(out)
+    with pytest.raises(ValueError, match=f"resume.*{reason}") as err:
+        resume(out)
+    assert err.value.field == "resume"
+    assert main(["train", command, "--resume", str(out), "--quiet"]) == 2
+    message = capsys.readouterr().err.strip()
+    assert len(message.splitlines()) == 1 and "argument --resume: invalid value" in message
+    assert _files(out) == before
 
 
 # ----------------------------------------------------------------------------- llm-ppo
@@ -239,18 +436,24 @@ def in_progress_run(tmp_path_factory):
 
 
 def _edit_state(resume, change):
+    """``change`` the resume point's task in progress (``state.json``)."""
     path = resume / "state.json"
     state = json.loads(path.read_text())
     change(state["in_progress"])
     path.write_text(json.dumps(state))
 
 
-def _edit_learner(resume, change):
+def _edit_tensors(path, change):
+    """``change`` the tensors of the safetensors file ``path`` (NumPy arrays)."""
     from safetensors.numpy import save_file
 
-    tensors = load_file(resume / llm_ppo.LEARNER)
+    tensors = load_file(path)
     change(tensors)
-    save_file(tensors, resume / llm_ppo.LEARNER)
+    save_file(tensors, path)
+
+
+def _edit_learner(resume, change):
+    _edit_tensors(resume / llm_ppo.LEARNER, change)
 
 
 def _drop_a_slot(tensors):
@@ -288,15 +491,5 @@ def _files(folder):
 @pytest.mark.parametrize("case", BAD_IN_PROGRESS)
 def test_llm_ppo_resume_refuses_a_bad_task_in_progress_and_changes_nothing(case, in_progress_run,
                                                                           tmp_path, capsys):
-    out = tmp_path / "run"
-    shutil.copytree(in_progress_run, out)
-    spoil, reason = BAD_IN_PROGRESS[case]
-    spoil(out / "resume")
-    before = _files(out)
-    with pytest.raises(ValueError, match=f"resume.*{reason}") as err:
-        llm_ppo.train(llm_ppo.LLMPPOConfig(resume=str(out), quiet=True))
-    assert err.value.field == "resume"
-    assert main(["train", "llm-ppo", "--resume", str(out), "--quiet"]) == 2
-    message = capsys.readouterr().err.strip()
-    assert len(message.splitlines()) == 1 and "argument --resume: invalid value" in message
-    assert _files(out) == before
+    _assert_refused(in_progress_run, tmp_path, capsys, *BAD_IN_PROGRESS[case], "llm-ppo",
+                    lambda out: llm_ppo.train(llm_ppo.LLMPPOConfig(resume=str(out), quiet=True)))
