@@ -401,14 +401,12 @@ def _resume_hint(out: Path) -> str:
 def _interrupted(cfg: AgentsConfig, out: Path, trained: Trained) -> str:
     """What Ctrl-C kept (the finished tasks, the rounds of the task in progress) and how to
     continue."""
-    if not trained.tasks and trained.current is None:
-        return ("interrupted before the first expert-iteration round finished; nothing to "
-                "resume (run the command again, with --overwrite if asked)")
     current = trained.current
     return interrupted_message(out, list(trained.tasks), len(cfg.tasks), current and (
         f"{current.done} expert-iteration round{'s' * (current.done != 1)} of {current.task} "
         f"kept" + (" (its PPO phase starts again)" if current.phase == "ppo" else "")),
-        _resume_hint(out))
+        _resume_hint(out), "interrupted before the first expert-iteration round finished; "
+                           "nothing to resume (run the command again, with --overwrite if asked)")
 
 
 def _train_task(adapters, task: str, cfg: AgentsConfig, out: Path, trained: Trained, rounds,

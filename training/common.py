@@ -18,6 +18,8 @@ import typing
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from sandbox_rl.run_folders import pid_alive, publish_folder, read_json, state_siblings
 from sandbox_rl.validation import Int, require
 
@@ -226,7 +228,6 @@ def finite_tensors(path: Path) -> dict:
     """The tensors of the safetensors file ``path`` as NumPy arrays (NumPy only: the CLI stays
     light); ValueError when it is missing, does not load or holds a non-finite float (names
     and shapes are checked where the tensors are loaded into a model or learner)."""
-    import numpy as np
     from safetensors.numpy import load_file
 
     if not path.is_file():
@@ -242,9 +243,12 @@ def finite_tensors(path: Path) -> dict:
 
 
 def interrupted_message(out: Path, finished: list[str], total: int, in_progress: str | None,
-                        hint: str) -> str:
+                        hint: str, nothing: str) -> str:
     """What a trainer's Ctrl-C kept: its ``finished`` tasks of ``total``, ``in_progress`` (what
-    of the task in progress was kept, None: nothing), where, and ``hint`` (how to continue)."""
+    of the task in progress was kept, None: nothing), where, and ``hint`` (how to continue);
+    ``nothing`` when neither was kept."""
+    if not finished and in_progress is None:
+        return nothing
     kept = [f"{len(finished)} of {total} tasks finished"
             + (f" ({', '.join(finished)})" if finished else "")]
     if in_progress is not None:

@@ -320,13 +320,11 @@ def _resume_hint(out: Path) -> str:
 def _interrupted(cfg: LLMPPOConfig, out: Path, trained: Trained) -> str:
     """What Ctrl-C kept (the finished tasks, the updates of the task in progress) and how to
     continue."""
-    if not trained.tasks and trained.current is None:
-        return ("interrupted before the first PPO update finished; nothing to resume (run the "
-                "command again)")
     current = trained.current
     return interrupted_message(out, list(trained.tasks), len(cfg.tasks), current and (
         f"{len(current.updates)} of {cfg.updates} updates of {current.task} kept"),
-        _resume_hint(out))
+        _resume_hint(out), "interrupted before the first PPO update finished; nothing to "
+                           "resume (run the command again)")
 
 
 def resume_config(cfg: LLMPPOConfig, given: set[str] | None = None) -> LLMPPOConfig:
