@@ -1,7 +1,7 @@
 """Per-step metrics of a sandbox as JSON lines and TensorBoard scalars.
 
-``<log_dir>/metrics.jsonl`` holds one object per env step (scores per task, network state,
-evolution events, memory); ``<log_dir>/tensorboard/`` the same numbers as scalars. Files are
+``<log_dir>/metrics.jsonl`` holds one object per env step (scores per task, each task's answer
+as the env parsed it, network state, evolution events, memory); ``<log_dir>/tensorboard/`` the same numbers as scalars. Files are
 opened on the first step, not at construction.
 """
 
@@ -29,6 +29,8 @@ def step_record(result: dict[str, Any]) -> dict[str, Any]:
         "heuristic": {task: r["heuristic_score"] for task, r in result["tasks"].items()},
         "random": {task: r["random_score"] for task, r in result["tasks"].items()},
         "adapters": {task: r["adapter"] for task, r in result["tasks"].items()},
+        # What each agent said: a score alone does not tell a majority class from the rule.
+        "answers": {task: r["response"].text for task, r in result["tasks"].items()},
         "parse_errors": {task: r["parse_error"] for task, r in result["tasks"].items()
                          if r["parse_error"]},
         "network": {k: v for k, v in network.items() if isinstance(v, (int, float))},
