@@ -1,8 +1,8 @@
 """Per-step metrics of a sandbox as JSON lines and TensorBoard scalars.
 
 ``<log_dir>/metrics.jsonl`` holds one object per env step (scores per task, each task's answer
-as the env parsed it, network state, evolution events, memory); ``<log_dir>/tensorboard/`` the same numbers as scalars. Files are
-opened on the first step, not at construction.
+as the env parsed it, network state, evolution events, memory); ``<log_dir>/tensorboard/`` the
+same numbers as scalars. Files are opened on the first step, not at construction.
 """
 
 from __future__ import annotations
