@@ -351,15 +351,17 @@ def publish_folder(target: Path, write: Callable[[Path], None]) -> Path:
     token = secrets.token_hex(4)
     tmp = target.parent / sibling_name(target.name, os.getpid(), token, "tmp")
     old = target.parent / sibling_name(target.name, os.getpid(), token, "old")
+    tmp.mkdir(parents=True)  # raises if the name exists: the cleanup below removes only ours
     try:
-        tmp.mkdir(parents=True)
         write(tmp)
-        if target.exists():
+        replaced = target.exists()
+        if replaced:
             os.replace(target, old)
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(old, ignore_errors=True)
+    if replaced:  # the old folder this call moved aside, never another of that name
+        shutil.rmtree(old, ignore_errors=True)
     recover_folder(target)  # and remove what dead saves left
     return target
 
