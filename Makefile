@@ -13,7 +13,9 @@ CACHE := $(or $(SANDBOX_RL_CACHE),$(HOME)/.cache/sandbox_rl)
 CORPUS := $(CACHE)/tweets.npz
 VADER_SDIST := $(CACHE)/sdist/vaderSentiment-3.3.2.tar.gz
 
-.PHONY: help setup setup-rllib run test test-all bench clean
+RLLIB_STAMP := $(VENV)/.setup-rllib-stamp
+
+.PHONY: help setup setup-rllib run test test-all test-cluster bench clean
 
 help:
 	@echo "make setup     create .venv and the data cache ($(CACHE))"
@@ -21,6 +23,7 @@ help:
 	@echo "make run       self-evolving run: 5 LLM agents (embedded model), 10 steps, into runs/latest/"
 	@echo "               (ADAPTERS=RUN: start from a \`sandbox-rl train agents\` run's adapters)"
 	@echo "make test      fast tests;  make test-all  includes slow ones"
+	@echo "make test-cluster  tests on a two-node Ray cluster they start (installs the rllib extra)"
 	@echo "make bench     environment throughput benchmark"
 	@echo "make clean     remove .venv and build artefacts (keeps the data cache)"
 
@@ -47,8 +50,11 @@ $(CORPUS): envs/corpus.py envs/text_features.py envs/topics.py | $(VADER_SDIST) 
 	$(BIN)/python -m sandbox_rl.envs.corpus prepare --sdist $(VADER_SDIST) --cache $(CACHE)
 
 # ray[rllib] 2.60 pins gymnasium==1.2.2, inside this package's range (docs/design.md, "Pinned stack").
-setup-rllib: setup
+setup-rllib: $(RLLIB_STAMP)
+
+$(RLLIB_STAMP): $(STAMP)
 	$(PIP) install -e '.[dev,rllib]'
+	touch $@
 
 run: setup
 	$(BIN)/sandbox-rl evolve --steps 10 --seed 0 --out runs/latest --overwrite $(if $(ADAPTERS),--adapters $(ADAPTERS))
@@ -58,7 +64,11 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 test-all: setup
-	$(BIN)/python -m pytest -q -m "slow or not slow"
+	$(BIN)/python -m pytest -q -m "not cluster"
+
+# Starts and stops its own two-node cluster (tests/ray_cluster.py); needs no running Ray.
+test-cluster: setup-rllib
+	$(BIN)/python -m pytest -q -m cluster
 
 bench: setup
 	$(BIN)/python benchmarks/env_throughput.py

@@ -144,24 +144,43 @@ def evaluate_gym(make_env: Callable[[], Any], task: str, players: Mapping[str, A
     return EvalReport(title, tuple(seeds), steps, {task: scores})
 
 
+# Maps a function over items, keeping their order: the builtin map (serial) or ray_map.
+WorldMap = Callable[[Callable[[Any], Any], Sequence[Any]], Sequence[Any]]
+
+
 def evaluate_parallel(players: Mapping[str, tuple[Callable[[], Any], Callable[[dict], dict] | str]],
-                      seeds: Sequence[int], steps: int, title: str) -> EvalReport:
+                      seeds: Sequence[int], steps: int, title: str,
+                      map_worlds: WorldMap | None = None) -> EvalReport:
     """Score multi-agent players of the PettingZoo env on the same seeded worlds.
 
     ``players`` maps a name to (env factory, policy or ``"heuristic"`` / ``"random"``): a learned
     policy may need the env wrapped as in training, while the baselines act on the raw env.
+    Every (player, world) is played apart from the others, serially or by ``map_worlds``
+    (``training.ray_runtime.ray_map``: one Ray task each); a world depends only on its seed,
+    so both give the same scores.
     """
-    runs: dict[str, list[dict[str, float]]] = {}
-    for name, (make_env, policy) in players.items():
-        env = make_env()
-        try:
-            runs[name] = [mean_episode_rewards(env, policy, s) for s in seeds]
-        finally:
-            env.close()
-    agents = list(next(iter(runs.values()))[0])
+    jobs = [(make_env, policy, seed) for make_env, policy in players.values() for seed in seeds]
+    played = list((map_worlds or _serial)(play_world, jobs))
+    runs = {name: played[i * len(seeds):(i + 1) * len(seeds)] for i, name in enumerate(players)}
+    agents = list(played[0])
     scores = {a: {name: Score(tuple(r[a] for r in per_seed)) for name, per_seed in runs.items()}
               for a in agents}
     return EvalReport(title, tuple(seeds), steps, scores)
+
+
+def play_world(job: tuple[Callable[[], Any], Callable[[dict], dict] | str, int]
+               ) -> dict[str, float]:
+    """One (env factory, policy, seed) world: each agent's mean reward per step."""
+    make_env, policy, seed = job
+    env = make_env()
+    try:
+        return mean_episode_rewards(env, policy, seed)
+    finally:
+        env.close()
+
+
+def _serial(function: Callable[[Any], Any], items: Sequence[Any]) -> list:
+    return [function(item) for item in items]
 
 
 def _cell(score: Score, sep: str = " ", signed: bool = False) -> str:

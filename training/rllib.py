@@ -1,21 +1,25 @@
 """RLlib multi-agent PPO on the PettingZoo env: one RLModule per agent (extra ``rllib``).
 
     sandbox-rl train rllib --timesteps 40000 --num-env-runners 1 --seed 0 --out runs/rllib
-    sandbox-rl train rllib --address auto ...      # on a running Ray cluster
+    sandbox-rl train rllib --address HOST:PORT --num-env-runners 8 ...   # on a Ray cluster
 
 The five roles keep their own spaces (``ParallelPettingZooEnv`` exposes them per agent), and
 each maps to its own module (``MultiRLModuleSpec``) on RLlib's new API stack. Without
-``--address`` a local Ray starts; with it the driver joins that cluster, whose workers must have
-this package installed (the env is built there). Training worlds are seeded from ``seed`` (RLlib
-adds the env runner's index, and sub-envs count up from there); evaluation plays the
-deterministic modules, the heuristics and random actions on the held-out ``eval_seeds``.
+``--address`` a local Ray starts; with it the driver joins that cluster. Either way the package
+and its corpus travel to the workers in a ``runtime_env`` with the thread count set
+(``training/ray_runtime.py``), so a node needs Ray and the dependencies, not this package.
+Training worlds are seeded from ``seed`` (RLlib adds the env runner's index, and sub-envs count
+up from there); evaluation plays the deterministic modules, the heuristics and random actions on
+the held-out ``eval_seeds``, one Ray task per (player, world), spread over the cluster.
 
 The run folder holds ``tb/`` (TensorBoard scalars of every iteration), ``checkpoints/`` (RLlib's
-``save_to_path`` format), ``checkpoint/`` (the final one), ``config.json`` and ``eval.json``.
+``save_to_path`` format), ``checkpoint/`` (the final one; :func:`restore` rebuilds the algorithm
+from it), ``config.json``, ``eval.json`` and ``placement.json`` (the node of every env runner).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -32,8 +36,6 @@ from sandbox_rl.training.configs import EnvPPOConfig
 if TYPE_CHECKING:  # the env stack loads when training starts, so `--help` answers at once
     from sandbox_rl.training.evaluation import EvalReport
 
-ENV_NAME = "sandbox_rl_oasis_v0"
-
 
 @dataclass(kw_only=True)
 class RLlibConfig(EnvPPOConfig):
@@ -46,13 +48,15 @@ class RLlibConfig(EnvPPOConfig):
                                       "default: start Ray locally")
     num_env_runners: int = field(1, "remote env runners (0: sample in the driver)")
     num_envs_per_env_runner: int = field(1, "worlds per env runner")
+    num_learners: int = field(0, "remote learners (0: learn in the driver)")
+    num_gpus_per_learner: float = field(0.0, "GPUs per learner (the driver's with 0 learners)")
     num_cpus: int | None = field(None, "CPUs of a local Ray (default: all)")
     train_batch_size: int = field(2000, "env steps per training iteration")
     minibatch_size: int = field(250, "PPO minibatch size (agent steps of one module)")
     num_epochs: int = field(10, "PPO epochs per iteration")
     entropy_coeff: float = field(0.0, "entropy bonus")
     checkpoint_every: int = field(20_000, "save a checkpoint every this many env steps")
-    threads: int = field(1, "torch threads per process")
+    threads: int = field(1, "torch threads of the driver and of every Ray worker")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -61,8 +65,14 @@ class RLlibConfig(EnvPPOConfig):
         require(self.num_env_runners >= 0, "num_env_runners", self.num_env_runners, ">= 0")
         require(self.num_envs_per_env_runner >= 1, "num_envs_per_env_runner",
                 self.num_envs_per_env_runner, ">= 1")
+        require(self.num_learners >= 0, "num_learners", self.num_learners, ">= 0")
+        require(self.num_gpus_per_learner >= 0, "num_gpus_per_learner",
+                self.num_gpus_per_learner, ">= 0")
         require(self.num_cpus is None or self.num_cpus >= 1, "num_cpus", self.num_cpus,
                 "an integer >= 1")
+        require(self.address is None or self.num_cpus is None, "num_cpus", self.num_cpus,
+                "unset with --address (a cluster's nodes declare their own CPUs)")
+        require(self.threads >= 1, "threads", self.threads, "an integer >= 1")
         require(self.train_batch_size >= 2, "train_batch_size", self.train_batch_size, ">= 2")
         require(1 <= self.minibatch_size <= self.train_batch_size, "minibatch_size",
                 self.minibatch_size, f"in [1, train_batch_size = {self.train_batch_size}]")
@@ -80,16 +90,15 @@ class TrainResult:
     timesteps: int
     iterations: int
     train_s: float
+    placement: dict
 
 
 def make_rllib_env(env_config: dict):
     """RLlib's env creator: the vector-mode Oasis ParallelEnv as a MultiAgentEnv."""
     # ray: the optional rllib extra (train() checks it); the env: on use, so --help is fast.
-    from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
+    from sandbox_rl.training.rllib_env import OasisRLlibEnv
 
-    from sandbox_rl.envs import oasis_v0
-
-    return ParallelPettingZooEnv(oasis_v0.parallel_env(**env_config))
+    return OasisRLlibEnv(env_config)
 
 
 def build_config(cfg: RLlibConfig):
@@ -99,16 +108,20 @@ def build_config(cfg: RLlibConfig):
     from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
+    from sandbox_rl.training.rllib_env import OasisRLlibEnv
+
     agents = [t.value for t in TaskType]  # the env's agents, in its order
     env_config = {"num_users": cfg.users, "max_cycles": cfg.episode_steps}
     return (PPOConfig()
-            .environment(ENV_NAME, env_config=env_config)
+            .environment(OasisRLlibEnv, env_config=env_config)  # a class: training/rllib_env.py
             .multi_agent(policies=set(agents), policy_mapping_fn=_agent_is_module)
             .rl_module(rl_module_spec=MultiRLModuleSpec(
                 rl_module_specs={a: RLModuleSpec() for a in agents}))
             .env_runners(num_env_runners=cfg.num_env_runners,
                          num_envs_per_env_runner=cfg.num_envs_per_env_runner,
                          num_cpus_per_env_runner=1)
+            .learners(num_learners=cfg.num_learners,
+                      num_gpus_per_learner=cfg.num_gpus_per_learner)
             .training(lr=cfg.learning_rate, gamma=cfg.gamma, num_epochs=cfg.num_epochs,
                       train_batch_size_per_learner=cfg.train_batch_size,
                       minibatch_size=cfg.minibatch_size, entropy_coeff=cfg.entropy_coeff)
@@ -121,32 +134,51 @@ def _agent_is_module(agent_id: str, *args: Any, **kwargs: Any) -> str:
 
 def train(cfg: RLlibConfig) -> TrainResult:
     """Train the five modules, checkpoint, evaluate on held-out seeds; Ray is shut down after."""
-    ray = import_optional("ray", "rllib")
+    import_optional("ray", "rllib")
     import_optional("ray.rllib", "rllib")
     import torch  # torch and ray on use: importing this module (the CLI) stays light
-    from ray.tune.registry import register_env
+    from sandbox_rl.training.ray_runtime import ray_session
 
     out = prepare_out_dir(cfg.out, cfg.overwrite, "checkpoint")
     save_config(cfg, out / "config.json")
     torch.set_num_threads(cfg.threads)
-    if cfg.address is None:
-        ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"OMP_NUM_THREADS": str(cfg.threads)}})
-    else:
-        ray.init(address=cfg.address, log_to_driver=False)
-    try:
-        register_env(ENV_NAME, make_rllib_env)
+    with ray_session(cfg.address, cfg.threads, cfg.num_cpus):
         algo = build_config(cfg).build_algo()
         try:
+            placement = env_runner_placement(algo)
             steps, iterations, train_s = _train_loop(algo, cfg, out)
             algo.save_to_path(str((out / "checkpoint").resolve()))
-            report = evaluate(algo, cfg)
+            modules = {t.value: algo.get_module(t.value) for t in TaskType}
         finally:
-            algo.stop()
-    finally:
-        ray.shutdown()
+            algo.stop()  # frees the env runners' CPUs for the evaluation's tasks
+        report = evaluate(modules, cfg)
     report.save(out / "eval.json")
-    return TrainResult(out, report, steps, iterations, train_s)
+    (out / "placement.json").write_text(json.dumps(placement, indent=2) + "\n")
+    return TrainResult(out, report, steps, iterations, train_s, placement)
+
+
+def env_runner_placement(algo) -> dict:
+    """The driver's node and the node of every remote env runner (Ray node ids)."""
+    import ray  # the optional rllib extra (train() checked it)
+
+    def node(_runner) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+    runners = algo.env_runner_group.foreach_env_runner(node, local_env_runner=False)
+    return {"driver": ray.get_runtime_context().get_node_id(), "env_runners": list(runners)}
+
+
+def restore(run: str | Path):
+    """The algorithm saved in ``run`` (a run folder, or a checkpoint folder in it), rebuilt on
+    the Ray this process has initialised (``Algorithm.from_checkpoint``)."""
+    from ray.rllib.algorithms.algorithm import Algorithm
+
+    path = Path(run)
+    if (path / "checkpoint").is_dir():
+        path = path / "checkpoint"
+    if not path.is_dir():
+        raise FileNotFoundError(f"no RLlib checkpoint folder at {path}")
+    return Algorithm.from_checkpoint(str(path.resolve()))
 
 
 def _train_loop(algo, cfg: RLlibConfig, out: Path) -> tuple[int, int, float]:
@@ -223,6 +255,8 @@ def module_player(modules: dict, env):
     import torch
     from ray.rllib.utils.spaces.space_utils import unsquash_action
 
+    spaces = {agent: env.action_space(agent) for agent in modules}  # not the env: it travels
+
     def act(observations: dict) -> dict:
         actions = {}
         with torch.no_grad():
@@ -232,23 +266,25 @@ def module_player(modules: dict, env):
                 dist = module.get_inference_action_dist_cls().from_logits(
                     out["action_dist_inputs"])
                 action = dist.to_deterministic().sample()[0].numpy()
-                actions[agent] = unsquash_action(action, env.action_space(agent))
+                actions[agent] = unsquash_action(action, spaces[agent])
         return actions
     return act
 
 
-def evaluate(algo, cfg: RLlibConfig) -> EvalReport:
+def evaluate(modules: dict, cfg: RLlibConfig) -> EvalReport:
+    """The deterministic modules, the heuristics and random actions on the held-out worlds,
+    each (player, world) a Ray task (the session :func:`train` holds)."""
     # The env stack on use: importing this module (the CLI) stays light.
     from sandbox_rl.envs import oasis_v0
     from sandbox_rl.training.evaluation import evaluate_parallel
+    from sandbox_rl.training.ray_runtime import ray_map
 
     raw = partial(oasis_v0.parallel_env, num_users=cfg.users, max_cycles=cfg.eval_steps)
-    env = raw()
-    modules = {a: algo.get_module(a) for a in env.possible_agents}
-    players = {"learned": (raw, module_player(modules, env)),
+    players = {"learned": (raw, module_player(modules, raw())),
                "heuristic": (raw, "heuristic"), "random": (raw, "random")}
     return evaluate_parallel(players, cfg.eval_seeds, cfg.eval_steps,
-                             title="RLlib PPO, one module per agent: held-out reward")
+                             title="RLlib PPO, one module per agent: held-out reward",
+                             map_worlds=ray_map)
 
 
 def report(result: TrainResult, console=None) -> None:
@@ -259,4 +295,4 @@ def report(result: TrainResult, console=None) -> None:
     result.report.print(console)
     console.print(f"trained {result.timesteps:,} env steps ({result.iterations} iterations) in "
                   f"{result.train_s:.0f} s; run folder {result.out} (checkpoint/, "
-                  f"checkpoints/, tb/, eval.json)")
+                  f"checkpoints/, tb/, eval.json, placement.json)")
