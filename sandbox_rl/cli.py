@@ -401,7 +401,14 @@ def _add_evaluate(commands) -> None:
     ev.add_argument("--seed", type=_integer(0), default=0, help="sampling seed (default 0)")
     ev.add_argument("--model", default="embedded", help="base model (default embedded)")
     ev.add_argument("--threads", type=_integer(1), default=2,
-                    help="torch CPU threads (default 2)")
+                    help="torch CPU threads (default 2; with --ray-address, of each worker)")
+    ev.add_argument("--ray-address", metavar="auto|HOST:PORT|local", default=None,
+                    help="play the worlds on Ray: the cluster at this address, or 'local' "
+                         "(a Ray on this machine); the report equals the serial one (extra "
+                         "rllib)")
+    ev.add_argument("--workers", type=_integer(1), default=None,
+                    help="Ray actors playing worlds, each with the model loaded and --threads "
+                         "CPUs (default 2; only with --ray-address)")
     ev.add_argument("--json", action="store_true",
                     help="print one JSON line per task and arm on stdout (table on stderr)")
     ev.add_argument("--out", metavar="FILE", default=None, help="save the JSON lines to FILE")
@@ -414,6 +421,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from sandbox_rl.agents.models import ModelNotAvailableError
     from sandbox_rl.training.protocol import ProtocolConfig, check_adapters
 
+    if args.workers is not None and args.ray_address is None:
+        raise _UsageError("argument --workers: only with --ray-address (the serial run plays "
+                          "the worlds in this process)")
+    if args.ray_address is not None and not args.ray_address.strip():
+        raise _UsageError("argument --ray-address: expected auto, HOST:PORT or local")
     flags = _config_flags(ProtocolConfig, num_users="--users")
     with _user_input(flags):
         config = ProtocolConfig(tasks=tuple(args.tasks),
@@ -425,7 +437,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
                      fallback=False):
         if adapters is not None:
             check_adapters(adapters, config.tasks)  # before the model loads: fail at once
-        report = _evaluate(config, adapters, args)
+        try:
+            report = _evaluate(config, adapters, args)
+        except ExtraMissingError as err:  # --ray-address without the rllib extra (Ray)
+            print(f"{args.cli_prog}: error: {err}", file=sys.stderr)
+            return 1
     report.print(_console(stderr=args.json))
     if args.json:
         for line in report.json_lines():
@@ -442,7 +458,13 @@ def _evaluate(config, adapters: str | None, args: argparse.Namespace):
     from sandbox_rl.training.protocol import evaluate_run
 
     torch.set_num_threads(args.threads)
-    return evaluate_run(config, adapters, args.model)
+    if args.ray_address is None:
+        return evaluate_run(config, adapters, args.model)
+    from sandbox_rl.training.protocol_ray import evaluate_run_on_ray
+
+    address = None if args.ray_address == "local" else args.ray_address
+    return evaluate_run_on_ray(config, adapters, args.model, address, args.workers or 2,
+                               args.threads)
 
 
 # ---------------------------------------------------------------------- train

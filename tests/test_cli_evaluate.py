@@ -44,6 +44,8 @@ def test_json_lines_on_stdout_and_saved(tmp_path, capsys) -> None:
     (["--tasks", "tweeting"], "--tasks"),
     (["--tasks", "all", "trend_prediction"], "--tasks"),
     (["--loop", "half"], "--loop"),
+    (["--workers", "2"], "--workers"),          # without --ray-address
+    (["--ray-address", " "], "--ray-address"),
 ])
 def test_bad_flag_is_a_one_line_usage_error(argv: list[str], flag: str, capsys) -> None:
     assert _exit_status([*BASE, "--adapters", "untrained", *argv]) == 2

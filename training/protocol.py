@@ -361,25 +361,56 @@ def _observe(env, task: str, space) -> TaskStep:
 
 
 # ---------------------------------------------------------------------- entry points
+@dataclass(frozen=True)
+class WorldScore:
+    """One (task, world): each arm's mean reward over the world's steps and, for the answer
+    arms, whether each answer parsed completely (what a report keeps of a :class:`WorldRun`)."""
+
+    task: str
+    seed: int
+    means: dict[str, float]
+    parsed: dict[str, list[bool]]
+
+
+def score_world(task: str, seed: int, config: ProtocolConfig, answer: Answerer) -> WorldScore:
+    """Play one world of ``task`` by ``config``'s loop and score every arm; a world depends
+    only on its task, seed and ``config``, so worlds may be played anywhere in any order."""
+    play = play_open if config.loop == "open" else play_closed
+    run = play(task, seed, config, answer)
+    return WorldScore(task, seed, {arm: float(np.mean(run.rewards[arm])) for arm in config.arms},
+                      {arm: run.parsed.get(arm, []) for arm in ANSWER_ARMS})
+
+
+def worlds(config: ProtocolConfig) -> list[tuple[str, int]]:
+    """Every (task, seed) of ``config``, in the order a report lists them."""
+    return [(task, seed) for task in config.tasks for seed in config.seeds]
+
+
+def report_from(config: ProtocolConfig, scores: Sequence[WorldScore], adapters: str = "untrained",
+                model: str = "embedded") -> ProtocolReport:
+    """The report of ``scores`` (one per :func:`worlds` entry, in that order)."""
+    require([(s.task, s.seed) for s in scores] == worlds(config), "scores",
+            f"{len(scores)} world scores", "one per (task, seed) of the config, in order")
+    results = []
+    for task in config.tasks:
+        mine = [s for s in scores if s.task == task]
+        for arm in config.arms:
+            parse = None
+            if arm in ANSWER_ARMS:
+                flags = [f for s in mine for f in s.parsed[arm]]
+                parse = float(np.mean(flags))
+            results.append(ArmResult(task, arm, config.seeds,
+                                     tuple(s.means[arm] for s in mine), parse))
+    return ProtocolReport(config, tuple(results), adapters, model)
+
+
 def run_protocol(config: ProtocolConfig, answer: Answerer, adapters: str = "untrained",
                  model: str = "embedded") -> ProtocolReport:
     """Play every (task, seed) world of ``config`` and score every arm; ``answer`` writes the
     agents' answers (``adapters`` and ``model`` only label the report)."""
-    play = play_open if config.loop == "open" else play_closed
-    results = []
-    for task in config.tasks:
-        means: dict[str, list[float]] = {arm: [] for arm in config.arms}
-        parsed: dict[str, list[bool]] = {arm: [] for arm in ANSWER_ARMS}
-        for seed in config.seeds:
-            run = play(task, seed, config, answer)  # kept one world at a time: snapshots
-            for arm in config.arms:
-                means[arm].append(float(np.mean(run.rewards[arm])))
-            for arm in ANSWER_ARMS:
-                parsed[arm] += run.parsed.get(arm, [])
-        results += [ArmResult(task, arm, config.seeds, tuple(means[arm]),
-                              float(np.mean(parsed[arm])) if arm in ANSWER_ARMS else None)
-                    for arm in config.arms]
-    return ProtocolReport(config, tuple(results), adapters, model)
+    # Kept one world at a time: a world's snapshots are dropped before the next is played.
+    return report_from(config, [score_world(task, seed, config, answer)
+                                for task, seed in worlds(config)], adapters, model)
 
 
 def adapter_answerer(adapters, untrained: bool = False, adapter: str | None = None,
@@ -422,12 +453,16 @@ def evaluate_run(config: ProtocolConfig, adapters: str | Path | None,
     folder, one sub-folder per task) or, with ``None``, for PEFT's fresh adapters (B = 0: the
     base model itself), on ``model``."""
     folder = None if adapters is None else check_adapters(adapters, config.tasks)
+    return run_protocol(config, adapter_answerer(load_task_adapters(config, folder, model)),
+                        "untrained" if folder is None else str(folder), model)
+
+
+def load_task_adapters(config: ProtocolConfig, folder: Path | None, model: str) -> TaskAdapters:
+    """``config``'s task adapters on ``model``: loaded from ``folder``, or fresh (None)."""
     loaded = TaskAdapters(load_model(model), list(config.tasks), LoraSettings(), config.seed)
     if folder is not None:
         loaded.load(folder, list(config.tasks))
-    return run_protocol(config, adapter_answerer(loaded),
-                        "untrained" if folder is None else str(folder), model)
-
+    return loaded
 
 
 def comparison_table(trained: ProtocolReport, untrained: ProtocolReport):
