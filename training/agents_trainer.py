@@ -29,6 +29,7 @@ a run never stopped; with the same rounds its examples, statistics and weights a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import shutil
@@ -58,7 +59,7 @@ BEST = "best.safetensors"
 EXAMPLES = "examples.json"
 PHASES = ("rounds", "ppo")  # what a task in progress does next
 # Settings a resumed run may change (the others decide what it trains).
-FREE_ON_RESUME = ("minutes", "threads", "quiet")
+FREE_ON_RESUME = ("minutes", "threads", "quiet", "ray_address", "workers")
 
 
 @dataclass(kw_only=True)
@@ -86,6 +87,10 @@ class AgentsConfig(LLMTrainerConfig):
     out: str = field("runs/agents", "run folder")
     resume: str | None = field(None, "continue the interrupted run in this folder: its finished "
                                      "tasks are kept, the others trained (it keeps its settings)")
+    ray_address: str | None = field(None, "propose and score on Ray: the cluster at this address "
+                                          "(auto, HOST:PORT) or 'local' (extra rllib)")
+    workers: int | None = field(None, "Ray actors proposing and scoring, each with the model "
+                                      "and --threads CPUs (default 2; only with --ray-address)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -101,6 +106,11 @@ class AgentsConfig(LLMTrainerConfig):
             ("draws", "states_per_round", "batch_size", "world_steps", "eval_steps"),
             config_int(1))}, normalise=False)
         require(0 <= self.ppo_share < 1, "ppo_share", self.ppo_share, "in [0, 1)")
+        require(self.ray_address is None or bool(str(self.ray_address).strip()), "ray_address",
+                self.ray_address, "auto, HOST:PORT, ray://HOST:PORT or local")
+        require(self.workers is None or (self.ray_address is not None and
+                                         config_int(1).accepts(self.workers)),
+                "workers", self.workers, "an integer >= 1, with --ray-address")
         for name in ("temperature", "ppo_learning_rate"):
             require(getattr(self, name) > 0, name, getattr(self, name), "> 0")
         self.validation_seeds = tuple(self.validation_seeds)
@@ -370,12 +380,12 @@ def train_agents(cfg: AgentsConfig, given: set[str] | None = None) -> dict:
     if not (out / MARKER).exists():
         writer = SummaryWriter(str(out / "tb"))
         try:
-            with Progress(console=console) as progress:
+            with _proposer(cfg) as proposer, Progress(console=console) as progress:
                 bar = progress.add_task("train agents", total=len(cfg.tasks) * cfg.minutes * 60,
                                         completed=trained.seconds_done(cfg))
                 for task in cfg.tasks[len(trained.tasks):]:
                     log = _train_task(adapters, task, cfg, out, trained, rounds, writer,
-                                      progress, bar)
+                                      progress, bar, proposer)
                     rounds = None  # the restored rounds were the task in progress's
                     adapters.save(out / "adapters")
                     save_resume_point(out, adapters, _state(cfg, {**trained.tasks, task: log}))
@@ -409,8 +419,26 @@ def _interrupted(cfg: AgentsConfig, out: Path, trained: Trained) -> str:
                            "nothing to resume (run the command again, with --overwrite if asked)")
 
 
+@contextlib.contextmanager
+def _proposer(cfg: AgentsConfig):
+    """None (propose in this process), or with ``--ray-address`` a ``RayProposer`` in a Ray
+    session (shut down on exit)."""
+    if cfg.ray_address is None:
+        yield None
+        return
+    # ray: the optional extra, checked by ray_session.
+    from sandbox_rl.training.expert_iteration_ray import RayProposer, Worlds
+    from sandbox_rl.training.ray_runtime import ray_session
+
+    workers = cfg.workers or 2
+    address = None if cfg.ray_address == "local" else cfg.ray_address
+    with ray_session(address, cfg.threads, None if address else workers * cfg.threads):
+        yield RayProposer(workers, cfg.model, cfg.tasks, cfg.lora_rank, cfg.seed, cfg.threads,
+                          Worlds(cfg.world_steps, cfg.users))
+
+
 def _train_task(adapters, task: str, cfg: AgentsConfig, out: Path, trained: Trained, rounds,
-                writer, progress, bar) -> dict:
+                writer, progress, bar, proposer=None) -> dict:
     """Expert-iteration rounds, then PPO, on ``task`` within its budget; the task in progress
     (``trained.current``) from where it stopped: its next round (``rounds`` as
     :func:`_resumed` restored them) or its PPO phase. The resume point after each round and when
@@ -458,7 +486,7 @@ def _train_task(adapters, task: str, cfg: AgentsConfig, out: Path, trained: Trai
     if current is None or current.phase == "rounds":
         first, kept = run_rounds(adapters, task, worlds, validation, settings,
                                  start + budget * (1 - cfg.ppo_share), cfg.states_per_round,
-                                 on_round, rounds)
+                                 on_round, rounds, proposer=proposer)
         # The rounds are over and the adapter holds the kept weights: PPO resumes from here.
         save("ppo", latest[0] or Rounds(first, kept, adapters.state(task), []))
     else:

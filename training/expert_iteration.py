@@ -91,6 +91,7 @@ class Example:
 class RoundStats:
     states: int = 0
     examples: int = 0
+    candidates: int = 0  # distinct proposals scored
     from_heuristic: int = 0
     greedy_reward: float = 0.0  # mean expected reward of the greedy answers of the states
     best_reward: float = 0.0  # mean expected reward of the best proposal of each state
@@ -137,20 +138,47 @@ def heuristic_answer(episode: TaskEpisode, index: int) -> str:
 # --------------------------------------------------------------------------- one round
 
 
-def collect_examples(adapters: TaskAdapters, adapter: str, states: Sequence[tuple],
-                     settings: RoundSettings, round_index: int, stats: RoundStats,
-                     deadline: float = math.inf) -> list[Example]:
-    """Propose, score and keep the winners for ``states`` (``(episode, step index)`` pairs);
-    stops early at ``deadline`` (a ``time.perf_counter`` value)."""
+@dataclass
+class Proposed:
+    """What proposing for a run of states gave: the winners that beat the greedy answer, and
+    per state scored (in order) the greedy answer's and the best proposal's expected reward."""
+
+    examples: list[Example] = field(default_factory=list)
+    greedy_scores: list[float] = field(default_factory=list)
+    best_scores: list[float] = field(default_factory=list)
+    candidates: int = 0  # distinct proposals scored
+
+    def extend(self, other: Proposed) -> None:
+        self.examples += other.examples
+        self.greedy_scores += other.greedy_scores
+        self.best_scores += other.best_scores
+        self.candidates += other.candidates
+
+
+# Greedy answers are decoded this many states at a time; a share of a round's states that
+# starts at a multiple of it decodes the same batches as the whole round does.
+GREEDY_BATCH = 8
+
+# (adapters, adapter, states, settings, round index, deadline) -> Proposed; propose() is the
+# in-process one, training/expert_iteration_ray.py's RayProposer spreads states over Ray actors.
+Proposer = Callable[[TaskAdapters, str, Sequence[tuple], "RoundSettings", int, float], Proposed]
+
+
+def propose(adapters: TaskAdapters, adapter: str, states: Sequence[tuple],
+            settings: RoundSettings, round_index: int, deadline: float = math.inf,
+            first: int = 0) -> Proposed:
+    """Propose and score for ``states`` (``(episode, step index)`` pairs, the round's states
+    from number ``first`` on: a state's sampling seed is its number's); stops early at
+    ``deadline`` (a ``time.perf_counter`` value)."""
     task_spec = spec(states[0][0].task)
     observations = [e.steps[i].observation for e, i in states]
-    greedy_ = greedy_answers(adapters, adapter, task_spec, observations)
-    examples, greedy_scores, best_scores = [], [], []
-    for k, ((episode, i), obs) in enumerate(zip(states, observations)):
+    greedy_ = greedy_answers(adapters, adapter, task_spec, observations, GREEDY_BATCH)
+    out = Proposed()
+    for j, ((episode, i), obs) in enumerate(zip(states, observations)):
         if time.perf_counter() > deadline:
             break
-        seed = derived_seed(settings.seed, adapter, round_index, k)
-        proposals = {greedy_[k]: "greedy"}
+        seed = derived_seed(settings.seed, adapter, round_index, first + j)
+        proposals = {greedy_[j]: "greedy"}
         for text in sampled_answers(adapters, adapter, task_spec, obs, settings.samples,
                                     settings.temperature, seed) if settings.samples else []:
             proposals.setdefault(text, "sample")
@@ -159,18 +187,32 @@ def collect_examples(adapters: TaskAdapters, adapter: str, states: Sequence[tupl
         texts = list(proposals)
         scores = episode.expected_scores(i, texts, settings.draws, seed)
         best = int(np.argmax(scores))
-        greedy_scores.append(scores[0])
-        best_scores.append(scores[best])
+        out.greedy_scores.append(scores[0])
+        out.best_scores.append(scores[best])
+        out.candidates += len(texts)
         if scores[best] > scores[0] + settings.margin:
-            examples.append(Example(task_spec.prompt(adapters.tokenizer, obs),
-                                    task_spec.completion(obs, texts[best]), scores[best],
-                                    scores[0], proposals[texts[best]]))
-    stats.states += len(greedy_scores)
-    stats.examples += len(examples)
-    stats.from_heuristic += sum(e.source == "heuristic" for e in examples)
-    stats.greedy_reward = float(np.mean(greedy_scores)) if greedy_scores else float("nan")
-    stats.best_reward = float(np.mean(best_scores)) if best_scores else float("nan")
-    return examples
+            out.examples.append(Example(task_spec.prompt(adapters.tokenizer, obs),
+                                        task_spec.completion(obs, texts[best]), scores[best],
+                                        scores[0], proposals[texts[best]]))
+    return out
+
+
+def collect_examples(adapters: TaskAdapters, adapter: str, states: Sequence[tuple],
+                     settings: RoundSettings, round_index: int, stats: RoundStats,
+                     deadline: float = math.inf, proposer: Proposer | None = None
+                     ) -> list[Example]:
+    """Propose, score and keep the winners for ``states`` (``(episode, step index)`` pairs)
+    with ``proposer`` (default :func:`propose`, in this process); stops early at
+    ``deadline``."""
+    out = (proposer or propose)(adapters, adapter, states, settings, round_index, deadline)
+    stats.states += len(out.greedy_scores)
+    stats.examples += len(out.examples)
+    stats.candidates += out.candidates
+    stats.from_heuristic += sum(e.source == "heuristic" for e in out.examples)
+    stats.greedy_reward = (float(np.mean(out.greedy_scores)) if out.greedy_scores
+                           else float("nan"))
+    stats.best_reward = float(np.mean(out.best_scores)) if out.best_scores else float("nan")
+    return out.examples
 
 
 def fine_tune(adapters: TaskAdapters, adapter: str, examples: Sequence[Example],
@@ -231,13 +273,14 @@ def run_rounds(adapters: TaskAdapters, adapter: str, next_states: Callable[[int]
                validation: Sequence[TaskEpisode], settings: RoundSettings, deadline: float,
                states_per_round: int,
                on_round: Callable[[int, RoundStats, float, Rounds], None],
-               rounds: Rounds | None = None, max_rounds: int | None = None
-               ) -> tuple[float, float]:
+               rounds: Rounds | None = None, max_rounds: int | None = None,
+               proposer: Proposer | None = None) -> tuple[float, float]:
     """Rounds until ``deadline`` (and, unless None, until ``max_rounds`` rounds are done in
     all); keeps the weights of the best validation reward (the start included). After each
     round ``on_round(index, stats, validation reward, rounds)``. ``rounds``: where to continue
     from (as ``on_round`` was given it; the adapter holding its current weights), None: the
-    start. Returns (validation reward at the start, the kept weights' validation reward)."""
+    start. ``proposer``: who proposes and scores (default in this process). Returns
+    (validation reward at the start, the kept weights' validation reward)."""
     if rounds is None:
         start_reward = validation_reward(adapters, adapter, validation)
         rounds = Rounds(start_reward, start_reward, adapters.state(adapter), [])
@@ -248,7 +291,7 @@ def run_rounds(adapters: TaskAdapters, adapter: str, next_states: Callable[[int]
         now = replace(settings, samples=0) if (round_index == 0 and
                                                 settings.heuristic_proposals) else settings
         rounds.buffer += collect_examples(adapters, adapter, next_states(states_per_round), now,
-                                          round_index, stats, deadline)
+                                          round_index, stats, deadline, proposer)
         stats.seconds["propose"] = time.perf_counter() - t0
         if rounds.buffer and time.perf_counter() < deadline:
             t1 = time.perf_counter()
