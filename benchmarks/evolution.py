@@ -24,6 +24,9 @@ is saved) with its 95% Student-t interval (``protocol.paired_difference``).
   then TRL PPO kept only if validation rises), ``--minutes`` per task; its own protocol reports
   give trained vs untrained (PEFT's fresh adapter), vs the heuristic and vs random actions.
   ``--adapters RUN`` scores a finished ``train agents`` run instead of training.
+  ``--ray-address`` (extra ``rllib``) runs train agents' proposals and its evaluation, or the
+  ``--adapters`` reports, on ``--workers`` Ray actors: the same lines (the protocol's worlds
+  depend only on their seeds; README, "On a cluster"); the other strategies run here.
 - multi_model: ``--pool`` members per task that really differ: member 0 the untrained adapter,
   member 1 the gradient_based trained adapter, member k >= 2 trained from the untrained adapter by
   ``--member-updates`` expert-iteration updates (below) with seed ``--seed + k`` (its own samples
@@ -254,14 +257,13 @@ class Trained:
 
 def trained_agents(args, config) -> Trained:
     from sandbox_rl.training.agents_trainer import AgentsConfig, train_agents
-    from sandbox_rl.training.protocol import evaluate_run
 
     if args.adapters:
         folder = Path(args.adapters)
         folder = folder / "adapters" if (folder / "adapters").is_dir() else folder
         try:
-            reports = {"trained": evaluate_run(config, folder, args.model),
-                       "untrained": evaluate_run(config, None, args.model)}
+            reports = {"trained": _report(args, config, folder),
+                       "untrained": _report(args, config, None)}
         except FileNotFoundError as err:
             sys.exit(f"--adapters {args.adapters}: {err}")
         return Trained(folder, reports, {}, {"adapters": str(folder)})
@@ -270,6 +272,7 @@ def trained_agents(args, config) -> Trained:
                        ppo_share=args.ppo_share, world_steps=args.world_steps, users=args.users,
                        validation_seeds=tuple(args.validation_seeds), eval_seeds=config.seeds,
                        eval_steps=config.steps, threads=args.threads,
+                       ray_address=args.ray_address, workers=args.workers,
                        out=str(Path(args.out) / "agents"), overwrite=True, quiet=True)
     result = train_agents(cfg)
     if result["reports"]["trained"].config != config:
@@ -285,6 +288,20 @@ def trained_agents(args, config) -> Trained:
                 "ppo_share": args.ppo_share, "world_steps": args.world_steps,
                 "validation_seeds": list(args.validation_seeds), "run": cfg.out}
     return Trained(Path(cfg.out) / "adapters", result["reports"], summary, settings)
+
+
+def _report(args, config, folder: Path | None):
+    """The protocol's report of the adapters in ``folder`` (None: untrained), serially or,
+    with ``--ray-address``, on Ray (the same report)."""
+    if args.ray_address is None:
+        from sandbox_rl.training.protocol import evaluate_run
+
+        return evaluate_run(config, folder, args.model)
+    from sandbox_rl.training.protocol_ray import evaluate_run_on_ray
+
+    address = None if args.ray_address == "local" else args.ray_address
+    return evaluate_run_on_ray(config, folder, args.model, address, args.workers or 2,
+                               args.threads)
 
 
 # ----------------------------------------------------------------------------- gradient_based
@@ -608,7 +625,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="Reptile's outer step (the strategy's META_STEP)")
     p.add_argument("--adapt-updates", type=int,
                    help="updates on each target" + _scaled("adapt-updates"))
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2,
+                   help="torch threads (with --ray-address: of each Ray worker)")
+    p.add_argument("--ray-address", default=None, metavar="auto|HOST:PORT|local",
+                   help="gradient_based on Ray (extra rllib): train agents' proposals and "
+                        "evaluation, or the --adapters reports, played by --workers actors "
+                        "(the same lines as serially); the other strategies stay here")
+    p.add_argument("--workers", type=int, default=None,
+                   help="Ray actors with --ray-address (default 2)")
     p.add_argument("--out", default="runs/evolution_benchmark")
     args = p.parse_args(argv)
     for name, values in SCALED.items():
@@ -650,6 +674,8 @@ def check(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("--seeds: distinct held-out worlds >= 1000")
     if args.pool < 2:
         p.error("--pool: at least 2 members")
+    if args.workers is not None and (args.ray_address is None or args.workers < 1):
+        p.error("--workers: an integer >= 1, with --ray-address")
 
 
 def main(argv=None) -> None:

@@ -6,6 +6,8 @@ import json
 import runpy
 import sys
 
+import pytest
+
 
 def test_gpu_multi_adapter_runs_scaled_down(monkeypatch, capsys):
     argv = ["benchmarks/gpu_multi_adapter.py", "--tiny", "--prompt-tokens", "16", "--new-tokens",
@@ -112,6 +114,29 @@ def test_evolution_benchmark_measures_a_finished_run(monkeypatch, capsys, tmp_pa
     assert not (tmp_path / "b" / "agents").exists()  # nothing trained
 
 
+@pytest.mark.cluster
+def test_evolution_benchmark_on_ray_gives_the_serial_lines(ray_cluster, monkeypatch, capsys,
+                                                           tmp_path):
+    """gradient_based's protocol reports played by Ray actors on the two-node test cluster."""
+    import torch
+
+    from sandbox_rl.agents.lora import TaskAdapters
+    from sandbox_rl.agents.models import load_model
+
+    task = "user_engagement"
+    adapters = TaskAdapters(load_model("tiny-llama"), [task])
+    with torch.no_grad():  # away from PEFT's zero start: trained and untrained differ
+        for p in adapters.parameters(task):
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(0)))
+    adapters.save(tmp_path / "run" / "adapters")
+    argv = [*TINY, "--steps", "2", "--strategies", "gradient_based", "--tasks", task,
+            "--adapters", str(tmp_path / "run"), "--out", str(tmp_path / "b")]
+    serial = _evolution_lines(monkeypatch, capsys, *argv)
+    on_ray = _evolution_lines(monkeypatch, capsys, *argv, "--ray-address", ray_cluster.address,
+                              "--workers", "2")
+    assert len(serial) == 3 and on_ray == serial
+
+
 def test_evolution_benchmark_refuses_what_its_figures_cannot_use():
     import pytest
 
@@ -120,7 +145,8 @@ def test_evolution_benchmark_refuses_what_its_figures_cannot_use():
     assert parse_args(["--quick"]).multi_model_tasks == ["behavior_analysis"]
     assert parse_args(["--quick", "--steps", "3"]).steps == 3  # explicit flags win
     for argv in (["--seeds", "999"], ["--seeds", "1000", "1000"], ["--pool", "1"],
-                 ["--multi-model-tasks", "user_engagement"], ["--tasks", "nope"]):
+                 ["--multi-model-tasks", "user_engagement"], ["--tasks", "nope"],
+                 ["--workers", "2"]):  # without --ray-address
         with pytest.raises(SystemExit):
             parse_args(argv)
 

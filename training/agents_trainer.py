@@ -360,8 +360,6 @@ def train_agents(cfg: AgentsConfig, given: set[str] | None = None) -> dict:
     # stays light.
     import torch
     from rich.console import Console
-    from rich.progress import Progress
-    from torch.utils.tensorboard import SummaryWriter
 
     from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
     from sandbox_rl.agents.models import load_model
@@ -377,10 +375,20 @@ def train_agents(cfg: AgentsConfig, given: set[str] | None = None) -> dict:
                             LoraSettings(rank=cfg.lora_rank), cfg.seed)
     trained, rounds = _resumed(adapters, cfg, out) if cfg.resume is not None \
         else (Trained({}), None)
+    with _on_ray(cfg) as proposer:
+        return _train_and_evaluate(adapters, cfg, out, console, trained, rounds, proposer)
+
+
+def _train_and_evaluate(adapters, cfg: AgentsConfig, out: Path, console, trained: Trained,
+                        rounds, proposer) -> dict:
+    # Heavy (TensorBoard, rich): on use, so importing this module (the CLI) stays light.
+    from rich.progress import Progress
+    from torch.utils.tensorboard import SummaryWriter
+
     if not (out / MARKER).exists():
         writer = SummaryWriter(str(out / "tb"))
         try:
-            with _proposer(cfg) as proposer, Progress(console=console) as progress:
+            with Progress(console=console) as progress:
                 bar = progress.add_task("train agents", total=len(cfg.tasks) * cfg.minutes * 60,
                                         completed=trained.seconds_done(cfg))
                 for task in cfg.tasks[len(trained.tasks):]:
@@ -396,8 +404,10 @@ def train_agents(cfg: AgentsConfig, given: set[str] | None = None) -> dict:
             writer.close()
         (out / MARKER).write_text(json.dumps(_state(cfg, trained.tasks), indent=1))
         shutil.rmtree(out / RESUME_DIR, ignore_errors=True)  # training.json holds it all now
+    if proposer is not None:
+        proposer.close()  # its actors' CPUs go to the evaluation's
     try:
-        reports = _evaluate(adapters, cfg, out, console)
+        reports = _evaluate(adapters, cfg, out, on_ray=proposer is not None)
     except KeyboardInterrupt:
         raise RunInterrupted(f"interrupted during the evaluation (the {len(cfg.tasks)} tasks are "
                              f"trained); {_resume_hint(out)}") from None
@@ -420,9 +430,9 @@ def _interrupted(cfg: AgentsConfig, out: Path, trained: Trained) -> str:
 
 
 @contextlib.contextmanager
-def _proposer(cfg: AgentsConfig):
-    """None (propose in this process), or with ``--ray-address`` a ``RayProposer`` in a Ray
-    session (shut down on exit)."""
+def _on_ray(cfg: AgentsConfig):
+    """With ``--ray-address``: a Ray session for the whole run (shut down on exit) and the
+    ``RayProposer`` of its rounds; without: nothing, (None)."""
     if cfg.ray_address is None:
         yield None
         return
@@ -430,11 +440,14 @@ def _proposer(cfg: AgentsConfig):
     from sandbox_rl.training.expert_iteration_ray import RayProposer, Worlds
     from sandbox_rl.training.ray_runtime import ray_session
 
-    workers = cfg.workers or 2
     address = None if cfg.ray_address == "local" else cfg.ray_address
-    with ray_session(address, cfg.threads, None if address else workers * cfg.threads):
-        yield RayProposer(workers, cfg.model, cfg.tasks, cfg.lora_rank, cfg.seed, cfg.threads,
-                          Worlds(cfg.world_steps, cfg.users))
+    with ray_session(address, cfg.threads, None if address else _workers(cfg) * cfg.threads):
+        yield RayProposer(_workers(cfg), cfg.model, cfg.tasks, cfg.lora_rank, cfg.seed,
+                          cfg.threads, Worlds(cfg.world_steps, cfg.users))
+
+
+def _workers(cfg: AgentsConfig) -> int:
+    return cfg.workers or 2
 
 
 def _train_task(adapters, task: str, cfg: AgentsConfig, out: Path, trained: Trained, rounds,
@@ -560,14 +573,23 @@ def _ppo_phase(adapters, task: str, cfg: AgentsConfig, episodes, validation, rew
     return {"updates": len(stats), "validation_after": after, "kept": kept, "stats": stats}
 
 
-def _evaluate(adapters, cfg: AgentsConfig, out: Path, console) -> dict:
-    """The evaluation protocol on the held-out worlds for the trained and untrained adapters."""
+def _evaluate(adapters, cfg: AgentsConfig, out: Path, on_ray: bool = False) -> dict:
+    """The evaluation protocol on the held-out worlds for the trained and untrained adapters
+    (``on_ray``: the worlds played by the run's Ray workers, from the saved adapters)."""
     # Heavy (torch, peft, TRL): on use, so importing this module (the CLI) stays light.
     from sandbox_rl.training.protocol import ProtocolConfig
 
     config = ProtocolConfig(tasks=cfg.tasks, seeds=cfg.eval_seeds, steps=cfg.eval_steps,
                             users=cfg.users, seed=cfg.seed)
-    return evaluate_trained_and_untrained(adapters, config, out, cfg.model)
+    if not on_ray:
+        return evaluate_trained_and_untrained(adapters, config, out, cfg.model)
+    from sandbox_rl.training.protocol_ray import play_on_ray
+
+    reports = {}
+    for label, folder in (("trained", out / "adapters"), ("untrained", None)):
+        reports[label] = play_on_ray(config, folder, cfg.model, _workers(cfg), cfg.threads)
+        reports[label].save(out / f"eval_{label}.jsonl")
+    return reports
 
 
 def train(cfg: AgentsConfig, given: set[str] | None = None):

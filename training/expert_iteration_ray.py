@@ -132,3 +132,11 @@ class RayProposer:
         for part in ray.get(futures):
             out.extend(part)
         return out
+
+    def close(self) -> None:
+        """Stop the actors (their CPUs go back to the cluster)."""
+        import ray
+
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []

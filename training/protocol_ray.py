@@ -58,14 +58,25 @@ def evaluate_run_on_ray(config: ProtocolConfig, adapters: str | Path | None, mod
     ``workers * threads`` CPUs)."""
     require(workers >= 1, "workers", workers, "an integer >= 1")
     folder = None if adapters is None else check_adapters(adapters, config.tasks)
-    files = None if folder is None else folder_bytes(folder, config.tasks)
     with ray_session(address, threads, None if address else workers * threads):
-        import ray  # ray_session checked the extra
-        from ray.util import ActorPool
+        return play_on_ray(config, folder, model, workers, threads)
 
-        actor = ray.remote(num_cpus=threads)(WorldScorer)
-        shared = ray.put(files)
-        pool = ActorPool([actor.remote(config, shared, model, threads)
-                          for _ in range(workers)])
+
+def play_on_ray(config: ProtocolConfig, folder: Path | None, model: str, workers: int,
+                threads: int) -> ProtocolReport:
+    """The protocol's report for the adapters saved in ``folder`` (None: untrained), its
+    worlds played by ``workers`` actors on the Ray this process joined (``ray_session``)."""
+    import ray  # ray_session checked the extra
+    from ray.util import ActorPool
+
+    files = None if folder is None else folder_bytes(Path(folder), config.tasks)
+    actor = ray.remote(num_cpus=threads)(WorldScorer)
+    shared = ray.put(files)
+    actors = [actor.remote(config, shared, model, threads) for _ in range(workers)]
+    try:
+        pool = ActorPool(actors)
         scores = list(pool.map(lambda a, world: a.score.remote(*world), worlds(config)))
+    finally:
+        for a in actors:  # their CPUs go back to the cluster (a run may hold other actors)
+            ray.kill(a)
     return report_from(config, scores, "untrained" if folder is None else str(folder), model)

@@ -79,3 +79,6 @@ def test_train_agents_on_the_cluster(ray_cluster, tmp_path) -> None:
     rounds = log["tasks"][TASK]["rounds"]
     assert rounds and rounds[0]["states"] > 0 and rounds[0]["candidates"] >= rounds[0]["states"]
     assert (out / "adapters" / TASK / "adapter_config.json").is_file()
+    for label in ("trained", "untrained"):  # played by the run's Ray actors
+        lines = [json.loads(x) for x in (out / f"eval_{label}.jsonl").read_text().splitlines()]
+        assert {x["arm"] for x in lines} == {"agents", "heuristic", "random"}
