@@ -407,7 +407,7 @@ def _train_and_evaluate(adapters, cfg: AgentsConfig, out: Path, console, trained
     if proposer is not None:
         proposer.close()  # its actors' CPUs go to the evaluation's
     try:
-        reports = _evaluate(adapters, cfg, out, on_ray=proposer is not None)
+        reports = _evaluate(adapters, cfg, out, proposer is not None)
     except KeyboardInterrupt:
         raise RunInterrupted(f"interrupted during the evaluation (the {len(cfg.tasks)} tasks are "
                              f"trained); {_resume_hint(out)}") from None
