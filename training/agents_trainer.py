@@ -34,7 +34,7 @@ import json
 import shlex
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -264,7 +264,9 @@ def resume_config(cfg: AgentsConfig, given: set[str] | None = None) -> AgentsCon
                                              f"{str(err)[:200]})")
     if point is not None:
         _in_progress(cfg.resume, point[0], point[1], config)
-    return resume_settings(cfg, config, run, given, FREE_ON_RESUME)
+    resumed = resume_settings(cfg, config, run, given, FREE_ON_RESUME)
+    # Where it runs is the command's, never the saved run's (its cluster may be gone).
+    return replace(resumed, ray_address=cfg.ray_address, workers=cfg.workers)
 
 
 def _in_progress(run: str, folder: Path, state: dict, config: AgentsConfig) -> InProgress | None:
@@ -432,7 +434,7 @@ def _interrupted(cfg: AgentsConfig, out: Path, trained: Trained) -> str:
 @contextlib.contextmanager
 def _on_ray(cfg: AgentsConfig):
     """With ``--ray-address``: a Ray session for the whole run (shut down on exit) and the
-    ``RayProposer`` of its rounds; without: nothing, (None)."""
+    ``RayProposer`` of its rounds; without, None."""
     if cfg.ray_address is None:
         yield None
         return

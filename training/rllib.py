@@ -280,8 +280,13 @@ def evaluate(modules: dict, cfg: RLlibConfig) -> EvalReport:
     from sandbox_rl.training.ray_runtime import ray_map
 
     raw = partial(oasis_v0.parallel_env, num_users=cfg.users, max_cycles=cfg.eval_steps)
-    players = {"learned": (raw, module_player(modules, raw())),
-               "heuristic": (raw, "heuristic"), "random": (raw, "random")}
+    env = raw()  # for the action spaces
+    try:
+        learned = module_player(modules, env)
+    finally:
+        env.close()
+    players = {"learned": (raw, learned), "heuristic": (raw, "heuristic"),
+               "random": (raw, "random")}
     return evaluate_parallel(players, cfg.eval_seeds, cfg.eval_steps,
                              title="RLlib PPO, one module per agent: held-out reward",
                              map_worlds=ray_map)

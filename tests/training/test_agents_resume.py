@@ -89,6 +89,24 @@ def test_agents_ctrl_c_keeps_finished_tasks_and_resume_trains_the_rest(tmp_path,
     assert "it finished" in capsys.readouterr().err
 
 
+def test_agents_resume_runs_where_the_command_says(tmp_path, fake_training):
+    """A run made on Ray resumes here unless --ray-address is given again (its cluster may be
+    gone); --ray-address and --workers may change."""
+    out = tmp_path / "run"
+    fake_training.interrupt[0] = TASKS[1]
+    assert main([*AGENTS, "--out", str(out)]) == 130
+    state_file = out / "resume" / "state.json"
+    state = json.loads(state_file.read_text())
+    state["config"].update(ray_address="10.0.0.9:6379", workers=4)
+    state_file.write_text(json.dumps(state))
+    here = agents_trainer.resume_config(agents_trainer.AgentsConfig(resume=str(out)), set())
+    assert here.ray_address is None and here.workers is None
+    there = agents_trainer.resume_config(
+        agents_trainer.AgentsConfig(resume=str(out), ray_address="local", workers=2),
+        {"ray_address", "workers"})
+    assert (there.ray_address, there.workers) == ("local", 2)
+
+
 def test_agents_interrupted_during_evaluation_resumes_the_evaluation(tmp_path, capsys,
                                                                    fake_training, monkeypatch):
     out = tmp_path / "run"

@@ -20,8 +20,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_packages_are_the_distributions() -> None:
+    from sandbox_rl.envs import corpus
+    from sandbox_rl.training import ray_runtime
+
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert list(PACKAGES) == project["tool"]["setuptools"]["packages"]
+    assert ray_runtime.CORPUS_FILE == corpus.CORPUS_FILE
 
 
 def test_staged_tree_imports_alone(tmp_path) -> None:

@@ -18,6 +18,10 @@ HAVE_RAY = importlib.util.find_spec("ray") is not None
     ({"minibatch_size": 5000}, "minibatch_size"),
     ({"address": " "}, "address"),
     ({"num_cpus": 0}, "num_cpus"),
+    ({"address": "auto", "num_cpus": 2}, "num_cpus"),  # a cluster's nodes declare their CPUs
+    ({"num_learners": -1}, "num_learners"),
+    ({"num_gpus_per_learner": -0.5}, "num_gpus_per_learner"),
+    ({"threads": 0}, "threads"),
     ({"eval_seeds": (1, 1000)}, "eval_seeds"),    # env runner 1 samples world seed + 1
 ])
 def test_bad_config_names_the_field(changes: dict, name: str) -> None:
