@@ -342,28 +342,64 @@ def prune_checkpoints(folder: Path, keep: int = KEEP_CHECKPOINTS, after: int | N
         shutil.rmtree(entry, ignore_errors=True)
 
 
+# Tokens of the publishes running in this process: their temporaries are not stale.
+_IN_FLIGHT: set[str] = set()
+
+
+def publishing(token: str) -> bool:
+    """Whether a :func:`publish_folder` of this process with ``token`` is running."""
+    return token in _IN_FLIGHT
+
+
 def publish_folder(target: Path, write: Callable[[Path], None]) -> Path:
     """Replace the folder ``target`` by one ``write(tmp)`` fills, atomically: written beside it
     as ``.<name>.<pid>-<token>.tmp``, then the old one renamed aside (``.old``) and the new one
-    in. A crash leaves the old or the new folder at ``target``, or (between the renames) the old
-    one beside it, where :func:`recover_folder` puts it back."""
+    in (the old one put back if that fails), the parent folder synced, the old one removed. A
+    crash leaves the old or the new folder at ``target``, or (between the renames) the old one
+    beside it, where :func:`recover_folder` (or ``core.state.recover`` for a sandbox state) puts
+    it back."""
     target = Path(target)
     token = secrets.token_hex(4)
     tmp = target.parent / sibling_name(target.name, os.getpid(), token, "tmp")
     old = target.parent / sibling_name(target.name, os.getpid(), token, "old")
     tmp.mkdir(parents=True)  # raises if the name exists: the cleanup below removes only ours
+    _IN_FLIGHT.add(token)
     try:
         write(tmp)
         replaced = target.exists()
         if replaced:
             os.replace(target, old)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            if replaced:
+                try:
+                    os.replace(old, target)
+                except OSError:
+                    pass  # left beside target for the next recover
+            raise
+        _sync_dir(target.parent)
     finally:
+        _IN_FLIGHT.discard(token)
         shutil.rmtree(tmp, ignore_errors=True)
     if replaced:  # the old folder this call moved aside, never another of that name
         shutil.rmtree(old, ignore_errors=True)
     recover_folder(target)  # and remove what dead saves left
     return target
+
+
+def _sync_dir(folder: Path) -> None:
+    """fsync a folder (its renames reach the disk); skipped where the system refuses."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def recover_folder(target: Path) -> None:

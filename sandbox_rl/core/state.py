@@ -36,7 +36,6 @@ import logging
 import math
 import os
 import re
-import secrets
 import shutil
 import stat
 import time
@@ -57,7 +56,7 @@ from sandbox_rl.core.world import new_env
 from sandbox_rl.enums import TaskType
 from sandbox_rl.envs.state import EnvSnapshot, read_env_state, save_env_state
 from sandbox_rl.run_folders import (STATE_FORMAT, STATE_MANIFEST, is_state_folder, pid_alive,
-                                    sibling_name, state_siblings)
+                                    publish_folder, publishing, state_siblings)
 
 if TYPE_CHECKING:  # the facade imports this module: a real cycle, for the annotation only
     from sandbox_rl.core.self_evolving_oasis import SelfEvolvingOasis
@@ -80,8 +79,6 @@ REQUIRED = ("config.json", "sandbox.json", "tensors.safetensors", "env/env_state
 MAX_INT = 2**53  # counters and steps: exact in JSON and in float64
 MAX_TEMPERATURE = 10.0
 MAX_LORA_RANK = 1024
-# Tokens of the saves running in this process (their temporaries are not stale).
-_IN_FLIGHT: set[str] = set()
 
 
 class StateError(ValueError):
@@ -127,19 +124,7 @@ def save(sandbox: "SelfEvolvingOasis", path: Any) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     recover(target, clean=True)
     check_replaceable(target)
-    token = secrets.token_hex(4)
-    tmp = target.parent / sibling_name(target.name, os.getpid(), token, "tmp")
-    _IN_FLIGHT.add(token)
-    try:
-        tmp.mkdir()
-        _write(sandbox, tmp)
-        _publish(tmp, target, token)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        _IN_FLIGHT.discard(token)
-    return target
+    return publish_folder(target, lambda tmp: _write(sandbox, tmp))
 
 
 def _write(sandbox: "SelfEvolvingOasis", tmp: Path) -> None:
@@ -215,45 +200,11 @@ def check_replaceable(target: Path) -> None:
                          "save_state replaces only a state it wrote")
 
 
-def _publish(tmp: Path, target: Path, token: str) -> None:
-    """Move the finished state into place; an old state is removed only after the new one is.
-    Killed between the renames, the old state waits beside the target for :func:`recover`."""
-    old = None
-    if target.exists():
-        old = target.parent / sibling_name(target.name, os.getpid(), token, "old")
-        os.replace(target, old)
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        if old is not None:
-            try:
-                os.replace(old, target)
-            except OSError:
-                pass  # left for the next load or save of target (recover)
-        raise
-    _sync_dir(target.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _sync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _stale(sibling) -> bool:
     """A temporary no running save owns (its process is gone, or it is this process's and no
     save of this process holds its token)."""
     if sibling.pid == os.getpid():
-        return sibling.token not in _IN_FLIGHT
+        return not publishing(sibling.token)
     return not pid_alive(sibling.pid)
 
 
