@@ -50,7 +50,7 @@ $(CORPUS): envs/corpus.py envs/text_features.py envs/topics.py | $(VADER_SDIST) 
 	$(BIN)/python -m sandbox_rl.envs.corpus prepare --sdist $(VADER_SDIST) --cache $(CACHE)
 
 # ray[rllib] 2.60 pins gymnasium==1.2.2, inside this package's range (docs/design.md, "Pinned stack").
-setup-rllib: $(RLLIB_STAMP)
+setup-rllib: setup $(RLLIB_STAMP)
 
 $(RLLIB_STAMP): $(STAMP)
 	$(PIP) install -e '.[dev,rllib]'
