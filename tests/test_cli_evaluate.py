@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -67,3 +68,10 @@ def test_saved_adapters_dir_loads(tmp_path, capsys) -> None:
     assert main([*BASE, "--adapters", str(tmp_path), "--loop", "closed"]) == 0
     out = capsys.readouterr().out
     assert "trend_prediction" in out and "closed loop" in out
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is not None, reason="ray is installed")
+def test_ray_address_without_ray_names_the_extra(capsys) -> None:
+    assert _exit_status([*BASE, "--adapters", "untrained", "--ray-address", "local"]) == 1
+    err = capsys.readouterr().err
+    assert ".[rllib]" in err and "Traceback" not in err and err.count("\n") == 1

@@ -44,9 +44,9 @@ from sandbox_rl.run_folders import RunInterrupted, read_json, recover_folder
 from sandbox_rl.seeding import derived_seed
 from sandbox_rl.training.common import (EVALUATIONS, RESUME_DIR, check_next_task, config_int,
                                         evaluate_trained_and_untrained, field, finite_tensors,
-                                        interrupted_message, prepare_out_dir, print_evaluations,
-                                        read_resume_point, require, resume_settings,
-                                        save_resume_point, task_in_progress)
+                                        import_optional, interrupted_message, prepare_out_dir,
+                                        print_evaluations, read_resume_point, require,
+                                        resume_settings, save_resume_point, task_in_progress)
 from sandbox_rl.training.configs import FIRST_HELD_OUT_SEED, LLMTrainerConfig
 from sandbox_rl.training.llm_ppo import ppo_settings
 from sandbox_rl.validation import Int, Real, check_fields
@@ -366,6 +366,8 @@ def train_agents(cfg: AgentsConfig, given: set[str] | None = None) -> dict:
     from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
     from sandbox_rl.agents.models import load_model
 
+    if cfg.ray_address is not None:
+        import_optional("ray", "rllib")  # before anything is written or loaded
     if cfg.resume is not None:
         cfg = resume_config(cfg, given)
         out = Path(cfg.out)

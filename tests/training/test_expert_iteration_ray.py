@@ -4,6 +4,7 @@ any worker count; ``train agents --ray-address`` end to end."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -82,3 +83,28 @@ def test_train_agents_on_the_cluster(ray_cluster, tmp_path) -> None:
     for label in ("trained", "untrained"):  # played by the run's Ray actors
         lines = [json.loads(x) for x in (out / f"eval_{label}.jsonl").read_text().splitlines()]
         assert {x["arm"] for x in lines} == {"agents", "heuristic", "random"}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is not None, reason="ray is installed")
+def test_train_agents_ray_address_without_ray_names_the_extra(tmp_path, capsys) -> None:
+    from sandbox_rl.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "agents", "--model", "tiny-llama", "--tasks", TASK, "--minutes",
+                 "0.01", "--quiet", "--ray-address", "local", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert ".[rllib]" in err and "Traceback" not in err
+    assert not out.exists()  # checked before anything is written
+
+
+@pytest.mark.parametrize("argv", [["--workers", "2"],                       # no --ray-address
+                                  ["--ray-address", "local", "--workers", "0"],
+                                  ["--ray-address", " "]])
+def test_train_agents_ray_flags_are_checked(argv, tmp_path, capsys) -> None:
+    from sandbox_rl.cli import main
+
+    assert main(["train", "agents", "--model", "tiny-llama", "--out", str(tmp_path / "r"),
+                 *argv]) == 2
+    err = capsys.readouterr().err
+    assert ("--workers" in err or "--ray-address" in err) and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
