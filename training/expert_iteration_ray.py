@@ -24,9 +24,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
+from safetensors.torch import load, save
+
 from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
+from sandbox_rl.agents.models import load_model
 from sandbox_rl.training.expert_iteration import (GREEDY_BATCH, Proposed, RoundSettings,
                                                   propose)
+from sandbox_rl.training.task_episodes import collect_episode
 from sandbox_rl.validation import require
 
 
@@ -47,8 +52,6 @@ def shares(count: int, workers: int, unit: int = GREEDY_BATCH) -> list[range]:
 
 def weights_bytes(adapters: TaskAdapters, adapter: str) -> bytes:
     """The adapter's weights as safetensors bytes (what travels to the actors)."""
-    from safetensors.torch import save
-
     return save({k: v.detach().cpu().contiguous() for k, v in adapters.state(adapter).items()})
 
 
@@ -69,18 +72,12 @@ class ProposalWorker:
 
     def __init__(self, model: str, names: Sequence[str], rank: int, seed: int,
                  threads: int, worlds: Worlds) -> None:
-        import torch  # in the actor's own process
-
-        from sandbox_rl.agents.models import load_model
-
-        torch.set_num_threads(threads)
+        torch.set_num_threads(threads)  # in the actor's own process
         self.adapters = TaskAdapters(load_model(model), list(names), LoraSettings(rank=rank),
                                      seed)
         self.worlds, self.episodes = worlds, {}
 
     def _state(self, task: str, seed: int, index: int, observation: str) -> tuple:
-        from sandbox_rl.training.task_episodes import collect_episode
-
         if (task, seed) not in self.episodes:
             if len(self.episodes) >= KEPT_WORLDS:
                 self.episodes.pop(next(iter(self.episodes)))
@@ -94,8 +91,6 @@ class ProposalWorker:
 
     def propose(self, adapter: str, weights: bytes, refs: Sequence[tuple], first: int,
                 settings: RoundSettings, round_index: int, seconds_left: float) -> Proposed:
-        from safetensors.torch import load
-
         self.adapters.load_state(adapter, load(weights))
         states = [self._state(*ref) for ref in refs]
         # Deadlines travel as time left: perf_counter values mean nothing on another machine.

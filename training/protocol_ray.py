@@ -16,6 +16,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import torch
+
 from sandbox_rl.training.protocol import (ProtocolConfig, ProtocolReport, WorldScore,
                                           adapter_answerer, check_adapters, load_task_adapters,
                                           report_from, score_world, worlds)
@@ -34,9 +36,7 @@ class WorldScorer:
 
     def __init__(self, config: ProtocolConfig, files: dict[str, bytes] | None, model: str,
                  threads: int) -> None:
-        import torch  # in the worker: the actor's own process
-
-        torch.set_num_threads(threads)
+        torch.set_num_threads(threads)  # in the actor's own process
         with tempfile.TemporaryDirectory(prefix="sandbox_rl_adapters_") as tmp:
             folder = None
             if files is not None:

@@ -32,6 +32,7 @@ from sandbox_rl.enums import TaskType
 from sandbox_rl.training.common import (check_held_out, field, import_optional, prepare_out_dir,
                                         require, save_config)
 from sandbox_rl.training.configs import EnvPPOConfig
+from sandbox_rl.training.ray_runtime import ray_map, ray_session
 
 if TYPE_CHECKING:  # the env stack loads when training starts, so `--help` answers at once
     from sandbox_rl.training.evaluation import EvalReport
@@ -137,7 +138,6 @@ def train(cfg: RLlibConfig) -> TrainResult:
     import_optional("ray", "rllib")
     import_optional("ray.rllib", "rllib")
     import torch  # torch and ray on use: importing this module (the CLI) stays light
-    from sandbox_rl.training.ray_runtime import ray_session
 
     out = prepare_out_dir(cfg.out, cfg.overwrite, "checkpoint")
     save_config(cfg, out / "config.json")
@@ -277,7 +277,6 @@ def evaluate(modules: dict, cfg: RLlibConfig) -> EvalReport:
     # The env stack on use: importing this module (the CLI) stays light.
     from sandbox_rl.envs import oasis_v0
     from sandbox_rl.training.evaluation import evaluate_parallel
-    from sandbox_rl.training.ray_runtime import ray_map
 
     raw = partial(oasis_v0.parallel_env, num_users=cfg.users, max_cycles=cfg.eval_steps)
     env = raw()  # for the action spaces
