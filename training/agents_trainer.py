@@ -90,7 +90,7 @@ class AgentsConfig(LLMTrainerConfig):
     ray_address: str | None = field(None, "propose and score on Ray: the cluster at this address "
                                           "(auto, HOST:PORT) or 'local' (extra rllib)")
     workers: int | None = field(None, "Ray actors proposing and scoring, each with the model "
-                                      "and --threads CPUs (default 2; only with --ray-address)")
+                                      "and --threads CPUs; only with --ray-address (none: 2)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
