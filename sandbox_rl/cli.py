@@ -426,7 +426,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
                           "the worlds in this process)")
     if args.ray_address is not None and not args.ray_address.strip():
         raise _UsageError("argument --ray-address: expected auto, HOST:PORT or local")
-    flags = _config_flags(ProtocolConfig, num_users="--users")
+    flags = _config_flags(ProtocolConfig, num_users="--users", ray_address="--ray-address",
+                          workers="--workers")
     with _user_input(flags):
         config = ProtocolConfig(tasks=tuple(args.tasks),
                                 seeds=tuple(s for part in args.seeds for s in part),

@@ -75,3 +75,14 @@ def test_ray_address_without_ray_names_the_extra(capsys) -> None:
     assert _exit_status([*BASE, "--adapters", "untrained", "--ray-address", "local"]) == 1
     err = capsys.readouterr().err
     assert ".[rllib]" in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_ray_address_nobody_answers_at_is_a_usage_error(capsys) -> None:
+    import socket
+
+    with socket.socket() as s:  # bound, not listening: refused at once
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+        assert _exit_status([*BASE, "--adapters", "untrained", "--ray-address", address]) == 2
+    err = capsys.readouterr().err
+    assert "--ray-address" in err and "nothing answers there" in err and err.count("\n") == 1

@@ -49,6 +49,7 @@ from sandbox_rl.training.common import (EVALUATIONS, RESUME_DIR, check_next_task
                                         resume_settings, save_resume_point, task_in_progress)
 from sandbox_rl.training.configs import FIRST_HELD_OUT_SEED, LLMTrainerConfig
 from sandbox_rl.training.llm_ppo import ppo_settings
+from sandbox_rl.training.ray_runtime import check_address
 from sandbox_rl.validation import Int, Real, check_fields
 
 ALL_TASKS = tuple(t.value for t in TaskType)
@@ -366,8 +367,9 @@ def train_agents(cfg: AgentsConfig, given: set[str] | None = None) -> dict:
     from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
     from sandbox_rl.agents.models import load_model
 
-    if cfg.ray_address is not None:
-        import_optional("ray", "rllib")  # before anything is written or loaded
+    if cfg.ray_address is not None:  # before anything is written or loaded
+        check_address(_address(cfg), "ray_address")
+        import_optional("ray", "rllib")
     if cfg.resume is not None:
         cfg = resume_config(cfg, given)
         out = Path(cfg.out)
@@ -444,14 +446,20 @@ def _on_ray(cfg: AgentsConfig):
     from sandbox_rl.training.expert_iteration_ray import RayProposer, Worlds
     from sandbox_rl.training.ray_runtime import ray_session
 
-    address = None if cfg.ray_address == "local" else cfg.ray_address
-    with ray_session(address, cfg.threads, None if address else _workers(cfg) * cfg.threads):
+    address = _address(cfg)
+    with ray_session(address, cfg.threads, None if address else _workers(cfg) * cfg.threads,
+                     field="ray_address"):
         yield RayProposer(_workers(cfg), cfg.model, cfg.tasks, cfg.lora_rank, cfg.seed,
                           cfg.threads, Worlds(cfg.world_steps, cfg.users))
 
 
 def _workers(cfg: AgentsConfig) -> int:
     return cfg.workers or 2
+
+
+def _address(cfg: AgentsConfig) -> str | None:
+    """The cluster's address; None for a local Ray (``--ray-address local``)."""
+    return None if cfg.ray_address == "local" else cfg.ray_address
 
 
 def _train_task(adapters, task: str, cfg: AgentsConfig, out: Path, trained: Trained, rounds,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -37,6 +38,7 @@ from sandbox_rl.validation import require
 SHIPPED_CACHE = "sandbox_rl_cache"
 CORPUS_FILE = "tweets.npz"  # envs/corpus.py's CORPUS_FILE (the env stack is not imported here)
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+CONNECT_TIMEOUT_S = 5.0
 # pyproject.toml's [tool.setuptools] packages (tests/training/test_ray_runtime.py checks it).
 PACKAGES = ("sandbox_rl", "sandbox_rl.core", "sandbox_rl.core.strategies", "sandbox_rl.envs",
             "sandbox_rl.agents", "sandbox_rl.training")
@@ -74,17 +76,37 @@ def runtime_env(staged: Path, threads: int) -> dict:
                          **{var: str(threads) for var in THREAD_VARS}}}
 
 
+def check_address(address: str | None, field: str = "address") -> None:
+    """ValueError naming ``field`` unless ``address`` is None, ``auto``, ``ray://HOST:PORT`` or
+    a ``HOST:PORT`` that accepts a connection within :data:`CONNECT_TIMEOUT_S` (``ray.init``
+    itself keeps retrying an address nobody answers at for minutes)."""
+    if address is None:
+        return
+    text = str(address).strip()
+    require(bool(text), field, address, "a Ray address: auto, HOST:PORT or ray://HOST:PORT")
+    if text == "auto" or text.startswith("ray://"):
+        return
+    host, _, port = text.rpartition(":")
+    require(bool(host) and port.isdigit() and 0 < int(port) < 65536, field, address,
+            "a Ray address: auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as err:
+        require(False, field, address, f"the address of a running Ray cluster (nothing "
+                                       f"answers there: {err})")
+
+
 @contextlib.contextmanager
 def ray_session(address: str | None, threads: int, num_cpus: int | None = None,
-                extra: str = "rllib") -> Iterator[dict]:
+                extra: str = "rllib", field: str = "address") -> Iterator[dict]:
     """``ray.init`` with the package shipped (:func:`runtime_env`); shut down on exit.
 
     ``address`` None starts a local Ray with ``num_cpus`` CPUs (default all); otherwise the
-    driver joins that cluster (``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``).
+    driver joins that cluster (``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``; checked by
+    :func:`check_address`, errors naming ``field``).
     """
-    require(address is None or bool(str(address).strip()), "address", address,
-            "a Ray address such as auto, HOST:PORT or ray://HOST:PORT")
     require(threads >= 1, "threads", threads, "an integer >= 1")
+    check_address(address, field)
     ray = import_optional("ray", extra)
     if ray.is_initialized():
         raise RuntimeError("Ray is already initialised in this process; shut it down first "

@@ -32,7 +32,7 @@ from sandbox_rl.enums import TaskType
 from sandbox_rl.training.common import (check_held_out, field, import_optional, prepare_out_dir,
                                         require, save_config)
 from sandbox_rl.training.configs import EnvPPOConfig
-from sandbox_rl.training.ray_runtime import ray_map, ray_session
+from sandbox_rl.training.ray_runtime import check_address, ray_map, ray_session
 
 if TYPE_CHECKING:  # the env stack loads when training starts, so `--help` answers at once
     from sandbox_rl.training.evaluation import EvalReport
@@ -139,6 +139,7 @@ def train(cfg: RLlibConfig) -> TrainResult:
     import_optional("ray.rllib", "rllib")
     import torch  # torch and ray on use: importing this module (the CLI) stays light
 
+    check_address(cfg.address)  # before anything is written
     out = prepare_out_dir(cfg.out, cfg.overwrite, "checkpoint")
     save_config(cfg, out / "config.json")
     torch.set_num_threads(cfg.threads)

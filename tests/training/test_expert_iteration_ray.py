@@ -99,7 +99,8 @@ def test_train_agents_ray_address_without_ray_names_the_extra(tmp_path, capsys) 
 
 @pytest.mark.parametrize("argv", [["--workers", "2"],                       # no --ray-address
                                   ["--ray-address", "local", "--workers", "0"],
-                                  ["--ray-address", " "]])
+                                  ["--ray-address", " "],
+                                  ["--ray-address", "nohost:99999"]])
 def test_train_agents_ray_flags_are_checked(argv, tmp_path, capsys) -> None:
     from sandbox_rl.cli import main
 

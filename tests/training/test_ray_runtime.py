@@ -5,6 +5,7 @@ as the serial loop does."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import tomllib
@@ -13,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from sandbox_rl.training.ray_runtime import (PACKAGES, SHIPPED_CACHE, THREAD_VARS, ray_map,
-                                             ray_session, runtime_env, stage_package)
+from sandbox_rl.training.ray_runtime import (PACKAGES, SHIPPED_CACHE, THREAD_VARS, check_address,
+                                             ray_map, ray_session, runtime_env, stage_package)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,6 +60,23 @@ def test_bad_address_and_threads_are_named() -> None:
     with pytest.raises(ValueError, match="threads"):
         with ray_session(None, threads=0):
             pass
+
+
+@pytest.mark.parametrize("address", ["10.0.0.1", "host:port", ":6379", "h:70000"])
+def test_malformed_address_is_named(address) -> None:
+    with pytest.raises(ValueError, match="ray_address"):
+        check_address(address, "ray_address")
+
+
+def test_address_nobody_answers_at_fails_at_once() -> None:
+    """``ray.init`` would retry it for minutes."""
+    with socket.socket() as s:  # a port bound but not listening: connections are refused
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+        with pytest.raises(ValueError, match="nothing answers there"):
+            check_address(address)
+    check_address(None)
+    check_address("auto")  # ray.init resolves and checks it itself
 
 
 @pytest.mark.cluster
