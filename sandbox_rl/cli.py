@@ -22,12 +22,14 @@ evolve by the chosen strategy, and the run folder gets the logs, the saved state
 
 ``sandbox-rl evaluate --adapters DIR|untrained [--tasks all|T1 T2 ...] [--seeds 1000-1019]
 [--steps N] [--loop open|closed] [--users N] [--recsys R] [--sampled K] [--model NAME]
-[--threads N] [--json] [--out FILE]`` runs the held-out evaluation protocol of
-``sandbox_rl.training.protocol``, the one every figure uses: per task and world seed, the
-adapters' greedy answers (and, with ``--sampled K``, K sampled ones), the heuristic and a
-random action are scored on the same env steps (open loop: the measured task's no-op world;
-closed loop: the world the agent's answers drive). It prints a table (on stderr with
-``--json``, which prints one JSON line per task and arm on stdout); ``--out`` saves the lines.
+[--threads N] [--ray-address A --workers N] [--json] [--out FILE]`` runs the held-out
+evaluation protocol of ``sandbox_rl.training.protocol``, the one every figure uses: per task and
+world seed, the adapters' greedy answers (and, with ``--sampled K``, K sampled ones), the
+heuristic and a random action are scored on the same env steps (open loop: the measured task's
+no-op world; closed loop: the world the agent's answers drive). It prints a table (on stderr
+with ``--json``, which prints one JSON line per task and arm on stdout); ``--out`` saves the
+lines. ``--ray-address`` plays the worlds on Ray workers (as ``train agents --ray-address``
+proposes and scores there, and ``train rllib --address`` samples there).
 
 ``sandbox-rl evolve --checkpoint-every N`` keeps checkpoints of a long run; Ctrl-C during
 ``evolve`` or ``train agents|llm-ppo`` saves what is finished and exits with status 130 and one
