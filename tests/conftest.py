@@ -3,6 +3,7 @@
 import os
 
 import pytest
+from ray_cluster import AUTH_VARS, RayCluster
 
 from sandbox_rl.allocator import keep_freed_memory
 
@@ -20,8 +21,6 @@ def ray_cluster():
     so its own test helper refreshes that cache both ways)."""
     pytest.importorskip("ray")
     from ray._private.authentication_test_utils import reset_auth_token_state
-
-    from ray_cluster import AUTH_VARS, RayCluster
 
     cluster = RayCluster.start()
     saved = {var: os.environ.get(var) for var in AUTH_VARS}
