@@ -60,7 +60,8 @@ BEST = "best.safetensors"
 EXAMPLES = "examples.json"
 PHASES = ("rounds", "ppo")  # what a task in progress does next
 # Settings a resumed run may change (the others decide what it trains).
-FREE_ON_RESUME = ("minutes", "threads", "quiet", "ray_address", "workers")
+FREE_ON_RESUME = ("minutes", "threads", "quiet", "ray_address", "workers", "worker_threads")
+RUNS_WHERE = ("ray_address", "workers", "worker_threads")  # the command's, never the saved run's
 
 
 @dataclass(kw_only=True)
@@ -91,7 +92,11 @@ class AgentsConfig(LLMTrainerConfig):
     ray_address: str | None = field(None, "propose and score on Ray: the cluster at this address "
                                           "(auto, HOST:PORT) or 'local' (extra rllib)")
     workers: int | None = field(None, "Ray actors proposing and scoring, each with the model "
-                                      "and --threads CPUs; only with --ray-address (none: 2)")
+                                      "and --worker-threads CPUs; only with --ray-address "
+                                      "(none: 2)")
+    worker_threads: int | None = field(None, "torch threads of each Ray actor; only with "
+                                             "--ray-address (none: --threads, which the "
+                                             "learner in this process keeps)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -109,9 +114,11 @@ class AgentsConfig(LLMTrainerConfig):
         require(0 <= self.ppo_share < 1, "ppo_share", self.ppo_share, "in [0, 1)")
         require(self.ray_address is None or bool(str(self.ray_address).strip()), "ray_address",
                 self.ray_address, "auto, HOST:PORT, ray://HOST:PORT or local")
-        require(self.workers is None or (self.ray_address is not None and
-                                         config_int(1).accepts(self.workers)),
-                "workers", self.workers, "an integer >= 1, with --ray-address")
+        for name in ("workers", "worker_threads"):
+            value = getattr(self, name)
+            require(value is None or (self.ray_address is not None and
+                                      config_int(1).accepts(value)),
+                    name, value, "an integer >= 1, with --ray-address")
         for name in ("temperature", "ppo_learning_rate"):
             require(getattr(self, name) > 0, name, getattr(self, name), "> 0")
         self.validation_seeds = tuple(self.validation_seeds)
@@ -267,7 +274,7 @@ def resume_config(cfg: AgentsConfig, given: set[str] | None = None) -> AgentsCon
         _in_progress(cfg.resume, point[0], point[1], config)
     resumed = resume_settings(cfg, config, run, given, FREE_ON_RESUME)
     # Where it runs is the command's, never the saved run's (its cluster may be gone).
-    return replace(resumed, ray_address=cfg.ray_address, workers=cfg.workers)
+    return replace(resumed, **{name: getattr(cfg, name) for name in RUNS_WHERE})
 
 
 def _in_progress(run: str, folder: Path, state: dict, config: AgentsConfig) -> InProgress | None:
@@ -446,15 +453,19 @@ def _on_ray(cfg: AgentsConfig):
     from sandbox_rl.training.expert_iteration_ray import RayProposer, Worlds
     from sandbox_rl.training.ray_runtime import ray_session
 
-    address = _address(cfg)
-    with ray_session(address, cfg.threads, None if address else _workers(cfg) * cfg.threads,
+    address, threads = _address(cfg), _worker_threads(cfg)
+    with ray_session(address, threads, None if address else _workers(cfg) * threads,
                      field="ray_address"):
         yield RayProposer(_workers(cfg), cfg.model, cfg.tasks, cfg.lora_rank, cfg.seed,
-                          cfg.threads, Worlds(cfg.world_steps, cfg.users))
+                          threads, Worlds(cfg.world_steps, cfg.users))
 
 
 def _workers(cfg: AgentsConfig) -> int:
     return cfg.workers or 2
+
+
+def _worker_threads(cfg: AgentsConfig) -> int:
+    return cfg.worker_threads or cfg.threads
 
 
 def _address(cfg: AgentsConfig) -> str | None:
@@ -599,7 +610,8 @@ def _evaluate(adapters, cfg: AgentsConfig, out: Path, on_ray: bool = False) -> d
 
     reports = {}
     for label, folder in (("trained", out / "adapters"), ("untrained", None)):
-        reports[label] = play_on_ray(config, folder, cfg.model, _workers(cfg), cfg.threads)
+        reports[label] = play_on_ray(config, folder, cfg.model, _workers(cfg),
+                                     _worker_threads(cfg))
         reports[label].save(out / f"eval_{label}.jsonl")
     return reports
 

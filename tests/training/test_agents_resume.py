@@ -97,10 +97,10 @@ def test_agents_resume_runs_where_the_command_says(tmp_path, fake_training):
     assert main([*AGENTS, "--out", str(out)]) == 130
     state_file = out / "resume" / "state.json"
     state = json.loads(state_file.read_text())
-    state["config"].update(ray_address="10.0.0.9:6379", workers=4)
+    state["config"].update(ray_address="10.0.0.9:6379", workers=4, worker_threads=2)
     state_file.write_text(json.dumps(state))
     here = agents_trainer.resume_config(agents_trainer.AgentsConfig(resume=str(out)), set())
-    assert here.ray_address is None and here.workers is None
+    assert here.ray_address is None and here.workers is None and here.worker_threads is None
     there = agents_trainer.resume_config(
         agents_trainer.AgentsConfig(resume=str(out), ray_address="local", workers=2),
         {"ray_address", "workers"})

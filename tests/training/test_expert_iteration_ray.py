@@ -75,7 +75,8 @@ def test_train_agents_on_the_cluster(ray_cluster, tmp_path) -> None:
                  "0.05", "--users", "200", "--world-steps", "2", "--validation-seeds", "900",
                  "--eval-seeds", "1000", "--eval-steps", "2", "--threads", "1", "--quiet",
                  "--states-per-round", "4", "--samples", "1", "--ray-address",
-                 ray_cluster.address, "--workers", "2", "--out", str(out)]) == 0
+                 ray_cluster.address, "--workers", "2", "--worker-threads", "1",
+                 "--out", str(out)]) == 0
     log = json.loads((out / "training.json").read_text())
     rounds = log["tasks"][TASK]["rounds"]
     assert rounds and rounds[0]["states"] > 0 and rounds[0]["candidates"] >= rounds[0]["states"]
@@ -97,15 +98,19 @@ def test_train_agents_ray_address_without_ray_names_the_extra(tmp_path, capsys) 
     assert not out.exists()  # checked before anything is written
 
 
-@pytest.mark.parametrize("argv", [["--workers", "2"],                       # no --ray-address
-                                  ["--ray-address", "local", "--workers", "0"],
-                                  ["--ray-address", " "],
-                                  ["--ray-address", "nohost:99999"]])
-def test_train_agents_ray_flags_are_checked(argv, tmp_path, capsys) -> None:
+@pytest.mark.parametrize(("argv", "flag"), [
+    (["--workers", "2"], "--workers"),                                   # no --ray-address
+    (["--ray-address", "local", "--workers", "0"], "--workers"),
+    (["--ray-address", " "], "--ray-address"),
+    (["--ray-address", "nohost:99999"], "--ray-address"),
+    (["--worker-threads", "1"], "--worker-threads"),                     # no --ray-address
+    (["--ray-address", "local", "--worker-threads", "0"], "--worker-threads"),
+])
+def test_train_agents_ray_flags_are_checked(argv, flag, tmp_path, capsys) -> None:
     from sandbox_rl.cli import main
 
     assert main(["train", "agents", "--model", "tiny-llama", "--out", str(tmp_path / "r"),
                  *argv]) == 2
     err = capsys.readouterr().err
-    assert ("--workers" in err or "--ray-address" in err) and err.count("\n") == 1
+    assert f"argument {flag}:" in err and err.count("\n") == 1
     assert not (tmp_path / "r").exists()
