@@ -5,8 +5,8 @@ with one CPU, its own temporary folder, free ports and token authentication on (
 ``ray start`` turns it on; a node joins only with ``RAY_AUTH_MODE=token`` and the cluster's
 ``RAY_AUTH_TOKEN``, which this test process also sets for its driver). Stopping sends SIGTERM to
 exactly those two processes: ``ray start --block`` then stops the Ray processes it started
-(GCS, raylet and their workers), measured below; never ``ray stop``, which stops every Ray on
-the machine.
+(GCS, raylet and their workers; measured: none is left, within two seconds); never ``ray stop``,
+which stops every Ray on the machine.
 
 Measured with Ray 2.60 on Linux: ``--node-ip-address 127.0.0.1`` is passed as asked, but Ray
 advertises the host's reachable address instead (``services.resolve_ip_for_localhost``; the
