@@ -298,10 +298,10 @@ def _report(args, config, folder: Path | None):
 
         return evaluate_run(config, folder, args.model)
     from sandbox_rl.training.protocol_ray import evaluate_run_on_ray
+    from sandbox_rl.training.ray_runtime import DEFAULT_WORKERS
 
-    address = None if args.ray_address == "local" else args.ray_address
-    return evaluate_run_on_ray(config, folder, args.model, address, args.workers or 2,
-                               args.threads)
+    return evaluate_run_on_ray(config, folder, args.model, args.ray_address,
+                               args.workers or DEFAULT_WORKERS, args.threads)
 
 
 # ----------------------------------------------------------------------------- gradient_based

@@ -24,6 +24,7 @@ import time
 import torch
 
 from sandbox_rl.allocator import keep_freed_memory
+from sandbox_rl.training.ray_runtime import LOCAL, ray_session
 
 
 def _key(p) -> tuple:
@@ -34,7 +35,7 @@ def _key(p) -> tuple:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--ray-address", default="local")
+    p.add_argument("--ray-address", default=LOCAL)
     p.add_argument("--model", default="embedded")
     p.add_argument("--task", default="trend_prediction")
     p.add_argument("--states", type=int, default=16)
@@ -51,7 +52,6 @@ def main(argv=None) -> None:
     from sandbox_rl.training import expert_iteration as ei
     from sandbox_rl.training.agents_trainer import TrainingWorlds
     from sandbox_rl.training.expert_iteration_ray import RayProposer, Worlds
-    from sandbox_rl.training.ray_runtime import ray_session
 
     keep_freed_memory()
     torch.set_num_threads(args.threads)
@@ -64,11 +64,9 @@ def main(argv=None) -> None:
               "samples": args.samples, "draws": args.draws, "users": args.users,
               "threads": args.threads}
 
-    address = None if args.ray_address == "local" else args.ray_address
-
     def line(mode: str, workers: int, seconds: float, proposed, same: bool | None) -> None:
         print(json.dumps({**common, "mode": mode, "workers": workers,
-                          "ray": None if not workers else "local" if address is None
+                          "ray": None if not workers else "local" if args.ray_address == LOCAL
                           else "cluster",
                           "candidates": proposed.candidates, "seconds": round(seconds, 2),
                           "candidates_per_s": round(proposed.candidates / seconds, 3),
@@ -79,7 +77,7 @@ def main(argv=None) -> None:
     serial = ei.propose(adapters, args.task, states, settings, 0)
     line("in-process", 0, time.perf_counter() - t0, serial, None)
     for workers in args.workers:
-        with ray_session(address, args.threads, None if address else workers * args.threads):
+        with ray_session(args.ray_address, args.threads, workers * args.threads):
             proposer = RayProposer(workers, args.model, [args.task], 8, args.seed,
                                    args.threads, Worlds(args.world_steps, args.users))
             proposer(adapters, args.task, others(ei.GREEDY_BATCH * workers), warm, 0)

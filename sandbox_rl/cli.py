@@ -464,10 +464,10 @@ def _evaluate(config, adapters: str | None, args: argparse.Namespace):
     if args.ray_address is None:
         return evaluate_run(config, adapters, args.model)
     from sandbox_rl.training.protocol_ray import evaluate_run_on_ray
+    from sandbox_rl.training.ray_runtime import DEFAULT_WORKERS
 
-    address = None if args.ray_address == "local" else args.ray_address
-    return evaluate_run_on_ray(config, adapters, args.model, address, args.workers or 2,
-                               args.threads)
+    return evaluate_run_on_ray(config, adapters, args.model, args.ray_address,
+                               args.workers or DEFAULT_WORKERS, args.threads)
 
 
 # ---------------------------------------------------------------------- train

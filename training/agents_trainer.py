@@ -49,7 +49,7 @@ from sandbox_rl.training.common import (EVALUATIONS, RESUME_DIR, check_next_task
                                         resume_settings, save_resume_point, task_in_progress)
 from sandbox_rl.training.configs import FIRST_HELD_OUT_SEED, LLMTrainerConfig
 from sandbox_rl.training.llm_ppo import ppo_settings
-from sandbox_rl.training.ray_runtime import check_address
+from sandbox_rl.training.ray_runtime import DEFAULT_WORKERS, check_address
 from sandbox_rl.validation import Int, Real, check_fields
 
 ALL_TASKS = tuple(t.value for t in TaskType)
@@ -375,7 +375,7 @@ def train_agents(cfg: AgentsConfig, given: set[str] | None = None) -> dict:
     from sandbox_rl.agents.models import load_model
 
     if cfg.ray_address is not None:  # before anything is written or loaded
-        check_address(_address(cfg), "ray_address")
+        check_address(cfg.ray_address, "ray_address")
         import_optional("ray", "rllib")
     if cfg.resume is not None:
         cfg = resume_config(cfg, given)
@@ -453,24 +453,18 @@ def _on_ray(cfg: AgentsConfig):
     from sandbox_rl.training.expert_iteration_ray import RayProposer, Worlds
     from sandbox_rl.training.ray_runtime import ray_session
 
-    address, threads = _address(cfg), _worker_threads(cfg)
-    with ray_session(address, threads, None if address else _workers(cfg) * threads,
-                     field="ray_address"):
+    threads = _worker_threads(cfg)
+    with ray_session(cfg.ray_address, threads, _workers(cfg) * threads, field="ray_address"):
         yield RayProposer(_workers(cfg), cfg.model, cfg.tasks, cfg.lora_rank, cfg.seed,
                           threads, Worlds(cfg.world_steps, cfg.users))
 
 
 def _workers(cfg: AgentsConfig) -> int:
-    return cfg.workers or 2
+    return cfg.workers or DEFAULT_WORKERS
 
 
 def _worker_threads(cfg: AgentsConfig) -> int:
     return cfg.worker_threads or cfg.threads
-
-
-def _address(cfg: AgentsConfig) -> str | None:
-    """The cluster's address; None for a local Ray (``--ray-address local``)."""
-    return None if cfg.ray_address == "local" else cfg.ray_address
 
 
 def _train_task(adapters, task: str, cfg: AgentsConfig, out: Path, trained: Trained, rounds,
@@ -604,16 +598,13 @@ def _evaluate(adapters, cfg: AgentsConfig, out: Path, on_ray: bool = False) -> d
 
     config = ProtocolConfig(tasks=cfg.tasks, seeds=cfg.eval_seeds, steps=cfg.eval_steps,
                             users=cfg.users, seed=cfg.seed)
-    if not on_ray:
-        return evaluate_trained_and_untrained(adapters, config, out, cfg.model)
-    from sandbox_rl.training.protocol_ray import play_on_ray
+    elsewhere = None
+    if on_ray:
+        from sandbox_rl.training.protocol_ray import play_on_ray
 
-    reports = {}
-    for label, folder in (("trained", out / "adapters"), ("untrained", None)):
-        reports[label] = play_on_ray(config, folder, cfg.model, _workers(cfg),
-                                     _worker_threads(cfg))
-        reports[label].save(out / f"eval_{label}.jsonl")
-    return reports
+        def elsewhere(folder):
+            return play_on_ray(config, folder, cfg.model, _workers(cfg), _worker_threads(cfg))
+    return evaluate_trained_and_untrained(adapters, config, out, cfg.model, elsewhere=elsewhere)
 
 
 def train(cfg: AgentsConfig, given: set[str] | None = None):

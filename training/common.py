@@ -286,21 +286,28 @@ EVALUATIONS = ("eval_trained.jsonl", "eval_untrained.jsonl")
 
 
 def evaluate_trained_and_untrained(adapters: Any, config: Any, out: Path, model: str,
-                                   sampled_temperature: float = 0.0) -> dict:
+                                   sampled_temperature: float = 0.0,
+                                   elsewhere: Callable[[Path | None], Any] | None = None
+                                   ) -> dict:
     """The evaluation protocol (``training/protocol.py``) under ``config`` (a
     ``ProtocolConfig``) for the trained ``adapters`` (saved in ``out/adapters``) and the
     untrained ones (the base model) on the same worlds; each report saved in ``out`` as
     :data:`EVALUATIONS` says. ``sampled_temperature`` (0: the protocol's own): the temperature
-    of the sampled arm, for adapters whose rollouts sampled at it."""
+    of the sampled arm, for adapters whose rollouts sampled at it. ``elsewhere(folder)``: the
+    report of the adapters saved in ``folder`` (None: untrained) played outside this process
+    (``protocol_ray.play_on_ray``), instead of by ``adapters`` here."""
     # Heavy (torch, peft): on use, so importing this module (the CLI) stays light.
     from sandbox_rl.training.protocol import adapter_answerer, run_protocol
 
     reports = {}
     for label, untrained in (("trained", False), ("untrained", True)):
-        answer = _sampled_at(adapter_answerer(adapters, untrained=untrained),
-                             sampled_temperature)
-        reports[label] = run_protocol(config, answer, "untrained" if untrained
-                                      else str(out / "adapters"), model)
+        if elsewhere is not None:
+            reports[label] = elsewhere(None if untrained else out / "adapters")
+        else:
+            answer = _sampled_at(adapter_answerer(adapters, untrained=untrained),
+                                 sampled_temperature)
+            reports[label] = run_protocol(config, answer, "untrained" if untrained
+                                          else str(out / "adapters"), model)
         reports[label].save(out / f"eval_{label}.jsonl")
     return reports
 

@@ -21,7 +21,7 @@ import torch
 from sandbox_rl.training.protocol import (ProtocolConfig, ProtocolReport, WorldScore,
                                           adapter_answerer, check_adapters, load_task_adapters,
                                           report_from, score_world, worlds)
-from sandbox_rl.training.ray_runtime import check_address, ray_session
+from sandbox_rl.training.ray_runtime import ray_session
 from sandbox_rl.validation import require
 
 
@@ -54,13 +54,11 @@ class WorldScorer:
 def evaluate_run_on_ray(config: ProtocolConfig, adapters: str | Path | None, model: str,
                         address: str | None, workers: int, threads: int = 1) -> ProtocolReport:
     """:func:`protocol.evaluate_run` with the worlds played by ``workers`` Ray actors of
-    ``threads`` CPUs each, on the cluster at ``address`` (None: a local Ray of
-    ``workers * threads`` CPUs)."""
+    ``threads`` CPUs each, on the cluster at ``address`` (None or ``local``: a Ray on this
+    machine of ``workers * threads`` CPUs)."""
     require(workers >= 1, "workers", workers, "an integer >= 1")
-    check_address(address, "ray_address")
     folder = None if adapters is None else check_adapters(adapters, config.tasks)
-    with ray_session(address, threads, None if address else workers * threads,
-                     field="ray_address"):
+    with ray_session(address, threads, workers * threads, field="ray_address"):
         return play_on_ray(config, folder, model, workers, threads)
 
 

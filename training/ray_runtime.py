@@ -39,6 +39,8 @@ SHIPPED_CACHE = "sandbox_rl_cache"
 CORPUS_FILE = "tweets.npz"  # envs/corpus.py's CORPUS_FILE (the env stack is not imported here)
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 CONNECT_TIMEOUT_S = 5.0
+LOCAL = "local"  # the address of a Ray started on this machine (as address None)
+DEFAULT_WORKERS = 2  # Ray actors of the commands' --workers when not given
 # pyproject.toml's [tool.setuptools] packages (tests/training/test_ray_runtime.py checks it).
 PACKAGES = ("sandbox_rl", "sandbox_rl.core", "sandbox_rl.core.strategies", "sandbox_rl.envs",
             "sandbox_rl.agents", "sandbox_rl.training")
@@ -77,10 +79,11 @@ def runtime_env(staged: Path, threads: int) -> dict:
 
 
 def check_address(address: str | None, field: str = "address") -> None:
-    """ValueError naming ``field`` unless ``address`` is None, ``auto``, ``ray://HOST:PORT`` or
-    a ``HOST:PORT`` that accepts a connection within :data:`CONNECT_TIMEOUT_S` (``ray.init``
-    itself keeps retrying an address nobody answers at for minutes)."""
-    if address is None:
+    """ValueError naming ``field`` unless ``address`` is None, ``local``, ``auto``,
+    ``ray://HOST:PORT`` or a ``HOST:PORT`` that accepts a connection within
+    :data:`CONNECT_TIMEOUT_S` (``ray.init`` itself keeps retrying an address nobody answers at
+    for minutes)."""
+    if address is None or address == LOCAL:
         return
     text = str(address).strip()
     require(bool(text), field, address, "a Ray address: auto, HOST:PORT or ray://HOST:PORT")
@@ -101,9 +104,10 @@ def ray_session(address: str | None, threads: int, num_cpus: int | None = None,
                 extra: str = "rllib", field: str = "address") -> Iterator[dict]:
     """``ray.init`` with the package shipped (:func:`runtime_env`); shut down on exit.
 
-    ``address`` None starts a local Ray with ``num_cpus`` CPUs (default all); otherwise the
-    driver joins that cluster (``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``; checked by
-    :func:`check_address`, errors naming ``field``).
+    ``address`` None or ``local`` starts a Ray on this machine with ``num_cpus`` CPUs (default
+    all); otherwise the driver joins that cluster (``auto``, ``HOST:PORT`` or
+    ``ray://HOST:PORT``; checked by :func:`check_address`, errors naming ``field``), whose nodes
+    declare their own CPUs (``num_cpus`` is not used).
     """
     require(threads >= 1, "threads", threads, "an integer >= 1")
     check_address(address, field)
@@ -113,7 +117,7 @@ def ray_session(address: str | None, threads: int, num_cpus: int | None = None,
                            "(ray.shutdown()) so the run can ship the package to its workers")
     with tempfile.TemporaryDirectory(prefix="sandbox_rl_ray_") as tmp:
         env = runtime_env(stage_package(Path(tmp)), threads)
-        if address is None:
+        if address is None or address == LOCAL:
             ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
                      runtime_env=env)
         else:
