@@ -402,14 +402,45 @@ def _sync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def recover_folder(target: Path) -> None:
-    """Undo a :func:`publish_folder` that died between its renames (the old folder back at
-    ``target``) and remove the temporaries of publishes whose process is gone."""
+def stale(sibling: Sibling) -> bool:
+    """A temporary no running publish owns: its process is gone, or it is this process's and no
+    publish of this process holds its token."""
+    if sibling.pid == os.getpid():
+        return not publishing(sibling.token)
+    return not pid_alive(sibling.pid)
+
+
+def recover_folder(target: Path, clean: bool = True,
+                   intact: Callable[[Path], bool] | None = None) -> Path | None:
+    """Undo a :func:`publish_folder` that died between its renames and (``clean``) remove the
+    temporaries no running publish owns (:func:`stale`).
+
+    With nothing at ``target``, the newest whole folder a dead publish left beside it is put
+    back, a moved-aside old one first. A finished temporary qualifies too when ``intact`` can
+    tell a whole folder from a half-written one (a sandbox state checks its manifest's
+    checksums); without ``intact`` only an old one does, which was whole when it was moved.
+    An old one is removed only once a folder is at ``target``: it may be the only copy.
+    Returns the path of the sibling put back, if any."""
     target = Path(target)
-    for sibling in sorted(state_siblings(target), key=lambda s: s.kind == "tmp"):
-        if pid_alive(sibling.pid):  # this process's, or another's still running
-            continue
-        if sibling.kind == "old" and not target.exists():
-            os.replace(sibling.path, target)
-        else:
-            shutil.rmtree(sibling.path, ignore_errors=True)
+    left = [s for s in state_siblings(target) if stale(s)]
+    restored = None
+    if not target.exists() and not target.is_symlink():
+        for candidate in sorted(left, key=lambda s: (s.kind == "old", _mtime(s.path)),
+                                reverse=True):
+            if intact(candidate.path) if intact is not None else candidate.kind == "old":
+                os.replace(candidate.path, target)
+                left.remove(candidate)
+                restored = candidate.path
+                break
+    if clean:
+        for s in left:
+            if s.kind == "tmp" or target.exists():
+                shutil.rmtree(s.path, ignore_errors=True)
+    return restored
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0

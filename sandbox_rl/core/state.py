@@ -36,7 +36,6 @@ import logging
 import math
 import os
 import re
-import shutil
 import stat
 import time
 import zipfile
@@ -55,8 +54,8 @@ from sandbox_rl.core.pool import RECENT, slug
 from sandbox_rl.core.world import new_env
 from sandbox_rl.enums import TaskType
 from sandbox_rl.envs.state import EnvSnapshot, read_env_state, save_env_state
-from sandbox_rl.run_folders import (STATE_FORMAT, STATE_MANIFEST, is_state_folder, pid_alive,
-                                    publish_folder, publishing, state_siblings)
+from sandbox_rl.run_folders import (STATE_FORMAT, STATE_MANIFEST, is_state_folder,
+                                    publish_folder, recover_folder)
 
 if TYPE_CHECKING:  # the facade imports this module: a real cycle, for the annotation only
     from sandbox_rl.core.self_evolving_oasis import SelfEvolvingOasis
@@ -200,45 +199,23 @@ def check_replaceable(target: Path) -> None:
                          "save_state replaces only a state it wrote")
 
 
-def _stale(sibling) -> bool:
-    """A temporary no running save owns (its process is gone, or it is this process's and no
-    save of this process holds its token)."""
-    if sibling.pid == os.getpid():
-        return not publishing(sibling.token)
-    return not pid_alive(sibling.pid)
-
-
 def recover(target: Path, clean: bool = False) -> None:
     """Undo a save killed between the renames of its publish step: with no state at
-    ``target``, put back the newest whole state a dead save left beside it (the moved-aside
-    old one first, else a finished temporary). ``clean``: then remove the other temporaries
-    of dead saves."""
-    stale = [s for s in state_siblings(target) if _stale(s)]
-    if not stale:
-        return
-    if not target.exists() and not target.is_symlink():
-        by_age = sorted(stale, key=lambda s: (s.kind == "old", _mtime(s.path)), reverse=True)
-        for candidate in by_age:
-            try:
-                verify(candidate.path)
-            except (ValueError, OSError):  # StateError is a ValueError
-                continue
-            os.replace(candidate.path, target)
-            log.warning("restored the state at %s from %s, left by an interrupted save",
-                        target, candidate.path.name)
-            stale.remove(candidate)
-            break
-    if clean:  # an old state only once a state is in place: it may be the only copy
-        for s in stale:
-            if s.kind == "tmp" or target.exists():
-                shutil.rmtree(s.path, ignore_errors=True)
+    ``target``, put back the newest whole state (its checksums verified) a dead save left
+    beside it, the moved-aside old one first. ``clean``: then remove the other temporaries of
+    dead saves (``run_folders.recover_folder``, the rule every published folder follows)."""
+    restored = recover_folder(target, clean, intact=_intact)
+    if restored is not None:
+        log.warning("restored the state at %s from %s, left by an interrupted save",
+                    target, restored.name)
 
 
-def _mtime(path: Path) -> float:
+def _intact(folder: Path) -> bool:
     try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
+        verify(folder)
+    except (ValueError, OSError):  # StateError is a ValueError
+        return False
+    return True
 
 
 def _walk(folder: Path) -> tuple[set[str], list[str]]:

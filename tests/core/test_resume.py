@@ -289,3 +289,25 @@ def test_publish_folder_replaces_atomically_and_recovers_a_crash(tmp_path):
     recover_folder(target)
     assert (target / "a").read_text() == "2" and [p.name for p in tmp_path.iterdir()] == [
         "checkpoint"]
+
+
+def test_recover_folder_judges_temporaries_of_this_process_by_their_publish(tmp_path, monkeypatch):
+    """One staleness rule for every published folder: a temporary of this process is stale
+    unless a publish of this process holds its token; a finished temporary is put back only
+    when the caller can tell it is whole."""
+    import os
+
+    from sandbox_rl.run_folders import _IN_FLIGHT
+
+    target = tmp_path / "checkpoint"
+    mine = tmp_path / f".checkpoint.{os.getpid()}-0123abcd.tmp"
+    running = tmp_path / f".checkpoint.{os.getpid()}-89abcdef.tmp"
+    mine.mkdir()
+    running.mkdir()
+    monkeypatch.setattr("sandbox_rl.run_folders._IN_FLIGHT", _IN_FLIGHT | {"89abcdef"})
+    assert recover_folder(target) is None  # a temporary may be half written: not put back
+    assert sorted(p.name for p in tmp_path.iterdir()) == [running.name]
+    (running / "a").write_text("whole")
+    monkeypatch.setattr("sandbox_rl.run_folders._IN_FLIGHT", set(_IN_FLIGHT))
+    assert recover_folder(target, intact=lambda p: (p / "a").is_file()) == running
+    assert (target / "a").read_text() == "whole"
