@@ -67,6 +67,7 @@ from sandbox_rl.envs.config import RECOMMENDERS
 from sandbox_rl.training import agents_trainer, llm_ppo, rllib, sb3, shared_policy
 from sandbox_rl.training.common import (ExtraMissingError, add_config_arguments, config_from_args,
                                         flag_of)
+from sandbox_rl.training.ray_runtime import DEFAULT_WORKERS
 from sandbox_rl.validation import InvalidInput, InvalidPath
 
 USAGE_ERROR = 2  # the exit status argparse uses for bad arguments
@@ -420,8 +421,10 @@ def _add_evaluate(commands) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     """The ``evaluate`` command: build the config, run the protocol, print and save."""
     # The protocol (torch, transformers) on use: --help and argument errors answer at once.
+    import torch
+
     from sandbox_rl.agents.models import ModelNotAvailableError
-    from sandbox_rl.training.protocol import ProtocolConfig, check_adapters
+    from sandbox_rl.training.protocol import ProtocolConfig, check_adapters, evaluate_run
 
     if args.workers is not None and args.ray_address is None:
         raise _UsageError("argument --workers: only with --ray-address (the serial run plays "
@@ -441,7 +444,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if adapters is not None:
             check_adapters(adapters, config.tasks)  # before the model loads: fail at once
         try:
-            report = _evaluate(config, adapters, args)
+            torch.set_num_threads(args.threads)
+            if args.ray_address is None:
+                report = evaluate_run(config, adapters, args.model)
+            else:
+                report = _evaluate_on_ray(config, adapters, args)
         except ExtraMissingError as err:  # --ray-address without the rllib extra (Ray)
             print(f"{args.cli_prog}: error: {err}", file=sys.stderr)
             return 1
@@ -454,17 +461,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate(config, adapters: str | None, args: argparse.Namespace):
-    # torch and the protocol on use: --help and argument errors answer at once.
-    import torch
-
-    from sandbox_rl.training.protocol import evaluate_run
-
-    torch.set_num_threads(args.threads)
-    if args.ray_address is None:
-        return evaluate_run(config, adapters, args.model)
+def _evaluate_on_ray(config, adapters: str | None, args: argparse.Namespace):
+    # Ray (the optional rllib extra; ray_session checks it) and torch on use.
     from sandbox_rl.training.protocol_ray import evaluate_run_on_ray
-    from sandbox_rl.training.ray_runtime import DEFAULT_WORKERS
 
     return evaluate_run_on_ray(config, adapters, args.model, args.ray_address,
                                args.workers or DEFAULT_WORKERS, args.threads)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
 import sys
 import tomllib
 from importlib.metadata import packages_distributions
 from itertools import chain
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -103,3 +105,34 @@ def test_make_setup_installs_the_pinned_cpu_torch_first():
     assert "torch==2.13.0" in installs[:package], installs
     (torch,) = _requirements()["torch"]
     assert torch.specifier.contains("2.13.0")
+
+
+# ---------------------------------------------------------------------- import weight
+# Each check runs in a fresh interpreter: this test process has imported torch long ago.
+HEAVY = ("torch", "transformers", "peft", "trl")
+
+
+def _heavy_modules_after(code: str) -> list[str]:
+    """The modules of :data:`HEAVY` that running ``code`` in a fresh interpreter imported."""
+    probe = f"{code}\nimport sys\nprint(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_the_env_imports_no_torch():
+    # The env side stays light: importing it and making the registered env load no model stack.
+    code = ("import gymnasium, sandbox_rl.envs\n"
+            "gymnasium.make('SelfEvolvingOasis-v0').close()")
+    assert _heavy_modules_after(code) == []
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "agents", "--help"],
+                                  ["evaluate", "--steps", "x"]])
+def test_cli_help_and_argument_errors_import_no_torch(argv):
+    code = ("import contextlib, io\nfrom sandbox_rl.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()), "
+            "contextlib.redirect_stderr(io.StringIO()):\n"
+            f"    try:\n        main({argv!r})\n    except SystemExit:\n        pass")
+    assert _heavy_modules_after(code) == []

@@ -49,7 +49,7 @@ from sandbox_rl.training.common import (EVALUATIONS, RESUME_DIR, check_next_task
                                         resume_settings, save_resume_point, task_in_progress)
 from sandbox_rl.training.configs import FIRST_HELD_OUT_SEED, LLMTrainerConfig
 from sandbox_rl.training.llm_ppo import ppo_settings
-from sandbox_rl.training.ray_runtime import DEFAULT_WORKERS, check_address
+from sandbox_rl.training.ray_runtime import DEFAULT_WORKERS, check_address, ray_session
 from sandbox_rl.validation import Int, Real, check_fields
 
 ALL_TASKS = tuple(t.value for t in TaskType)
@@ -449,9 +449,9 @@ def _on_ray(cfg: AgentsConfig):
     if cfg.ray_address is None:
         yield None
         return
-    # ray: the optional extra, checked by ray_session.
+    # ray: the optional extra, checked by ray_session; torch, peft: importing this module (the
+    # CLI) stays light.
     from sandbox_rl.training.expert_iteration_ray import RayProposer, Worlds
-    from sandbox_rl.training.ray_runtime import ray_session
 
     threads = _worker_threads(cfg)
     with ray_session(cfg.ray_address, threads, _workers(cfg) * threads, field="ray_address"):
@@ -600,7 +600,7 @@ def _evaluate(adapters, cfg: AgentsConfig, out: Path, on_ray: bool = False) -> d
                             users=cfg.users, seed=cfg.seed)
     elsewhere = None
     if on_ray:
-        from sandbox_rl.training.protocol_ray import play_on_ray
+        from sandbox_rl.training.protocol_ray import play_on_ray  # ray: the optional extra
 
         def elsewhere(folder):
             return play_on_ray(config, folder, cfg.model, _workers(cfg), _worker_threads(cfg))

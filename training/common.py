@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from safetensors.numpy import load_file
 
 from sandbox_rl.run_folders import pid_alive, publish_folder, read_json, state_siblings
 from sandbox_rl.validation import Int, require
@@ -228,8 +229,6 @@ def finite_tensors(path: Path) -> dict:
     """The tensors of the safetensors file ``path`` as NumPy arrays (NumPy only: the CLI stays
     light); ValueError when it is missing, does not load or holds a non-finite float (names
     and shapes are checked where the tensors are loaded into a model or learner)."""
-    from safetensors.numpy import load_file
-
     if not path.is_file():
         raise ValueError(f"{path.name} is missing")
     try:

@@ -114,7 +114,7 @@ class RayProposer:
     def __call__(self, adapters: TaskAdapters, adapter: str, states: Sequence[tuple],
                  settings: RoundSettings, round_index: int,
                  deadline: float = math.inf) -> Proposed:
-        import ray
+        import ray  # the optional extra, as in __init__
 
         weights = ray.put(weights_bytes(adapters, adapter))
         left = deadline - time.perf_counter()
@@ -130,7 +130,7 @@ class RayProposer:
 
     def close(self) -> None:
         """Stop the actors (their CPUs go back to the cluster)."""
-        import ray
+        import ray  # the optional extra, as in __init__
 
         for actor in self.actors:
             ray.kill(actor)

@@ -172,7 +172,7 @@ def env_runner_placement(algo) -> dict:
 def restore(run: str | Path):
     """The algorithm saved in ``run`` (a run folder, or a checkpoint folder in it), rebuilt on
     the Ray this process has initialised (``Algorithm.from_checkpoint``)."""
-    from ray.rllib.algorithms.algorithm import Algorithm
+    from ray.rllib.algorithms.algorithm import Algorithm  # the optional rllib extra
 
     path = Path(run)
     if (path / "checkpoint").is_dir():

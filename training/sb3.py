@@ -95,10 +95,10 @@ def train(cfg: SB3Config) -> TrainResult:
     sb3 = import_optional("stable_baselines3", "sb3")
     # SB3 (the optional sb3 extra, checked above) and torch on use: importing this module (the
     # CLI) stays light.
+    import torch
     from stable_baselines3.common.callbacks import CheckpointCallback
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
-    import torch
 
     out = prepare_out_dir(cfg.out, cfg.overwrite, "model.zip")
     save_config(cfg, out / "config.json")

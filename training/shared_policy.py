@@ -138,8 +138,8 @@ def train(cfg: SharedPolicyConfig) -> TrainResult:
     sb3 = import_optional("stable_baselines3", "sb3")
     # SB3 (the optional sb3 extra, checked above) and torch on use: importing this module (the
     # CLI) stays light.
-    from stable_baselines3.common.callbacks import CheckpointCallback
     import torch
+    from stable_baselines3.common.callbacks import CheckpointCallback
 
     out = prepare_out_dir(cfg.out, cfg.overwrite, "model.zip")
     save_config(cfg, out / "config.json")

@@ -123,7 +123,7 @@ def _device(value):
     """None, or a torch device present on this machine ('cpu', 'cuda', 'cuda:1', 'mps')."""
     if value is None:
         return None
-    import torch
+    import torch  # on use: the CLI imports this module (through core.run) at parse time
 
     present = present_devices()
     expected = ("None (CUDA when present, else CPU) or a device present on this machine "
@@ -143,7 +143,7 @@ def _device(value):
 
 def present_devices() -> list[str]:
     """The torch devices of this machine: 'cpu', then 'cuda:N' and 'mps' where present."""
-    import torch
+    import torch  # on use: the CLI imports this module (through core.run) at parse time
 
     devices = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
     mps = getattr(torch.backends, "mps", None)

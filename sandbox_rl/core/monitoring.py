@@ -48,6 +48,7 @@ class Monitor:
         self._writer = None
 
     def _open(self, first_step: int) -> None:
+        # TensorBoard (torch) on use: the CLI imports this module (through core.run) at parse time.
         from torch.utils.tensorboard import SummaryWriter
 
         self.log_dir.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,8 @@ import numpy as np
 
 
 def _pyplot():
+    # On use: matplotlib adds ~0.7 s to the CLI, which imports this module (through core.run),
+    # and the backend is chosen before pyplot is imported.
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on servers

@@ -34,9 +34,13 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Iterable
 
+from sandbox_rl.core.config import SelfEvolvingConfig
+from sandbox_rl.core.monitoring import step_record
+from sandbox_rl.core.plots import plot_run
 from sandbox_rl.enums import EvolutionStrategy, TaskType
-from sandbox_rl.run_folders import (EVOLVE, RunInterrupted, evolve_checkpoints, prune_checkpoints,
-                                    write_marker)
+from sandbox_rl.run_folders import (CHECKPOINTS, EVOLVE, RunInterrupted, checkpoint_name,
+                                    evolve_checkpoints, marker_config, prepare_run_folder,
+                                    prune_checkpoints, why_not_run_folder, write_marker)
 from sandbox_rl.training.common import config_int, field, resume_settings
 from sandbox_rl.validation import OneOf, check_fields, require
 
@@ -89,8 +93,6 @@ def resume_config(args: EvolveRunConfig, given: Iterable[str] | None = None) -> 
     field not in ``given`` (the flags the user typed; default: the fields that differ from their
     defaults). Checks, changing nothing, that the folder is an evolve run with a checkpoint and
     that no given setting differs from the run's; ValueError naming the field otherwise."""
-    from sandbox_rl.run_folders import marker_config, why_not_run_folder
-
     run = Path(args.resume)
     require(run.exists() or run.is_symlink(), "resume", args.resume,
             "the run folder of a `sandbox-rl evolve` run (no such folder)")
@@ -201,8 +203,6 @@ def _resume_hint(out: Path) -> str:
 
 
 def _checkpoint(sandbox, out: Path) -> Path | None:
-    from sandbox_rl.run_folders import CHECKPOINTS, checkpoint_name
-
     path = out / CHECKPOINTS / checkpoint_name(sandbox.step_count)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not sandbox.save_state(path):
@@ -215,12 +215,11 @@ def _checkpoint(sandbox, out: Path) -> Path | None:
 def run_evolution(args: EvolveRunConfig, given: Iterable[str] | None = None) -> dict:
     """Run (or with ``args.resume``, continue; ``given``: see :func:`resume_config`) an evolve
     run; its summary. Ctrl-C: :class:`RunInterrupted` after saving a checkpoint."""
+    # The sandbox (torch, transformers, peft) and rich on use: the CLI imports this module for
+    # EvolveRunConfig, and its --help and argument errors answer at once.
     from rich.console import Console
 
-    from sandbox_rl.core.config import SelfEvolvingConfig
-    from sandbox_rl.core.plots import plot_run
     from sandbox_rl.core.self_evolving_oasis import SelfEvolvingOasis
-    from sandbox_rl.run_folders import prepare_run_folder
 
     if args.resume is not None:
         args = resume_config(args, given)
@@ -285,9 +284,8 @@ def _resume(sandbox, config, out: Path, settings: dict) -> list[dict]:
 def _steps(sandbox, records: list[dict], args: EvolveRunConfig, out: Path, console) -> None:
     """Step ``sandbox`` to ``args.steps``, appending each step's record, checkpointing every
     ``args.checkpoint_every`` steps; on Ctrl-C, :class:`RunInterrupted` (see :class:`_Stop`)."""
+    # rich on use: the CLI imports this module (see run_evolution).
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from sandbox_rl.core.monitoring import step_record
 
     columns = (TextColumn("[bold]evolve"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[scores]}"))
@@ -336,6 +334,8 @@ def _stopped(sandbox, args: EvolveRunConfig, out: Path, saved_at: int | None) ->
 
 
 def summarise(records, sandbox, setup_s: float, total_s: float, args: EvolveRunConfig) -> dict:
+    # training.protocol (torch, transformers) on use: the CLI imports this module (see
+    # run_evolution).
     from sandbox_rl.training.protocol import paired_difference
 
     half = max(len(records) // 2, 1)
@@ -367,7 +367,7 @@ def summarise(records, sandbox, setup_s: float, total_s: float, args: EvolveRunC
 
 
 def print_summary(summary: dict, console) -> None:
-    from rich.table import Table
+    from rich.table import Table  # rich on use: the CLI imports this module (see run_evolution)
 
     table = Table(title=f"Self-evolving run ({summary['config']['strategy']}, "
                         f"{summary['config']['steps']} steps, {summary['config']['model']})")
