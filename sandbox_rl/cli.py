@@ -36,10 +36,12 @@ proposes and scores there, and ``train rllib --address`` samples there).
 line saying how to go on: ``--resume RUN``, which keeps the run's settings (a flag naming
 another value is refused, naming it) and continues where it stopped.
 
-The env, the policies and rich are imported inside the command, so ``--help`` and argument
-errors answer at once. Bad user input is one line naming the flag, with exit status 2, whichever
-layer finds it: argparse, a config's checks, the env's (``invalid num_users=10`` is reported as
-``argument --users``) or the file system (an unwritable ``--trace``, an ``--out`` that is a file);
+The env, the policies and rich are imported inside the command, and a trainer's module (or the
+evolve run's) when the command runs it (:class:`OnUse`); the flags come from config dataclasses
+and ``--resume`` is checked by light modules, so ``--help`` and argument errors answer at once.
+Bad user input is one line naming the flag, with exit status 2, whichever layer finds it:
+argparse, a config's checks, the env's (``invalid num_users=10`` is reported as ``argument
+--users``) or the file system (an unwritable ``--trace``, an ``--out`` that is a file);
 ``_user_input`` is the one place that turns such errors into usage errors. Every layer checks
 with ``sandbox_rl.validation``, whose errors carry the field as data (``err.field``), so the flag
 is looked up, never read back from the message.
@@ -48,6 +50,7 @@ is looked up, never read back from the message.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import re
 import sys
@@ -60,13 +63,15 @@ from pathlib import Path
 from typing import NoReturn
 
 from sandbox_rl.allocator import keep_freed_memory
-from sandbox_rl.core.run import EvolveRunConfig, resume_config, run_evolution
+# The configs and the --resume checks of evolve and the trainers: light modules (no torch).
+from sandbox_rl.core.run_config import EvolveRunConfig, resume_config
 from sandbox_rl.enums import EvolutionStrategy, TaskType
 from sandbox_rl.envs.config import RECOMMENDERS
-# The trainers' modules import nothing heavy: their configs are the flags of `train`.
-from sandbox_rl.training import agents_trainer, llm_ppo, rllib, sb3, shared_policy
+from sandbox_rl.training import agents_resume, llm_ppo_resume
 from sandbox_rl.training.common import (ExtraMissingError, add_config_arguments, config_from_args,
                                         flag_of)
+from sandbox_rl.training.configs import (TASKS, VEC_ENVS, AgentsConfig, LLMPPOConfig, RLlibConfig,
+                                         SB3Config, SharedPolicyConfig)
 from sandbox_rl.training.ray_runtime import DEFAULT_WORKERS
 from sandbox_rl.validation import InvalidInput, InvalidPath
 
@@ -139,6 +144,19 @@ def _integer(low: int | None = None):
             raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
         return value
     return parse
+
+
+@dataclass(frozen=True)
+class OnUse:
+    """A function named by its module and attribute, imported when a command runs it
+    (:meth:`load`): the trainers' modules and the evolve run import torch and the model stack,
+    which ``--help`` and argument errors must not wait for."""
+
+    module: str
+    name: str
+
+    def load(self) -> Callable:
+        return getattr(importlib.import_module(self.module), self.name)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -326,6 +344,9 @@ def _add_evolve(commands) -> None:
     evolve.set_defaults(run=run_evolve, cli_prog=evolve.prog)
 
 
+_RUN_EVOLUTION = OnUse("sandbox_rl.core.run", "run_evolution")
+
+
 def run_evolve(args: argparse.Namespace) -> int:
     # agents.models (tokenizers, the corpus) on use: --help answers at once.
     from sandbox_rl.agents.models import ModelNotAvailableError
@@ -339,7 +360,7 @@ def run_evolve(args: argparse.Namespace) -> int:
     try:
         # The sandbox checks its own config (users, pool size, ...) before any model loads.
         with _user_input(flags, {ModelNotAvailableError: "--model"}, fallback=False):
-            run_evolution(config)
+            _RUN_EVOLUTION.load()(config)
     except (FileExistsError, ValueError) as err:  # a run folder kept, or a failure of the run
         print(f"{args.cli_prog}: error: {err}", file=sys.stderr)
         return 1
@@ -472,36 +493,44 @@ def _evaluate_on_ray(config, adapters: str | None, args: argparse.Namespace):
 # ---------------------------------------------------------------------- train
 @dataclass(frozen=True)
 class Trainer:
-    """A ``sandbox-rl train`` entry point: its config dataclass, trainer and result printer."""
+    """A ``sandbox-rl train`` entry point: its config dataclass, trainer and result printer (in
+    its module, imported when the command runs)."""
 
     config: type
-    train: Callable
-    report: Callable
+    train: OnUse  # config -> result
+    report: OnUse  # (result, console) -> None
     help: str
     choices: dict[str, tuple] | None = None
     resume: Callable | None = None  # (config, given flags) -> the config a --resume continues
 
 
 def trainers() -> dict[str, Trainer]:
-    """The train subcommands; one entry per entry point (the modules import nothing heavy)."""
+    """The train subcommands; one entry per entry point."""
     return {
-        "sb3": Trainer(sb3.SB3Config, sb3.train, sb3.report,
-                       "SB3 PPO on one role of SelfEvolvingOasis-v0 (extra sb3)",
-                       {"task": sb3.TASKS, "vec_env": sb3.VEC_ENVS}),
-        "supersuit": Trainer(shared_policy.SharedPolicyConfig, shared_policy.train,
-                             shared_policy.report,
-                             "one SB3 PPO policy shared by all five agents, via SuperSuit "
-                             "(extra sb3)"),
-        "rllib": Trainer(rllib.RLlibConfig, rllib.train, rllib.report,
-                         "RLlib multi-agent PPO, one module per agent (extra rllib)"),
-        "agents": Trainer(agents_trainer.AgentsConfig, agents_trainer.train,
-                          agents_trainer.report,
-                          "expert iteration with the world as verifier, then TRL PPO, on the "
-                          "task LoRA adapters; trained vs untrained on held-out worlds",
-                          resume=agents_trainer.resume_config),
-        "llm-ppo": Trainer(llm_ppo.LLMPPOConfig, llm_ppo.train, llm_ppo.report,
-                           "TRL PPO on the task LoRA adapters, scored by the env; trained vs "
-                           "untrained on held-out worlds", resume=llm_ppo.resume_config),
+        "sb3": Trainer(
+            SB3Config, OnUse("sandbox_rl.training.sb3", "train"),
+            OnUse("sandbox_rl.training.sb3", "report"),
+            "SB3 PPO on one role of SelfEvolvingOasis-v0 (extra sb3)",
+            {"task": TASKS, "vec_env": VEC_ENVS}),
+        "supersuit": Trainer(
+            SharedPolicyConfig, OnUse("sandbox_rl.training.shared_policy", "train"),
+            OnUse("sandbox_rl.training.shared_policy", "report"),
+            "one SB3 PPO policy shared by all five agents, via SuperSuit (extra sb3)"),
+        "rllib": Trainer(
+            RLlibConfig, OnUse("sandbox_rl.training.rllib", "train"),
+            OnUse("sandbox_rl.training.rllib", "report"),
+            "RLlib multi-agent PPO, one module per agent (extra rllib)"),
+        "agents": Trainer(
+            AgentsConfig, OnUse("sandbox_rl.training.agents_trainer", "train"),
+            OnUse("sandbox_rl.training.agents_trainer", "report"),
+            "expert iteration with the world as verifier, then TRL PPO, on the task LoRA "
+            "adapters; trained vs untrained on held-out worlds",
+            resume=agents_resume.resume_config),
+        "llm-ppo": Trainer(
+            LLMPPOConfig, OnUse("sandbox_rl.training.llm_ppo", "train"),
+            OnUse("sandbox_rl.training.llm_ppo", "report"),
+            "TRL PPO on the task LoRA adapters, scored by the env; trained vs untrained on "
+            "held-out worlds", resume=llm_ppo_resume.resume_config),
     }
 
 
@@ -527,9 +556,9 @@ def run_training(name: str, trainer: Trainer, args: argparse.Namespace) -> int:
             config = trainer.resume(config, _given_flags(trainer.config, args))
     try:
         with _user_input(flags, fallback=False):  # the env's own checks of the flags' values
-            result = trainer.train(config)
+            result = trainer.train.load()(config)
     except (ExtraMissingError, FileExistsError) as err:
         print(f"{args.cli_prog}: error: {err}", file=sys.stderr)
         return 1
-    trainer.report(result, _console())
+    trainer.report.load()(result, _console())
     return 0

@@ -128,8 +128,12 @@ def test_the_env_imports_no_torch():
     assert _heavy_modules_after(code) == []
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["train", "agents", "--help"],
-                                  ["evaluate", "--steps", "x"]])
+@pytest.mark.parametrize("argv", [["--help"], ["train", "agents", "--help"], ["evolve", "--help"],
+                                  ["evaluate", "--steps", "x"], ["train", "sb3", "--n-envs", "0"],
+                                  # --resume is checked, and refused, before a trainer loads
+                                  ["train", "agents", "--resume", "/nonexistent"],
+                                  ["train", "llm-ppo", "--resume", "/nonexistent"],
+                                  ["evolve", "--resume", "/nonexistent"]])
 def test_cli_help_and_argument_errors_import_no_torch(argv):
     code = ("import contextlib, io\nfrom sandbox_rl.cli import main\n"
             "with contextlib.redirect_stdout(io.StringIO()), "

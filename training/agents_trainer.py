@@ -34,97 +34,40 @@ import json
 import shlex
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import Progress
+from safetensors.torch import load_file, save_file
+from torch.utils.tensorboard import SummaryWriter
 
-from sandbox_rl.enums import TaskType
+from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
+from sandbox_rl.agents.models import load_model
+from sandbox_rl.agents.task_specs import spec
 from sandbox_rl.run_folders import RunInterrupted, read_json, recover_folder
 from sandbox_rl.seeding import derived_seed
-from sandbox_rl.training.common import (EVALUATIONS, RESUME_DIR, check_next_task, config_int,
-                                        evaluate_trained_and_untrained, field, finite_tensors,
+# The resume point's files and the check of --resume live apart: the CLI runs the check before
+# it imports this module.
+from sandbox_rl.training.agents_resume import (BEST, EXAMPLES, MARKER, RESUMABLE_RUN, InProgress,
+                                               in_progress, resume_config, saved_examples)
+from sandbox_rl.training.common import (RESUME_DIR, evaluate_trained_and_untrained,
                                         import_optional, interrupted_message, prepare_out_dir,
                                         print_evaluations, read_resume_point, require,
-                                        resume_settings, save_resume_point, task_in_progress)
-from sandbox_rl.training.configs import FIRST_HELD_OUT_SEED, LLMTrainerConfig
+                                        save_resume_point)
+# The config lives with the other trainers' (the CLI reads it without importing this module).
+from sandbox_rl.training.configs import FIRST_VALIDATION_SEED, AgentsConfig
+from sandbox_rl.training.expert_iteration import (Example, RoundSettings, Rounds, run_rounds,
+                                                  states_of, validation_reward)
+from sandbox_rl.training.expert_iteration_ray import RayProposer, Worlds
 from sandbox_rl.training.llm_ppo import ppo_settings
+from sandbox_rl.training.ppo import PPOLearner
+from sandbox_rl.training.protocol import ProtocolConfig
+from sandbox_rl.training.protocol_ray import play_on_ray
 from sandbox_rl.training.ray_runtime import DEFAULT_WORKERS, check_address, ray_session
-from sandbox_rl.validation import Int, Real, check_fields
-
-ALL_TASKS = tuple(t.value for t in TaskType)
-FIRST_VALIDATION_SEED = 900
-MARKER = "training.json"
-# In resume/ while a task is in progress: its best weights so far and its examples so far.
-BEST = "best.safetensors"
-EXAMPLES = "examples.json"
-PHASES = ("rounds", "ppo")  # what a task in progress does next
-# Settings a resumed run may change (the others decide what it trains).
-FREE_ON_RESUME = ("minutes", "threads", "quiet", "ray_address", "workers", "worker_threads")
-RUNS_WHERE = ("ray_address", "workers", "worker_threads")  # the command's, never the saved run's
-
-
-@dataclass(kw_only=True)
-class AgentsConfig(LLMTrainerConfig):
-    """Arguments of ``sandbox-rl train agents`` (one flag per field)."""
-
-    tasks: tuple[str, ...] = field(("all",), "tasks to train: all, or task names")
-    minutes: float = field(15.0, "wall-time budget per task, in minutes")
-    seed: int = field(0, "seed of the adapters, the sampling and the world order")
-    samples: int = field(4, "answers sampled per training state (besides the greedy one)")
-    temperature: float = field(1.0, "sampling temperature of the proposals")
-    draws: int = field(4, "re-seeded replays of the next step a proposal is scored over")
-    states_per_round: int = field(24, "training states per expert-iteration round")
-    heuristic_proposals: bool = field(True, "add the task heuristic's action as a proposal")
-    learning_rate: float = field(1e-3, "learning rate of the fine-tuning (AdamW)")
-    batch_size: int = field(8, "fine-tuning batch size")
-    ppo_share: float = field(0.2, "share of each task's time for TRL PPO after expert iteration")
-    ppo_learning_rate: float = field(1e-5, "learning rate of the PPO phase")
-    world_steps: int = field(8, "env steps per training and validation world")
-    validation_seeds: tuple[int, ...] = field((900, 901, 902), "validation worlds (900-999): "
-                                              "choose the round whose weights are kept")
-    eval_seeds: tuple[int, ...] = field(tuple(range(1000, 1020)), "held-out worlds (the "
-                                        "registered set is 1000-1019)")
-    eval_steps: int = field(8, "env steps per held-out world")
-    out: str = field("runs/agents", "run folder")
-    resume: str | None = field(None, "continue the interrupted run in this folder: its finished "
-                                     "tasks are kept, the others trained (it keeps its settings)")
-    ray_address: str | None = field(None, "propose and score on Ray: the cluster at this address "
-                                          "(auto, HOST:PORT) or 'local' (extra rllib)")
-    workers: int | None = field(None, "Ray actors proposing and scoring, each with the model "
-                                      "and --worker-threads CPUs; only with --ray-address "
-                                      "(none: 2)")
-    worker_threads: int | None = field(None, "torch threads of each Ray actor; only with "
-                                             "--ray-address (none: --threads, which the "
-                                             "learner in this process keeps)")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        tasks = tuple(self.tasks)
-        if tasks == ("all",):
-            tasks = ALL_TASKS
-        try:
-            self.tasks = tuple(dict.fromkeys(TaskType.parse(t).value for t in tasks))
-        except ValueError as err:
-            require(False, "tasks", self.tasks, f"'all' or task names ({err})")
-        require(self.minutes > 0, "minutes", self.minutes, "> 0")
-        check_fields(self, {"samples": config_int(0), **dict.fromkeys(
-            ("draws", "states_per_round", "batch_size", "world_steps", "eval_steps"),
-            config_int(1))}, normalise=False)
-        require(0 <= self.ppo_share < 1, "ppo_share", self.ppo_share, "in [0, 1)")
-        require(self.ray_address is None or bool(str(self.ray_address).strip()), "ray_address",
-                self.ray_address, "auto, HOST:PORT, ray://HOST:PORT or local")
-        for name in ("workers", "worker_threads"):
-            value = getattr(self, name)
-            require(value is None or (self.ray_address is not None and
-                                      config_int(1).accepts(value)),
-                    name, value, "an integer >= 1, with --ray-address")
-        for name in ("temperature", "ppo_learning_rate"):
-            require(getattr(self, name) > 0, name, getattr(self, name), "> 0")
-        self.validation_seeds = tuple(self.validation_seeds)
-        require(bool(self.validation_seeds) and all(
-            FIRST_VALIDATION_SEED <= s < FIRST_HELD_OUT_SEED for s in self.validation_seeds),
-            "validation_seeds", self.validation_seeds, "seeds in 900-999")
+from sandbox_rl.training.task_episodes import collect_episode, cut_at_stop, rollout_settings
 
 
 class TrainingWorlds:
@@ -148,10 +91,6 @@ class TrainingWorlds:
         return taken
 
     def _collect(self) -> None:
-        # Heavy (torch, peft, TRL): on use, so importing this module (the CLI) stays light.
-        from sandbox_rl.training.expert_iteration import states_of
-        from sandbox_rl.training.task_episodes import collect_episode
-
         seed = self.order[len(self.episodes) % len(self.order)]
         episode = collect_episode(self.task, seed, self.world_steps, self.users)
         self.episodes.append(episode)
@@ -179,45 +118,6 @@ class TrainingWorlds:
 
 
 @dataclass
-class InProgress:
-    """The task being trained when the resume point was saved: what its next round depends on
-    besides its adapter's current weights (in the resume point's adapters), its best weights so
-    far (:data:`BEST`) and its examples so far (:data:`EXAMPLES`).
-
-    ``phase``: ``"rounds"`` (its next round is round ``done``) or ``"ppo"`` (its rounds are
-    over, its adapter holds the kept weights and the PPO phase is next); ``rounds``: the log rows
-    of its ``done`` finished rounds; ``start_reward``, ``best_reward``: the validation rewards of
-    its start and of the best weights; ``worlds``: the training worlds'
-    :meth:`TrainingWorlds.position`; ``seconds``: the wall time it used.
-    """
-
-    task: str
-    phase: str
-    done: int
-    rounds: list[dict]
-    start_reward: float
-    best_reward: float
-    worlds: dict[str, int]
-    seconds: float
-
-    def __post_init__(self) -> None:
-        require(isinstance(self.task, str) and self.task in ALL_TASKS, "task", self.task,
-                "a task name")
-        require(self.phase in PHASES, "phase", self.phase, f"one of {PHASES}")
-        check_fields(self, {"done": Int(0, numpy=False), "seconds": Real(0.0, numpy=False)})
-        require(isinstance(self.rounds, list) and all(isinstance(r, dict) for r in self.rounds),
-                "rounds", type(self.rounds).__name__, "the log rows of its rounds")
-        for name in ("start_reward", "best_reward"):  # NaN kept: a run saves what it measured
-            value = getattr(self, name)
-            require(isinstance(value, (int, float)) and not isinstance(value, bool), name,
-                    value, "a number")
-        worlds = self.worlds
-        require(isinstance(worlds, dict) and set(worlds) == {"collected", "taken"}
-                and all(Int(0, numpy=False).accepts(v) for v in worlds.values()), "worlds",
-                worlds, "the worlds collected and the states taken (integers >= 0)")
-
-
-@dataclass
 class Trained:
     """What the run has trained, as its resume point holds it: the finished tasks' training logs
     (in task order) and the task in progress, if any."""
@@ -240,93 +140,6 @@ def _state(cfg: AgentsConfig, tasks: dict[str, dict], current: InProgress | None
     return state
 
 
-_WHAT = "the folder of an interrupted `sandbox-rl train agents` run"
-
-
-def resume_config(cfg: AgentsConfig, given: set[str] | None = None) -> AgentsConfig:
-    """The config ``cfg.resume`` continues with: the run's own, with the flags in ``given``
-    that may change (:data:`FREE_ON_RESUME`). Checks, changing nothing, that the folder holds an
-    interrupted run of ``train agents`` (its task in progress too) and that no other given
-    setting differs; ValueError naming the field otherwise."""
-    run = Path(cfg.resume)
-    what = _WHAT
-    require(run.exists() or run.is_symlink(), "resume", cfg.resume, f"{what} (no such folder)")
-    require(run.is_dir() and not run.is_symlink(), "resume", cfg.resume, f"{what} (not a folder)")
-    point = None
-    if (run / MARKER).exists():  # trained; resumed only if the evaluation did not finish
-        require(not all((run / name).is_file() for name in EVALUATIONS), "resume", cfg.resume,
-                f"{what} (it finished: {MARKER} and the evaluation are there)")
-        saved = read_json(run / MARKER)
-    else:
-        point = read_resume_point(run)
-        require(point is not None, "resume", cfg.resume, f"{what} (no resume/ point: it is "
-                "saved after each expert-iteration round)")
-        saved = point[1]
-    try:
-        config = AgentsConfig(**{**saved["config"], "resume": None})
-        tasks = saved["tasks"]
-        if not isinstance(tasks, dict) or list(tasks) != list(config.tasks[:len(tasks)]):
-            raise ValueError("its finished tasks are not the first of its tasks")
-    except (KeyError, TypeError, ValueError) as err:
-        require(False, "resume", cfg.resume, f"{what} (its saved settings do not load: "
-                                             f"{str(err)[:200]})")
-    if point is not None:
-        _in_progress(cfg.resume, point[0], point[1], config)
-    resumed = resume_settings(cfg, config, run, given, FREE_ON_RESUME)
-    # Where it runs is the command's, never the saved run's (its cluster may be gone).
-    return replace(resumed, **{name: getattr(cfg, name) for name in RUNS_WHERE})
-
-
-def _in_progress(run: str, folder: Path, state: dict, config: AgentsConfig) -> InProgress | None:
-    """The task in progress of the resume point in ``folder`` (``task_in_progress``), checked
-    against the run's ``config`` and the files beside it."""
-    def check(saved: dict) -> InProgress:
-        current = InProgress(**saved)
-        check_next_task(folder, state, config.tasks, current.task)
-        if current.done != len(current.rounds):
-            raise ValueError(f"its round index {current.done} is not the count of its round "
-                             f"log rows ({len(current.rounds)})")
-        if current.phase == "rounds" and not current.done:
-            raise ValueError("its rounds are in progress but none finished")
-        taken = current.done * config.states_per_round
-        if current.worlds["taken"] != taken:
-            raise ValueError(f"{current.worlds['taken']} training states taken, but "
-                             f"{current.done} rounds of {config.states_per_round} take {taken}")
-        counted = sum(row["examples"] for row in current.rounds)
-        examples = _saved_examples(folder / EXAMPLES)
-        if len(examples) != counted:
-            raise ValueError(f"{EXAMPLES} holds {len(examples)} examples, its round log "
-                             f"{counted}")
-        best = finite_tensors(folder / BEST)
-        if not best or any(v.dtype.kind != "f" for v in best.values()):
-            raise ValueError(f"{BEST} holds no weights or weights that are not floats")
-        return current
-
-    return task_in_progress(run, _WHAT, state, check)
-
-
-# An example as EXAMPLES holds it (``expert_iteration.Example``'s fields).
-_EXAMPLE_FIELDS = {"prompt": str, "completion": str, "reward": (int, float),
-                   "greedy_reward": (int, float), "source": str}
-
-
-def _saved_examples(path: Path) -> list[dict]:
-    """The examples in ``path`` (JSON: a list of :data:`_EXAMPLE_FIELDS` objects); ValueError
-    when the file is missing, does not parse or holds something else."""
-    if not path.is_file():
-        raise ValueError(f"{path.name} is missing")
-    try:
-        examples = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path.name} does not load ({str(err)[:100]})") from None
-    if not isinstance(examples, list) or not all(
-            isinstance(e, dict) and set(e) == set(_EXAMPLE_FIELDS)
-            and all(isinstance(e[k], t) for k, t in _EXAMPLE_FIELDS.items()) for e in examples):
-        raise ValueError(f"{path.name} is not a list of examples "
-                         f"({', '.join(_EXAMPLE_FIELDS)})")
-    return examples
-
-
 def _resumed(adapters, cfg: AgentsConfig, out: Path):
     """What the run in ``out`` trained (:class:`Trained`), the adapters of its finished tasks
     and of its task in progress loaded into ``adapters``, and that task's rounds restored
@@ -337,7 +150,7 @@ def _resumed(adapters, cfg: AgentsConfig, out: Path):
         return Trained(read_json(out / MARKER)["tasks"]), None
     recover_folder(out / RESUME_DIR)
     folder, state = read_resume_point(out)
-    current = _in_progress(cfg.resume, folder, state, cfg)
+    current = in_progress(cfg.resume, folder, state, cfg)
     names = [*state["tasks"], *([current.task] if current else [])]
     if names:
         adapters.load(folder / "adapters", names=names)
@@ -349,31 +162,18 @@ def _resumed(adapters, cfg: AgentsConfig, out: Path):
 def _restored_rounds(adapters, cfg: AgentsConfig, folder: Path, current: InProgress):
     """The rounds of the task in progress as they stood (its best weights must be its
     adapter's: names, shapes and dtypes); ValueError naming ``resume`` otherwise."""
-    # Heavy (torch, TRL): on use, so importing this module (the CLI) stays light.
-    from safetensors.torch import load_file
-
-    from sandbox_rl.training.expert_iteration import Example, Rounds
-
     best, own = load_file(str(folder / BEST)), adapters.state(current.task)
     require(best.keys() == own.keys() and all(
         (best[k].shape, best[k].dtype) == (v.shape, v.dtype) for k, v in own.items()),
-        "resume", cfg.resume, f"{_WHAT} (its best weights ({BEST}) are not weights of the "
-                              f"adapter {current.task})")
-    examples = [Example(**e) for e in _saved_examples(folder / EXAMPLES)]
+        "resume", cfg.resume, f"{RESUMABLE_RUN} (its best weights ({BEST}) are not weights of "
+                              f"the adapter {current.task})")
+    examples = [Example(**e) for e in saved_examples(folder / EXAMPLES)]
     return Rounds(current.start_reward, current.best_reward, best, examples, current.done)
 
 
 def train_agents(cfg: AgentsConfig, given: set[str] | None = None) -> dict:
     """Train (or with ``cfg.resume``, continue; ``given``: see :func:`resume_config`) and
     evaluate. Ctrl-C: :class:`RunInterrupted` saying what was kept."""
-    # Heavy (torch, peft, TensorBoard, rich): on use, so importing this module (the CLI)
-    # stays light.
-    import torch
-    from rich.console import Console
-
-    from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
-    from sandbox_rl.agents.models import load_model
-
     if cfg.ray_address is not None:  # before anything is written or loaded
         check_address(cfg.ray_address, "ray_address")
         import_optional("ray", "rllib")
@@ -394,10 +194,6 @@ def train_agents(cfg: AgentsConfig, given: set[str] | None = None) -> dict:
 
 def _train_and_evaluate(adapters, cfg: AgentsConfig, out: Path, console, trained: Trained,
                         rounds, proposer) -> dict:
-    # Heavy (TensorBoard, rich): on use, so importing this module (the CLI) stays light.
-    from rich.progress import Progress
-    from torch.utils.tensorboard import SummaryWriter
-
     if not (out / MARKER).exists():
         writer = SummaryWriter(str(out / "tb"))
         try:
@@ -449,10 +245,6 @@ def _on_ray(cfg: AgentsConfig):
     if cfg.ray_address is None:
         yield None
         return
-    # ray: the optional extra, checked by ray_session; torch, peft: importing this module (the
-    # CLI) stays light.
-    from sandbox_rl.training.expert_iteration_ray import RayProposer, Worlds
-
     threads = _worker_threads(cfg)
     with ray_session(cfg.ray_address, threads, _workers(cfg) * threads, field="ray_address"):
         yield RayProposer(_workers(cfg), cfg.model, cfg.tasks, cfg.lora_rank, cfg.seed,
@@ -473,10 +265,6 @@ def _train_task(adapters, task: str, cfg: AgentsConfig, out: Path, trained: Trai
     (``trained.current``) from where it stopped: its next round (``rounds`` as
     :func:`_resumed` restored them) or its PPO phase. The resume point after each round and when
     the rounds end (``trained.current`` follows it). Returns the task's training log."""
-    # Heavy (torch, peft, TRL): on use, so importing this module (the CLI) stays light.
-    from sandbox_rl.training.expert_iteration import RoundSettings, Rounds, run_rounds
-    from sandbox_rl.training.task_episodes import collect_episode
-
     current = trained.current if trained.current and trained.current.task == task else None
     # The budget is wall time: a resumed task has what the time it used leaves of it.
     start = time.perf_counter() - (current.seconds if current else 0.0)
@@ -491,8 +279,8 @@ def _train_task(adapters, task: str, cfg: AgentsConfig, out: Path, trained: Trai
         try:
             worlds.restore(**current.worlds)
         except ValueError as err:
-            require(False, "resume", cfg.resume, f"{_WHAT} (its training worlds do not load: "
-                                                 f"{err})")
+            require(False, "resume", cfg.resume, f"{RESUMABLE_RUN} (its training worlds do not "
+                                                 f"load: {err})")
     log = list(current.rounds) if current else []
     latest = [rounds]
 
@@ -534,8 +322,6 @@ def _save_in_progress(out: Path, adapters, cfg: AgentsConfig, trained: Trained,
     adapters, the state with ``current``, and ``rounds``' best weights (:data:`BEST`,
     safetensors) and examples (:data:`EXAMPLES`, JSON); ``trained.current`` once it is saved
     (so Ctrl-C never reports more than was kept)."""
-    from safetensors.torch import save_file  # torch: on use
-
     best = {k: v.detach().cpu().contiguous() for k, v in rounds.best_state.items()}
     examples = json.dumps([{**asdict(e), "reward": float(e.reward),
                             "greedy_reward": float(e.greedy_reward)} for e in rounds.buffer])
@@ -557,12 +343,6 @@ def _ppo_phase(adapters, task: str, cfg: AgentsConfig, episodes, validation, rew
     """TRL PPO updates until ``deadline``; rewards are expected rewards over re-seeded draws of
     exactly the text evaluation sees (cut at the task's stop strings). Kept only if the
     validation reward rises."""
-    # Heavy (torch, peft, TRL): on use, so importing this module (the CLI) stays light.
-    from sandbox_rl.agents.task_specs import spec
-    from sandbox_rl.training.expert_iteration import validation_reward
-    from sandbox_rl.training.ppo import PPOLearner
-    from sandbox_rl.training.task_episodes import cut_at_stop, rollout_settings
-
     if cfg.ppo_share == 0 or not episodes or time.perf_counter() >= deadline:
         return {"updates": 0}
     s = spec(task)
@@ -593,15 +373,10 @@ def _ppo_phase(adapters, task: str, cfg: AgentsConfig, episodes, validation, rew
 def _evaluate(adapters, cfg: AgentsConfig, out: Path, on_ray: bool = False) -> dict:
     """The evaluation protocol on the held-out worlds for the trained and untrained adapters
     (``on_ray``: the worlds played by the run's Ray workers, from the saved adapters)."""
-    # Heavy (torch, peft, TRL): on use, so importing this module (the CLI) stays light.
-    from sandbox_rl.training.protocol import ProtocolConfig
-
     config = ProtocolConfig(tasks=cfg.tasks, seeds=cfg.eval_seeds, steps=cfg.eval_steps,
                             users=cfg.users, seed=cfg.seed)
     elsewhere = None
     if on_ray:
-        from sandbox_rl.training.protocol_ray import play_on_ray  # ray: the optional extra
-
         def elsewhere(folder):
             return play_on_ray(config, folder, cfg.model, _workers(cfg), _worker_threads(cfg))
     return evaluate_trained_and_untrained(adapters, config, out, cfg.model, elsewhere=elsewhere)

@@ -41,76 +41,30 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import Progress
+from safetensors.torch import load_file, save_file
+from torch.utils.tensorboard import SummaryWriter
 
-from sandbox_rl.enums import TaskType
+from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
+from sandbox_rl.agents.models import load_model
+from sandbox_rl.agents.task_specs import spec
 from sandbox_rl.run_folders import (LLM_PPO, RunInterrupted, recover_folder, remove_outputs,
                                     why_not_run_folder)
-from sandbox_rl.training.common import (EVALUATIONS, RESUME_DIR, check_next_task, config_int,
-                                        evaluate_trained_and_untrained, field, finite_tensors,
+from sandbox_rl.training.common import (EVALUATIONS, RESUME_DIR, evaluate_trained_and_untrained,
                                         interrupted_message, prepare_out_dir, print_evaluations,
-                                        read_resume_point, require, resume_settings,
-                                        save_resume_point, task_in_progress)
-from sandbox_rl.training.configs import FIRST_HELD_OUT_SEED, LLMTrainerConfig
-from sandbox_rl.validation import check_fields
-
-ALL_TASKS = tuple(t.value for t in TaskType)
-HELD_OUT_SEEDS = tuple(range(1000, 1020))  # the registered held-out set
-MARKER = "results.json"  # a finished run
-LEARNER = "learner.safetensors"  # in resume/: the PPO learner state of the task in progress
-FREE_ON_RESUME = ("threads", "quiet")  # settings a resumed run may change
-
-
-@dataclass(kw_only=True)
-class LLMPPOConfig(LLMTrainerConfig):
-    """Arguments of ``sandbox-rl train llm-ppo`` (one flag per field)."""
-
-    tasks: tuple[str, ...] = field(ALL_TASKS, "tasks whose adapters are trained")
-    updates: int = field(3, "PPO updates per task")
-    prompts_per_update: int = field(8, "prompts per PPO update")
-    samples_per_prompt: int = field(1, "completions sampled per prompt; > 1 centres each reward "
-                                       "on its prompt's mean (group baseline, no critic)")
-    rollout_temperature: float = field(0.0, "sampling temperature of the rollouts and of the "
-                                            "sampled evaluation (0: the task's own, 0.7 for a "
-                                            "greedy task)")
-    ppo_epochs: int = field(1, "passes over each PPO batch")
-    train_seeds: tuple[int, ...] = field((0, 1), "world seeds of the training episodes "
-                                                 "(below 1000)")
-    eval_seeds: tuple[int, ...] = field(HELD_OUT_SEEDS, "held-out worlds of the evaluation "
-                                        "protocol (1000 or above; the registered set is "
-                                        "1000-1019)")
-    steps: int = field(8, "env steps per training and held-out world")
-    users: int = field(1000, "simulated users")
-    learning_rate: float = field(1e-4, "AdamW learning rate of the adapters")
-    kl_coef: float = field(0.05, "KL penalty toward the base model")
-    eval_samples: int = field(4, "answers per held-out step sampled as the rollouts are (the "
-                                 "protocol's sampled arm, beside the greedy answer; 0: none)")
-    seed: int = field(0, "seed of the learner, the prompt sampling and the evaluation's "
-                         "sampling")
-    checkpoint_every: int = field(10, "save the adapters every this many updates of a task")
-    out: str = field("runs/llm_ppo", "run folder: adapters (PEFT format), checkpoints/, tb/, "
-                                     "eval_trained.jsonl, eval_untrained.jsonl, results.json")
-    resume: str | None = field(None, "continue the interrupted run in this folder: its finished "
-                                     "tasks and PPO updates are kept, the rest trained (it keeps "
-                                     "its settings)")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        try:
-            self.tasks = tuple(TaskType.parse(t).value for t in self.tasks)
-        except ValueError as err:
-            require(False, "tasks", self.tasks, str(err))
-        check_fields(self, {
-            **dict.fromkeys(("updates", "prompts_per_update", "samples_per_prompt", "ppo_epochs",
-                             "steps", "checkpoint_every"), config_int(1)),
-            "eval_samples": config_int(0)}, normalise=False)
-        require(self.kl_coef >= 0, "kl_coef", self.kl_coef, ">= 0")
-        require(0 <= self.rollout_temperature <= 5, "rollout_temperature",
-                self.rollout_temperature, "in [0, 5]")
-        self.train_seeds = tuple(self.train_seeds)
-        require(bool(self.train_seeds) and all(0 <= s < FIRST_HELD_OUT_SEED
-                                               for s in self.train_seeds),
-                "train_seeds", self.train_seeds, "one or more seeds in 0-999 (1000 and above "
-                                                 "are held out)")
+                                        read_resume_point, require, save_resume_point)
+# The config lives with the other trainers' (the CLI reads it without importing this module).
+from sandbox_rl.training.configs import LLMPPOConfig
+# The resume point's files and the check of --resume live apart: the CLI runs the check before
+# it imports this module.
+from sandbox_rl.training.llm_ppo_resume import (LEARNER, MARKER, RESUMABLE_RUN, InProgress,
+                                                in_progress, resume_config)
+from sandbox_rl.training.ppo import PPOLearner, PPOSettings
+from sandbox_rl.training.protocol import ProtocolConfig
+from sandbox_rl.training.task_episodes import (collect_episode, cut_at_stop, rollout_settings,
+                                               with_temperature)
 
 
 @dataclass
@@ -127,40 +81,6 @@ class LLMPPORun:
         return {**_state(self.config, self.updates),
                 "held_out": {"protocol": "training/protocol.py (sandbox-rl evaluate)",
                              "trained": EVALUATIONS[0], "untrained": EVALUATIONS[1]}}
-
-
-@dataclass
-class InProgress:
-    """The task being trained when the resume point was saved: what its next update depends on
-    besides its adapter (in the resume point's adapters) and its learner state (:data:`LEARNER`).
-
-    ``updates``: the statistics of its finished updates (their count is the update to continue
-    from); ``rng``: the state (``bit_generator.state``, JSON) of the Generator that draws its
-    prompts, after them. Its training episodes are collected again from their seeds.
-    """
-
-    task: str
-    updates: list[dict]
-    rng: dict
-
-    def __post_init__(self) -> None:
-        require(isinstance(self.task, str) and self.task in ALL_TASKS, "task", self.task,
-                "a task name")
-        require(isinstance(self.updates, list) and bool(self.updates)
-                and all(isinstance(u, dict) for u in self.updates), "updates",
-                type(self.updates).__name__, "the statistics of one or more updates")
-        self.generator()
-
-    def generator(self) -> np.random.Generator:
-        """A Generator in the saved state; ValueError naming ``rng`` when it is not a state of
-        NumPy's default bit generator."""
-        rng = np.random.default_rng()
-        try:
-            rng.bit_generator.state = self.rng
-        except (KeyError, TypeError, ValueError) as err:
-            require(False, "rng", str(self.rng)[:80], f"a {type(rng.bit_generator).__name__} "
-                                                      f"state ({err})")
-        return rng
 
 
 @dataclass
@@ -190,13 +110,6 @@ def train_llm_ppo(cfg: LLMPPOConfig, given: set[str] | None = None) -> LLMPPORun
     """Train every task (or with ``cfg.resume``, the unfinished ones; ``given``: see
     :func:`resume_config`), then evaluate. Ctrl-C: :class:`RunInterrupted` saying what was
     kept."""
-    # Heavy (torch, peft, rich): on use, so importing this module (the CLI) stays light.
-    import torch
-    from rich.console import Console
-
-    from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
-    from sandbox_rl.agents.models import load_model
-
     if cfg.resume is not None:
         cfg = resume_config(cfg, given)
         out = Path(cfg.out)
@@ -229,10 +142,6 @@ def _train_tasks(adapters, cfg: LLMPPOConfig, out: Path, trained: Trained, conso
     """PPO on every task not finished in ``trained`` (the task in progress from its next update,
     with the ``learner`` :func:`_resumed` restored); ``trained`` and the resume point follow
     every update."""
-    # Heavy (TensorBoard, rich): on use, so importing this module (the CLI) stays light.
-    from rich.progress import Progress
-    from torch.utils.tensorboard import SummaryWriter
-
     writer = SummaryWriter(str(out / "tb"))
     try:
         with Progress(console=console) as progress:
@@ -257,10 +166,6 @@ def _train_task(adapters, cfg: LLMPPOConfig, out: Path, task: str, trained: Trai
     """The remaining PPO updates of ``task`` (all, unless it is ``trained.current``); after each,
     ``done(task, update, stats)`` and the resume point (of the task in progress, or of the
     finished task after its last update)."""
-    # Heavy (torch, TRL): on use, so importing this module (the CLI) stays light.
-    from sandbox_rl.agents.task_specs import spec
-    from sandbox_rl.training.task_episodes import collect_episode, with_temperature
-
     s = with_temperature(spec(task), cfg.rollout_temperature)
     current = trained.current if trained.current and trained.current.task == task else None
     learner = learner if learner is not None else _learner(adapters, cfg)
@@ -281,8 +186,6 @@ def _train_task(adapters, cfg: LLMPPOConfig, out: Path, task: str, trained: Trai
 
 def _learner(adapters, cfg: LLMPPOConfig):
     """A fresh PPO learner of the run's settings (one per task: its updates count from 0)."""
-    from sandbox_rl.training.ppo import PPOLearner  # torch, TRL: on use
-
     return PPOLearner(adapters, ppo_settings(cfg.prompts_per_update, cfg.samples_per_prompt,
                                              cfg.ppo_epochs, cfg.learning_rate, cfg.seed,
                                              cfg.kl_coef))
@@ -293,8 +196,6 @@ def _save_in_progress(out: Path, adapters, cfg: LLMPPOConfig, trained: Trained,
     """The resume point after an update of the task ``current``: the adapters, the state with
     ``current`` and the learner's state of its adapter (:data:`LEARNER`, safetensors);
     ``trained.current`` once it is saved (so Ctrl-C never reports more than was kept)."""
-    from safetensors.torch import save_file  # torch: on use
-
     tensors = learner.optimizer_state(current.task)
     save_resume_point(out, adapters, _state(cfg, trained.tasks, current),
                       lambda folder: save_file(tensors, str(folder / LEARNER)))
@@ -304,9 +205,6 @@ def _save_in_progress(out: Path, adapters, cfg: LLMPPOConfig, trained: Trained,
 def _evaluate(adapters, cfg: LLMPPOConfig, out: Path) -> dict:
     """The evaluation protocol on the held-out worlds for the trained and untrained adapters,
     the sampled arm decoded as the rollouts were."""
-    # Heavy (torch, peft, TRL): on use, so importing this module (the CLI) stays light.
-    from sandbox_rl.training.protocol import ProtocolConfig
-
     config = ProtocolConfig(tasks=cfg.tasks, seeds=cfg.eval_seeds, steps=cfg.steps,
                             users=cfg.users, sampled=cfg.eval_samples, seed=cfg.seed)
     return evaluate_trained_and_untrained(adapters, config, out, cfg.model,
@@ -327,58 +225,6 @@ def _interrupted(cfg: LLMPPOConfig, out: Path, trained: Trained) -> str:
                            "resume (run the command again)")
 
 
-def resume_config(cfg: LLMPPOConfig, given: set[str] | None = None) -> LLMPPOConfig:
-    """The config ``cfg.resume`` continues with: the run's own, with the flags in ``given``
-    that may change (:data:`FREE_ON_RESUME`). Checks, changing nothing, that the folder holds an
-    interrupted llm-ppo run and that no other given setting differs; ValueError naming the
-    field otherwise."""
-    run = Path(cfg.resume)
-    what = _WHAT
-    require(run.exists() or run.is_symlink(), "resume", cfg.resume, f"{what} (no such folder)")
-    require(run.is_dir() and not run.is_symlink(), "resume", cfg.resume, f"{what} (not a folder)")
-    require(not (run / MARKER).exists(), "resume", cfg.resume,
-            f"{what} (it finished: {MARKER} is there)")
-    point = read_resume_point(run)
-    require(point is not None, "resume", cfg.resume, f"{what} (no resume/ point: it is saved "
-                                                     "after each PPO update)")
-    try:
-        config = LLMPPOConfig(**{**point[1]["config"], "resume": None})
-        tasks = point[1]["tasks"]
-        if not isinstance(tasks, dict) or list(tasks) != list(config.tasks[:len(tasks)]):
-            raise ValueError("its finished tasks are not the first of its tasks")
-        if not all(isinstance(t, dict) and isinstance(t.get("updates"), list)
-                   for t in tasks.values()):
-            raise ValueError("a finished task without its update statistics")
-    except (KeyError, TypeError, ValueError) as err:
-        require(False, "resume", cfg.resume, f"{what} (its saved settings do not load: "
-                                             f"{str(err)[:200]})")
-    _in_progress(cfg.resume, point[0], point[1], config)
-    return resume_settings(cfg, config, run, given, FREE_ON_RESUME)
-
-
-_WHAT = "the folder of an interrupted `sandbox-rl train llm-ppo` run"
-
-
-def _in_progress(run: str, folder: Path, state: dict, config: LLMPPOConfig) -> InProgress | None:
-    """The task in progress of the resume point in ``folder`` (``task_in_progress``), checked
-    against the run's ``config`` and the files beside it."""
-    def check(saved: dict) -> InProgress:
-        current = InProgress(**saved)
-        check_next_task(folder, state, config.tasks, current.task)
-        if len(current.updates) >= config.updates:
-            raise ValueError(f"{len(current.updates)} updates of {current.task} done, but a "
-                             f"task has {config.updates}")
-        count = finite_tensors(folder / LEARNER).get("updates")
-        if count is None or count.shape != () or count.dtype != np.int64:
-            raise ValueError(f"{LEARNER} lacks its update count")
-        if int(count) != len(current.updates):
-            raise ValueError(f"{LEARNER} counts {int(count)} updates, the state "
-                             f"{len(current.updates)}")
-        return current
-
-    return task_in_progress(run, _WHAT, state, check)
-
-
 def _resumed(adapters, cfg: LLMPPOConfig, out: Path):
     """What the run in ``out`` trained (:class:`Trained`), the adapters of its finished tasks
     and of its task in progress loaded into ``adapters``, and that task's learner restored
@@ -386,7 +232,7 @@ def _resumed(adapters, cfg: LLMPPOConfig, out: Path):
     recover_folder(out / RESUME_DIR)
     folder, state = read_resume_point(out)
     tasks = {task: t["updates"] for task, t in state["tasks"].items()}
-    current = _in_progress(cfg.resume, folder, state, cfg)
+    current = in_progress(cfg.resume, folder, state, cfg)
     names = [*tasks, *([current.task] if current else [])]
     if names:
         adapters.load(folder / "adapters", names=names)
@@ -398,14 +244,12 @@ def _resumed(adapters, cfg: LLMPPOConfig, out: Path):
 def _restored_learner(adapters, cfg: LLMPPOConfig, path: Path, task: str):
     """A learner holding the saved state of ``task``'s adapter (it must be complete: a missing
     moment would change the resumed run's numbers); ValueError naming ``resume`` otherwise."""
-    from safetensors.torch import load_file  # torch: on use
-
     learner = _learner(adapters, cfg)
     try:
         learner.load_optimizer_state(task, load_file(str(path)), complete=True)
     except (RuntimeError, ValueError) as err:  # torch's load_state_dict: RuntimeError
-        require(False, "resume", cfg.resume, f"{_WHAT} (its learner state ({path.name}) does "
-                                             f"not load: {str(err)[:200]})")
+        require(False, "resume", cfg.resume, f"{RESUMABLE_RUN} (its learner state "
+                                             f"({path.name}) does not load: {str(err)[:200]})")
     return learner
 
 
@@ -426,10 +270,6 @@ def episode_update(learner, adapter: str, episodes, prompts: int, rng: np.random
     one task), each rollout scored by the env in a counterfactual step of its snapshot; decoded
     within the task's token budget, as :func:`as_trained` says for ``task_spec`` (default the
     task's spec)."""
-    # Heavy (torch, peft, TRL): on use, so importing this module (the CLI) stays light.
-    from sandbox_rl.agents.task_specs import spec
-    from sandbox_rl.training.task_episodes import cut_at_stop, rollout_settings
-
     s = task_spec or spec(episodes[0].task)
     learner.settings = rollout_settings(learner.settings, s)
     pool = [(e, i) for e in episodes for i in range(len(e.steps))]
@@ -450,8 +290,6 @@ def ppo_settings(prompts: int, samples_per_prompt: int, ppo_epochs: int, learnin
                  seed: int, kl_coef: float = 0.05):
     """PPO settings for updates of ``prompts`` prompts sampled ``samples_per_prompt`` times each
     (one PPO batch, mini-batches of up to 4 rollouts)."""
-    from sandbox_rl.training.ppo import PPOSettings  # torch: on use, this module stays light
-
     rollouts = prompts * samples_per_prompt
     return PPOSettings(learning_rate=learning_rate, kl_coef=kl_coef, seed=seed,
                        rollouts_per_update=rollouts, mini_batch_size=min(4, rollouts),

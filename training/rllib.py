@@ -24,64 +24,21 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch.utils.tensorboard import SummaryWriter
 
 from sandbox_rl.enums import TaskType
-from sandbox_rl.training.common import (check_held_out, field, import_optional, prepare_out_dir,
-                                        require, save_config)
-from sandbox_rl.training.configs import EnvPPOConfig
+from sandbox_rl.envs import oasis_v0
+from sandbox_rl.training.common import import_optional, prepare_out_dir, save_config
+# The config lives with the other trainers' (the CLI reads it without importing this module).
+from sandbox_rl.training.configs import RLlibConfig
+from sandbox_rl.training.evaluation import EvalReport, evaluate_parallel
 from sandbox_rl.training.ray_runtime import check_address, ray_map, ray_session
-
-if TYPE_CHECKING:  # the env stack loads when training starts, so `--help` answers at once
-    from sandbox_rl.training.evaluation import EvalReport
-
-
-@dataclass(kw_only=True)
-class RLlibConfig(EnvPPOConfig):
-    """Arguments of ``sandbox-rl train rllib``; every field is checked in ``__post_init__``."""
-
-    timesteps: int = field(40_000, "env steps to sample (each gives one step to every agent)")
-    seed: int = field(0, "seed of RLlib and of the training worlds")
-    out: str = field("runs/rllib", "run folder: TensorBoard logs, checkpoints, evaluation")
-    address: str | None = field(None, "address of a running Ray cluster (e.g. auto); "
-                                      "default: start Ray locally")
-    num_env_runners: int = field(1, "remote env runners (0: sample in the driver)")
-    num_envs_per_env_runner: int = field(1, "worlds per env runner")
-    num_learners: int = field(0, "remote learners (0: learn in the driver)")
-    num_gpus_per_learner: float = field(0.0, "GPUs per learner (the driver's with 0 learners)")
-    num_cpus: int | None = field(None, "CPUs of a local Ray (default: all)")
-    train_batch_size: int = field(2000, "env steps per training iteration")
-    minibatch_size: int = field(250, "PPO minibatch size (agent steps of one module)")
-    num_epochs: int = field(10, "PPO epochs per iteration")
-    entropy_coeff: float = field(0.0, "entropy bonus")
-    checkpoint_every: int = field(20_000, "save a checkpoint every this many env steps")
-    threads: int = field(1, "torch threads of the driver and of every Ray worker")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(self.address is None or bool(str(self.address).strip()), "address",
-                self.address, "a Ray address such as auto or ray://host:10001")
-        require(self.num_env_runners >= 0, "num_env_runners", self.num_env_runners, ">= 0")
-        require(self.num_envs_per_env_runner >= 1, "num_envs_per_env_runner",
-                self.num_envs_per_env_runner, ">= 1")
-        require(self.num_learners >= 0, "num_learners", self.num_learners, ">= 0")
-        require(self.num_gpus_per_learner >= 0, "num_gpus_per_learner",
-                self.num_gpus_per_learner, ">= 0")
-        require(self.num_cpus is None or self.num_cpus >= 1, "num_cpus", self.num_cpus,
-                "an integer >= 1")
-        require(self.address is None or self.num_cpus is None, "num_cpus", self.num_cpus,
-                "unset with --address (a cluster's nodes declare their own CPUs)")
-        require(self.threads >= 1, "threads", self.threads, "an integer >= 1")
-        require(self.train_batch_size >= 2, "train_batch_size", self.train_batch_size, ">= 2")
-        require(1 <= self.minibatch_size <= self.train_batch_size, "minibatch_size",
-                self.minibatch_size, f"in [1, train_batch_size = {self.train_batch_size}]")
-        require(self.num_epochs >= 1, "num_epochs", self.num_epochs, "an integer >= 1")
-        require(self.entropy_coeff >= 0, "entropy_coeff", self.entropy_coeff, ">= 0")
-        # The driver's runner has index 0, remote ones 1..N; a runner's sub-envs count up.
-        last = self.seed + self.num_env_runners + self.num_envs_per_env_runner
-        check_held_out(self.eval_seeds, range(self.seed, last))
 
 
 @dataclass(frozen=True)
@@ -96,7 +53,7 @@ class TrainResult:
 
 def make_rllib_env(env_config: dict):
     """RLlib's env creator: the vector-mode Oasis ParallelEnv as a MultiAgentEnv."""
-    # ray: the optional rllib extra (train() checks it); the env: on use, so --help is fast.
+    # rllib_env imports ray, the optional rllib extra (train() checks it); this module does not.
     from sandbox_rl.training.rllib_env import OasisRLlibEnv
 
     return OasisRLlibEnv(env_config)
@@ -104,7 +61,7 @@ def make_rllib_env(env_config: dict):
 
 def build_config(cfg: RLlibConfig):
     """The PPOConfig: one module per agent, 1:1 agent -> module mapping."""
-    # ray: the optional rllib extra (train() checks it).
+    # ray (and rllib_env, which imports it): the optional rllib extra (train() checks it).
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
@@ -137,8 +94,6 @@ def train(cfg: RLlibConfig) -> TrainResult:
     """Train the five modules, checkpoint, evaluate on held-out seeds; Ray is shut down after."""
     import_optional("ray", "rllib")
     import_optional("ray.rllib", "rllib")
-    import torch  # torch and ray on use: importing this module (the CLI) stays light
-
     check_address(cfg.address)  # before anything is written
     out = prepare_out_dir(cfg.out, cfg.overwrite, "checkpoint")
     save_config(cfg, out / "config.json")
@@ -160,7 +115,7 @@ def train(cfg: RLlibConfig) -> TrainResult:
 
 def env_runner_placement(algo) -> dict:
     """The driver's node and the node of every remote env runner (Ray node ids)."""
-    import ray  # the optional rllib extra (train() checked it)
+    import ray  # the optional rllib extra (train() checked it); this module imports without it
 
     def node(_runner) -> str:
         return ray.get_runtime_context().get_node_id()
@@ -172,7 +127,8 @@ def env_runner_placement(algo) -> dict:
 def restore(run: str | Path):
     """The algorithm saved in ``run`` (a run folder, or a checkpoint folder in it), rebuilt on
     the Ray this process has initialised (``Algorithm.from_checkpoint``)."""
-    from ray.rllib.algorithms.algorithm import Algorithm  # the optional rllib extra
+    # The optional rllib extra; this module imports without it.
+    from ray.rllib.algorithms.algorithm import Algorithm
 
     path = Path(run)
     if (path / "checkpoint").is_dir():
@@ -184,9 +140,6 @@ def restore(run: str | Path):
 
 def _train_loop(algo, cfg: RLlibConfig, out: Path) -> tuple[int, int, float]:
     """Iterate until ``timesteps`` env steps are sampled; log scalars, checkpoint on schedule."""
-    # TensorBoard (torch) on use: importing this module (the CLI) stays light.
-    from torch.utils.tensorboard import SummaryWriter
-
     writer = SummaryWriter(str(out / "tb"))
     steps, iterations, next_checkpoint = 0, 0, cfg.checkpoint_every
     start = time.perf_counter()
@@ -227,11 +180,6 @@ class _progress:
 
     def __enter__(self):
         if self.show:
-            # rich on use: importing this module (the CLI) stays light.
-            from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeRemainingColumn)
-
             self.bar = Progress(TextColumn("rllib ppo"), BarColumn(), MofNCompleteColumn(),
                                 TextColumn("{task.fields[ret]}"), TimeRemainingColumn(),
                                 console=Console(stderr=True), transient=True)
@@ -252,8 +200,7 @@ class _progress:
 # ---------------------------------------------------------------------- evaluation
 def module_player(modules: dict, env):
     """Deterministic actions of each agent's RLModule, mapped to the env's bounds as RLlib does."""
-    # torch and ray (the optional rllib extra) on use: importing this module stays light.
-    import torch
+    # ray, the optional rllib extra (train() checked it); this module imports without it.
     from ray.rllib.utils.spaces.space_utils import unsquash_action
 
     spaces = {agent: env.action_space(agent) for agent in modules}  # not the env: it travels
@@ -275,10 +222,6 @@ def module_player(modules: dict, env):
 def evaluate(modules: dict, cfg: RLlibConfig) -> EvalReport:
     """The deterministic modules, the heuristics and random actions on the held-out worlds,
     each (player, world) a Ray task (the session :func:`train` holds)."""
-    # The env stack on use: importing this module (the CLI) stays light.
-    from sandbox_rl.envs import oasis_v0
-    from sandbox_rl.training.evaluation import evaluate_parallel
-
     raw = partial(oasis_v0.parallel_env, num_users=cfg.users, max_cycles=cfg.eval_steps)
     env = raw()  # for the action spaces
     try:
@@ -294,8 +237,6 @@ def evaluate(modules: dict, cfg: RLlibConfig) -> EvalReport:
 
 def report(result: TrainResult, console=None) -> None:
     if console is None:
-        from rich.console import Console  # on use: importing this module (the CLI) stays light
-
         console = Console()
     result.report.print(console)
     console.print(f"trained {result.timesteps:,} env steps ({result.iterations} iterations) in "

@@ -18,50 +18,18 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import gymnasium
 import numpy as np
+import torch
+from rich.console import Console
 
-from sandbox_rl.enums import TaskType
 from sandbox_rl.envs.registration import ENV_ID, register_envs
-from sandbox_rl.training.common import (check_sb3_ppo, field, import_optional, prepare_out_dir,
-                                        save_config)
-from sandbox_rl.training.configs import EnvPPOConfig
-from sandbox_rl.validation import OneOf
-
-if TYPE_CHECKING:  # the env stack loads when training starts, so `--help` answers at once
-    from sandbox_rl.training.evaluation import EvalReport
-
-VEC_ENVS = ("dummy", "subproc")
-TASKS = tuple(t.value for t in TaskType)
-
-
-@dataclass(kw_only=True)
-class SB3Config(EnvPPOConfig):
-    """Arguments of ``sandbox-rl train sb3``; every field is checked in ``__post_init__``."""
-
-    task: str = field("trend_prediction", "the role the learner plays")
-    timesteps: int = field(60_000, "environment steps to train for")
-    seed: int = field(0, "seed of PPO and of the training worlds (seed .. seed + n_envs - 1)")
-    out: str = field("runs/sb3", "run folder: TensorBoard logs, checkpoints, model, evaluation")
-    n_envs: int = field(4, "parallel training worlds")
-    vec_env: str = field("dummy", "SB3 vector env: dummy (one process) or subproc")
-    n_steps: int = field(256, "steps per world per PPO rollout")
-    batch_size: int = field(256, "PPO minibatch size")
-    n_epochs: int = field(10, "PPO epochs per rollout")
-    gamma: float = field(0.9, "discount; rewards are mostly immediate, so a short horizon "
-                              "lowers the variance of the advantages")
-    ent_coef: float = field(0.0, "entropy bonus")
-    log_std_init: float = field(0.0, "initial log standard deviation of Box actions (in the "
-                                     "[-1, 1] action scale)")
-    checkpoint_every: int = field(20_000, "save a checkpoint every this many steps")
-
-    def __post_init__(self) -> None:
-        self.task = TaskType.parse(self.task).value
-        super().__post_init__()
-        OneOf(VEC_ENVS).check("vec_env", self.vec_env)
-        check_sb3_ppo(self, self.n_steps * self.n_envs, "n_steps * n_envs")
+from sandbox_rl.training.common import import_optional, prepare_out_dir, save_config
+# The config lives with the other trainers' (the CLI reads it without importing this module);
+# its choices TASKS and VEC_ENVS are named here too.
+from sandbox_rl.training.configs import TASKS, VEC_ENVS, SB3Config  # noqa: F401
+from sandbox_rl.training.evaluation import EvalReport, evaluate_gym, gym_baselines
 
 
 @dataclass(frozen=True)
@@ -93,9 +61,7 @@ def to_env_action(space: gymnasium.Space, action: np.ndarray) -> np.ndarray:
 def train(cfg: SB3Config) -> TrainResult:
     """Train PPO, save the model and checkpoints, then evaluate on the held-out seeds."""
     sb3 = import_optional("stable_baselines3", "sb3")
-    # SB3 (the optional sb3 extra, checked above) and torch on use: importing this module (the
-    # CLI) stays light.
-    import torch
+    # The optional sb3 extra (checked above); this module imports without it.
     from stable_baselines3.common.callbacks import CheckpointCallback
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
@@ -127,9 +93,6 @@ def train(cfg: SB3Config) -> TrainResult:
 
 def evaluate(model, cfg: SB3Config) -> EvalReport:
     """The trained policy, the heuristic and random actions on the held-out worlds."""
-    # The env stack on use: importing this module (the CLI) stays light.
-    from sandbox_rl.training.evaluation import evaluate_gym, gym_baselines
-
     def learned(env, seed: int):
         return lambda obs: to_env_action(env.action_space,
                                          model.predict(obs, deterministic=True)[0])
@@ -143,8 +106,6 @@ def evaluate(model, cfg: SB3Config) -> EvalReport:
 def report(result: TrainResult, console=None, unit: str = "steps") -> None:
     """Print the evaluation table and where the run lies (``unit`` of ``timesteps``)."""
     if console is None:
-        from rich.console import Console  # on use: importing this module (the CLI) stays light
-
         console = Console()
     result.report.print(console)
     console.print(f"trained {result.timesteps:,} {unit} in {result.train_s:.0f} s; run folder "

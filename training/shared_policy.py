@@ -29,41 +29,19 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 from gymnasium import spaces
 
-from sandbox_rl.training.common import (check_sb3_ppo, field, import_optional, prepare_out_dir,
-                                        save_config)
-from sandbox_rl.training.configs import EnvPPOConfig
+from sandbox_rl.envs import oasis_v0
 from sandbox_rl.training import sb3
+from sandbox_rl.training.common import import_optional, prepare_out_dir, save_config
+# The config lives with the other trainers' (the CLI reads it without importing this module).
+from sandbox_rl.training.configs import SharedPolicyConfig
+from sandbox_rl.training.evaluation import EvalReport, evaluate_parallel
 from sandbox_rl.training.sb3 import TrainResult
-
-if TYPE_CHECKING:  # the env stack loads when training starts, so `--help` answers at once
-    from sandbox_rl.training.evaluation import EvalReport
-
-
-@dataclass(kw_only=True)
-class SharedPolicyConfig(EnvPPOConfig):
-    """Arguments of ``sandbox-rl train supersuit``; every field is checked in ``__post_init__``."""
-
-    timesteps: int = field(200_000, "agent-steps to train for (five per world step)")
-    seed: int = field(0, "seed of PPO and of the training worlds (seed .. seed + n_envs - 1)")
-    out: str = field("runs/supersuit", "run folder: TensorBoard logs, checkpoints, model, "
-                                       "evaluation")
-    n_envs: int = field(2, "parallel training worlds (each gives five agent rows)")
-    n_steps: int = field(128, "steps per agent row per PPO rollout")
-    batch_size: int = field(256, "PPO minibatch size")
-    n_epochs: int = field(10, "PPO epochs per rollout")
-    ent_coef: float = field(0.0, "entropy bonus")
-    checkpoint_every: int = field(50_000, "save a checkpoint every this many agent-steps")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_sb3_ppo(self, 5 * self.n_envs * self.n_steps, "5 * n_envs * n_steps")
 
 
 # ---------------------------------------------------------------------- the shared spaces
@@ -93,15 +71,14 @@ def shared_spaces(env):
 
 
 def make_shared_env(users: int, steps: int):
-    from sandbox_rl.envs import oasis_v0  # on use: importing this module (the CLI) stays light
-
     return shared_spaces(oasis_v0.parallel_env(num_users=users, max_cycles=steps))
 
 
 def make_vec_env(cfg: SharedPolicyConfig):
     """The shared-space env as an SB3 VecEnv: n_envs worlds x five agent rows."""
     ss = import_optional("supersuit", "sb3")
-    from stable_baselines3.common.vec_env import VecMonitor  # the optional sb3 extra, as supersuit
+    # The optional sb3 extra, as supersuit; this module imports without it.
+    from stable_baselines3.common.vec_env import VecMonitor
 
     venv = ss.pettingzoo_env_to_vec_env_v1(make_shared_env(cfg.users, cfg.episode_steps))
     venv = ss.concat_vec_envs_v1(venv, cfg.n_envs, num_cpus=0, base_class="stable_baselines3")
@@ -114,7 +91,7 @@ def make_vec_env(cfg: SharedPolicyConfig):
 def seedable(venv):
     """SuperSuit's SB3 wrapper forwards ``seed()`` to a Gymnasium VectorEnv, which has none, so
     ``PPO(seed=...)`` fails; keep the seed for the next reset instead, as SB3's own VecEnvs do."""
-    # supersuit: the optional sb3 extra (make_vec_env checks it).
+    # The optional sb3 extra (make_vec_env checks it); this module imports without it.
     from supersuit.vector.sb3_vector_wrapper import SB3VecEnvWrapper
 
     class SeedableSB3VecEnv(SB3VecEnvWrapper):
@@ -136,9 +113,7 @@ def seedable(venv):
 def train(cfg: SharedPolicyConfig) -> TrainResult:
     """Train the shared PPO policy, save model and checkpoints, evaluate on held-out seeds."""
     sb3 = import_optional("stable_baselines3", "sb3")
-    # SB3 (the optional sb3 extra, checked above) and torch on use: importing this module (the
-    # CLI) stays light.
-    import torch
+    # The optional sb3 extra (checked above); this module imports without it.
     from stable_baselines3.common.callbacks import CheckpointCallback
 
     out = prepare_out_dir(cfg.out, cfg.overwrite, "model.zip")
@@ -174,10 +149,6 @@ def shared_player(model):
 
 
 def evaluate(model, cfg: SharedPolicyConfig) -> EvalReport:
-    # The env stack on use: importing this module (the CLI) stays light.
-    from sandbox_rl.envs import oasis_v0
-    from sandbox_rl.training.evaluation import evaluate_parallel
-
     raw = partial(oasis_v0.parallel_env, num_users=cfg.users, max_cycles=cfg.eval_steps)
     players = {"learned": (partial(make_shared_env, cfg.users, cfg.eval_steps),
                            shared_player(model)),

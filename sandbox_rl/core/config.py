@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
+import torch
+
 from sandbox_rl.enums import EvolutionStrategy, TaskType
 from sandbox_rl.validation import Custom, Flag, Int, Real, check_fields, require
 
@@ -123,8 +125,6 @@ def _device(value):
     """None, or a torch device present on this machine ('cpu', 'cuda', 'cuda:1', 'mps')."""
     if value is None:
         return None
-    import torch  # on use: the CLI imports this module (through core.run) at parse time
-
     present = present_devices()
     expected = ("None (CUDA when present, else CPU) or a device present on this machine "
                 f"({', '.join(present)})")
@@ -143,8 +143,6 @@ def _device(value):
 
 def present_devices() -> list[str]:
     """The torch devices of this machine: 'cpu', then 'cuda:N' and 'mps' where present."""
-    import torch  # on use: the CLI imports this module (through core.run) at parse time
-
     devices = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
     mps = getattr(torch.backends, "mps", None)
     if mps is not None and mps.is_available():

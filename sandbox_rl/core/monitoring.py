@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from torch.utils.tensorboard import SummaryWriter
+
 
 def peak_rss_bytes() -> int:
     """Peak resident memory of this process (Linux reports KiB, macOS bytes)."""
@@ -48,9 +50,6 @@ class Monitor:
         self._writer = None
 
     def _open(self, first_step: int) -> None:
-        # TensorBoard (torch) on use: the CLI imports this module (through core.run) at parse time.
-        from torch.utils.tensorboard import SummaryWriter
-
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._jsonl = open(self.log_dir / "metrics.jsonl", "a", encoding="utf-8")
         # A run resumed from a checkpoint logs its steps again: TensorBoard hides the earlier

@@ -1,4 +1,9 @@
-"""PNG plots of a self-evolving run, from its per-step records (``monitoring.step_record``)."""
+"""PNG plots of a self-evolving run, from its per-step records (``monitoring.step_record``).
+
+The figures are matplotlib ``Figure`` objects saved to files, never pyplot's: they need no
+display and no backend chosen (the PNG is drawn by Agg), and importing this module leaves the
+backend of the process (a notebook's, say) as it was.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-
-
-def _pyplot():
-    # On use: matplotlib adds ~0.7 s to the CLI, which imports this module (through core.run),
-    # and the backend is chosen before pyplot is imported.
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display on servers
-    import matplotlib.pyplot as plt
-
-    return plt
+from matplotlib.figure import Figure
 
 
 def rolling_mean(values: Sequence[float], window: int) -> np.ndarray:
@@ -31,37 +26,39 @@ def rolling_mean(values: Sequence[float], window: int) -> np.ndarray:
 
 def plot_run(records: Sequence[dict], folder: str | Path, window: int = 5) -> list[Path]:
     """Writes scores.png, events.png and network.png; returns their paths."""
-    plt = _pyplot()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     steps = [r["step"] for r in records]
     paths = []
 
-    paths.append(_scores(plt, records, steps, folder, window))
+    paths.append(_scores(records, steps, folder, window))
 
-    fig, ax = plt.subplots(figsize=(8, 3.5))
+    fig = Figure(figsize=(8, 3.5))
+    ax = fig.subplots()
     kinds = sorted({e["type"] for r in records for e in r["events"]})
     for row, kind in enumerate(kinds):
         xs = [r["step"] for r in records for e in r["events"] if e["type"] == kind]
         ax.scatter(xs, [row] * len(xs), marker="|", s=200)
     ax.set_yticks(range(len(kinds)), kinds)
     ax.set(xlabel="env step", title="Evolution events", xlim=(0, max(steps, default=1) + 1))
-    paths.append(_save(fig, folder / "events.png", plt))
+    paths.append(_save(fig, folder / "events.png"))
 
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
+    fig = Figure(figsize=(12, 3.5))
+    axes = fig.subplots(1, 3)
     for ax, key in zip(axes, ("total_posts", "total_edges", "total_interactions")):
         ax.plot(steps, [r["network"].get(key, np.nan) for r in records])
         ax.set(xlabel="env step", title=key)
     fig.suptitle("Network growth")
-    paths.append(_save(fig, folder / "network.png", plt))
+    paths.append(_save(fig, folder / "network.png"))
     return paths
 
 
-def _scores(plt, records: Sequence[dict], steps: list[int], folder: Path, window: int) -> Path:
+def _scores(records: Sequence[dict], steps: list[int], folder: Path, window: int) -> Path:
     """One panel per task: the agents' score (faint per step, solid rolling mean) and the
     heuristic's and random actions' mean on the same steps (dashed and dotted lines)."""
     tasks = list(records[0]["scores"]) if records else []
-    fig, axes = plt.subplots(2, 3, figsize=(12, 6), sharex=True, sharey=True)
+    fig = Figure(figsize=(12, 6))
+    axes = fig.subplots(2, 3, sharex=True, sharey=True)
     for ax, task in zip(axes.flat, tasks):
         scores = [r["scores"].get(task, np.nan) for r in records]
         ax.plot(steps, scores, color="C0", alpha=0.25)
@@ -79,11 +76,10 @@ def _scores(plt, records: Sequence[dict], steps: list[int], folder: Path, window
     fig.supylabel("reward (performance_score)")
     fig.suptitle(f"Per-task score (faint: per step; solid: mean of last {window}); dashed: "
                  "heuristic, dotted: random, on the same steps")
-    return _save(fig, folder / "scores.png", plt)
+    return _save(fig, folder / "scores.png")
 
 
-def _save(fig, path: Path, plt) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

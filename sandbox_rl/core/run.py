@@ -30,96 +30,33 @@ import shlex
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Iterable
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from sandbox_rl.core.config import SelfEvolvingConfig
 from sandbox_rl.core.monitoring import step_record
 from sandbox_rl.core.plots import plot_run
-from sandbox_rl.enums import EvolutionStrategy, TaskType
+# The settings and the check of --resume live apart: the CLI reads them before it imports this.
+from sandbox_rl.core.run_config import EvolveRunConfig, resume_config
+from sandbox_rl.core.self_evolving_oasis import SelfEvolvingOasis
+from sandbox_rl.enums import TaskType
 from sandbox_rl.run_folders import (CHECKPOINTS, EVOLVE, RunInterrupted, checkpoint_name,
-                                    evolve_checkpoints, marker_config, prepare_run_folder,
-                                    prune_checkpoints, why_not_run_folder, write_marker)
-from sandbox_rl.training.common import config_int, field, resume_settings
-from sandbox_rl.validation import OneOf, check_fields, require
+                                    evolve_checkpoints, prepare_run_folder, prune_checkpoints,
+                                    write_marker)
+from sandbox_rl.training.protocol import paired_difference
+from sandbox_rl.validation import require
 
 __all__ = ["EvolveRunConfig", "RunInterrupted", "resume_config", "run_evolution"]
 
 log = logging.getLogger(__name__)
 
-# What a resumed run may change; it keeps the settings that decide its trajectory.
-FREE_ON_RESUME = ("steps", "checkpoint_every", "quiet")
-
-
-@dataclass
-class EvolveRunConfig:
-    """Arguments of ``sandbox-rl evolve`` (one flag per field)."""
-
-    steps: int = field(20, "env steps to simulate (with --resume: the run's total, default "
-                           "the run's own)")
-    strategy: str = field("multi_model", "evolution strategy")
-    model: str = field("embedded", "model of all five task agents")
-    users: int = field(1000, "simulated users")
-    pool_size: int = field(3, "members (adapters) per task")
-    evolution_interval: int = field(5, "env steps between evolution steps")
-    online_adaptation: bool = field(True, "small reward-weighted adapter updates between them")
-    seed: int = field(0, "world and model seed")
-    adapters: str | None = field(None, "start every task from the adapters a `sandbox-rl train "
-                                       "agents` run saved (its run folder)")
-    out: str = field("runs/latest", "run folder")
-    overwrite: bool = field(False, "replace the run folder of an earlier evolve run")
-    checkpoint_every: int = field(0, "save a checkpoint every N steps in <out>/checkpoints/ "
-                                     "(the last 3 are kept; 0: only on Ctrl-C and at the end)")
-    resume: str | None = field(None, "continue the evolve run in this folder from its newest "
-                                     "checkpoint, as if never stopped (it keeps its settings)")
-    quiet: bool = field(False, "no progress bar or summary")
-
-    def __post_init__(self) -> None:
-        strategies = tuple(s.value for s in EvolutionStrategy)
-        check_fields(self, {**dict.fromkeys(("steps", "users", "pool_size", "evolution_interval"),
-                                            config_int(1)),
-                            "strategy": OneOf(strategies, "one of " + ", ".join(strategies)),
-                            "seed": config_int(0)}, normalise=False)
-        require(bool(str(self.out).strip()), "out", self.out, "a folder path")
-        config_int(0).check("checkpoint_every", self.checkpoint_every)
-        require(self.resume is None or bool(str(self.resume).strip()), "resume", self.resume,
-                "a run folder")
-
 
 # ----------------------------------------------------------------------------- resuming
-def resume_config(args: EvolveRunConfig, given: Iterable[str] | None = None) -> EvolveRunConfig:
-    """The settings ``args.resume`` continues with: the run's own (from its marker) for every
-    field not in ``given`` (the flags the user typed; default: the fields that differ from their
-    defaults). Checks, changing nothing, that the folder is an evolve run with a checkpoint and
-    that no given setting differs from the run's; ValueError naming the field otherwise."""
-    run = Path(args.resume)
-    require(run.exists() or run.is_symlink(), "resume", args.resume,
-            "the run folder of a `sandbox-rl evolve` run (no such folder)")
-    reason = why_not_run_folder(run, EVOLVE, whole=False)
-    require(reason is None, "resume", args.resume, f"the run folder of a `sandbox-rl evolve` run "
-                                                   f"({reason})")
-    saved = marker_config(run)
-    try:
-        known = {f.name for f in fields(EvolveRunConfig)}
-        saved = EvolveRunConfig(**{k: v for k, v in saved.items() if k in known})
-    except (AttributeError, TypeError, ValueError):
-        saved = None
-    require(saved is not None, "resume", args.resume,
-            "a run folder whose marker holds the run's settings (written by evolve runs "
-            "that can be resumed)")
-    points = evolve_checkpoints(run)
-    require(bool(points), "resume", args.resume,
-            "a run folder with a checkpoint (none in checkpoints/ or state/; a run saves one "
-            "on Ctrl-C, every --checkpoint-every N steps and at the end)")
-    config = resume_settings(args, saved, run, None if given is None else set(given),
-                             FREE_ON_RESUME)
-    latest = points[0][0]
-    require(config.steps >= latest, "steps", config.steps, f"an integer >= {latest}, the step of "
-            "the run's newest checkpoint (--steps is the run's total)")
-    return config
-
-
 def _load_newest(sandbox, run: Path, points: list[tuple[int, Path]]) -> int:
     """Load the newest checkpoint of ``run`` that loads into ``sandbox``; its step."""
     for step, path in points:
@@ -215,12 +152,6 @@ def _checkpoint(sandbox, out: Path) -> Path | None:
 def run_evolution(args: EvolveRunConfig, given: Iterable[str] | None = None) -> dict:
     """Run (or with ``args.resume``, continue; ``given``: see :func:`resume_config`) an evolve
     run; its summary. Ctrl-C: :class:`RunInterrupted` after saving a checkpoint."""
-    # The sandbox (torch, transformers, peft) and rich on use: the CLI imports this module for
-    # EvolveRunConfig, and its --help and argument errors answer at once.
-    from rich.console import Console
-
-    from sandbox_rl.core.self_evolving_oasis import SelfEvolvingOasis
-
     if args.resume is not None:
         args = resume_config(args, given)
     # Every option is checked before the run folder is touched (a bad one leaves no folder).
@@ -284,9 +215,6 @@ def _resume(sandbox, config, out: Path, settings: dict) -> list[dict]:
 def _steps(sandbox, records: list[dict], args: EvolveRunConfig, out: Path, console) -> None:
     """Step ``sandbox`` to ``args.steps``, appending each step's record, checkpointing every
     ``args.checkpoint_every`` steps; on Ctrl-C, :class:`RunInterrupted` (see :class:`_Stop`)."""
-    # rich on use: the CLI imports this module (see run_evolution).
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     columns = (TextColumn("[bold]evolve"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[scores]}"))
     saved_at = None  # the step of the last checkpoint saved
@@ -334,10 +262,6 @@ def _stopped(sandbox, args: EvolveRunConfig, out: Path, saved_at: int | None) ->
 
 
 def summarise(records, sandbox, setup_s: float, total_s: float, args: EvolveRunConfig) -> dict:
-    # training.protocol (torch, transformers) on use: the CLI imports this module (see
-    # run_evolution).
-    from sandbox_rl.training.protocol import paired_difference
-
     half = max(len(records) // 2, 1)
     tasks = {}
     for task in records[0]["scores"]:
@@ -367,8 +291,6 @@ def summarise(records, sandbox, setup_s: float, total_s: float, args: EvolveRunC
 
 
 def print_summary(summary: dict, console) -> None:
-    from rich.table import Table  # rich on use: the CLI imports this module (see run_evolution)
-
     table = Table(title=f"Self-evolving run ({summary['config']['strategy']}, "
                         f"{summary['config']['steps']} steps, {summary['config']['model']})")
     for col in ("task", "agents", "first half", "second half", "heuristic", "random",

@@ -15,6 +15,7 @@ from safetensors.numpy import load_file
 from sandbox_rl.cli import main
 from sandbox_rl.training import agents_trainer, llm_ppo
 from sandbox_rl.training import expert_iteration as ei
+from sandbox_rl.training.common import EVALUATIONS
 
 TASKS = ("trend_prediction", "user_engagement")
 AGENTS = ["train", "agents", "--model", "tiny-llama", "--tasks", *TASKS, "--minutes", "0.02",
@@ -83,7 +84,7 @@ def test_agents_ctrl_c_keeps_finished_tasks_and_resume_trains_the_rest(tmp_path,
     assert list(log["tasks"]) == list(TASKS) and log["config"]["minutes"] == 0.03
     assert _same(_weights(out / "adapters" / TASKS[0]), first)
     assert not _same(_weights(out / "adapters" / TASKS[1]), first)
-    assert all((out / name).is_file() for name in agents_trainer.EVALUATIONS)
+    assert all((out / name).is_file() for name in EVALUATIONS)
     assert not (out / "resume").exists()
     assert main(["train", "agents", "--resume", str(out)]) == 2
     assert "it finished" in capsys.readouterr().err
@@ -122,7 +123,7 @@ def test_agents_interrupted_during_evaluation_resumes_the_evaluation(tmp_path, c
     fake_training.calls[:] = []
     assert main(["train", "agents", "--resume", str(out), "--quiet"]) == 0
     assert fake_training.calls == []
-    assert all((out / name).is_file() for name in agents_trainer.EVALUATIONS)
+    assert all((out / name).is_file() for name in EVALUATIONS)
 
 
 @pytest.mark.parametrize("case", ["missing", "file", "empty"])
@@ -148,7 +149,9 @@ AGENT = dict(model="tiny-llama", tasks=TASKS[:1], minutes=60.0, users=200, world
 def _fixed_rounds(monkeypatch, interrupt=None):
     """``ROUNDS`` rounds a task, no evaluation, Ctrl-C at the ``interrupt``-th call of
     ``collect_examples`` (1-based; None: never); returns the examples of each call."""
-    monkeypatch.setattr(ei, "run_rounds", functools.partial(ei.run_rounds, max_rounds=ROUNDS))
+    # Patched where it is looked up: agents_trainer imports the name.
+    monkeypatch.setattr(agents_trainer, "run_rounds",
+                        functools.partial(ei.run_rounds, max_rounds=ROUNDS))
     monkeypatch.setattr(agents_trainer, "_evaluate", lambda *args: {})
     real, collected = ei.collect_examples, []
 
@@ -343,7 +346,7 @@ def _results(out):
         for update in t["updates"]:
             update.pop("seconds")
     lines = [{k: v for k, v in json.loads(line).items() if k != "adapters"}
-             for name in llm_ppo.EVALUATIONS for line in (out / name).read_text().splitlines()]
+             for name in EVALUATIONS for line in (out / name).read_text().splitlines()]
     return saved, lines
 
 
