@@ -8,9 +8,6 @@ import sys
 
 import pytest
 
-from sandbox_rl.training.protocol import (ProtocolConfig, adapter_answerer, load_task_adapters,
-                                          run_protocol)
-
 
 def test_gpu_multi_adapter_runs_scaled_down(monkeypatch, capsys):
     argv = ["benchmarks/gpu_multi_adapter.py", "--tiny", "--prompt-tokens", "16", "--new-tokens",
@@ -211,25 +208,3 @@ def test_soak_benchmark_quick_settings():
         1_000_000, 1000, 200, 10, "embedded")
     assert (quick.users, quick.steps, quick.model) == (10_000, 100, "tiny-llama")
     assert parse_args(["--quick", "--steps", "7"]).steps == 7  # explicit flags win
-
-
-def test_heuristic_text_scores_the_teachers_text_on_the_protocols_steps(monkeypatch, capsys):
-    """The heuristic written as text is scored on the same steps as the protocol's arms: its
-    structured twin and random equal the protocol's own heuristic and random arms."""
-    argv = ["benchmarks/heuristic_text.py", "--model", "tiny-llama", "--threads", "1",
-            "--users", "1000", "--steps", "2", "--seeds", "1000", "1001", "1002"]
-    monkeypatch.setattr(sys, "argv", argv)
-    runpy.run_path(argv[0], run_name="__main__")
-    line = json.loads(capsys.readouterr().out.splitlines()[-1])
-    config = ProtocolConfig(tasks=("content_generation",), seeds=(1000, 1001, 1002), steps=2,
-                            users=1000)
-    report = run_protocol(config, adapter_answerer(load_task_adapters(config, None,
-                                                                      "tiny-llama")))
-    for arm in ("agents", "heuristic", "random"):
-        assert line["per_world"][arm] == pytest.approx(
-            report.result("content_generation", arm).per_world)
-    text = line["per_world"]["heuristic_text"]
-    assert len(text) == 3 and all(0.0 <= v <= 1.0 for v in text)
-    assert text != line["per_world"]["heuristic"]  # the text channel is not the structured one
-    d = line["differences"]["heuristic_text - heuristic"]
-    assert d["ci95"][0] <= d["mean"] <= d["ci95"][1]

@@ -131,8 +131,7 @@ def sampled_answers(adapters: TaskAdapters, adapter: str, task_spec: TaskSpec,
 
 def heuristic_answer(episode: TaskEpisode, index: int) -> str:
     """The task heuristic's action of step ``index`` as a complete text answer."""
-    task = episode.scorer.scratch.tasks[episode.task.value]
-    return task.format_action(episode.steps[index].baselines["heuristic"])
+    return episode.heuristic_answer(index)
 
 
 # --------------------------------------------------------------------------- one round

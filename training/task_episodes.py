@@ -67,6 +67,12 @@ class TaskEpisode:
         return self.scorer.expected_rewards(step.snapshot, self.task.value, actions,
                                             step.others, draws, seed)
 
+    def heuristic_answer(self, index: int) -> str:
+        """The task heuristic's action of step ``index`` written as a complete text answer
+        (``Task.format_action``)."""
+        task = self.scorer.scratch.tasks[self.task.value]
+        return task.format_action(self.steps[index].baselines["heuristic"])
+
     def baseline(self, kind: str) -> float:
         """Mean reward of the task's ``"heuristic"`` or ``"random"`` actions over the steps."""
         return float(np.mean([self.score_action(i, s.baselines[kind])

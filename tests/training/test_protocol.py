@@ -171,3 +171,24 @@ def test_saved_adapters_load_and_a_missing_one_is_named(tmp_path) -> None:
                      tmp_path / "run", model="tiny-llama")
     with pytest.raises(FileNotFoundError, match="no adapters folder"):
         evaluate_run(config, tmp_path / "none", model="tiny-llama")
+
+
+def test_content_generation_has_the_heuristics_text_arm_on_the_same_steps() -> None:
+    """The post the env reads through models: the heuristic's action written as text is its own
+    arm, scored on the same steps as the others; the tasks whose text is parsed back have none."""
+    task = "content_generation"
+    config = ProtocolConfig(tasks=(task, UE), seeds=(1000, 1001), steps=2, users=1000)
+    report = evaluate_run(config, None, model="tiny-llama")
+    episodes = [collect_episode(task, seed, 2, 1000) for seed in (1000, 1001)]
+    texts = tuple(float(np.mean([e.score(i, e.heuristic_answer(i)) for i in range(2)]))
+                  for e in episodes)
+    assert report.result(task, "heuristic_text").per_world == texts
+    assert report.result(task, "heuristic").per_world == tuple(e.baseline("heuristic")
+                                                               for e in episodes)
+    with pytest.raises(KeyError):
+        report.result(UE, "heuristic_text")
+    lines = {(x["task"], x["arm"]): x for x in report.json_lines()}
+    agents = lines[(task, "agents")]
+    d = np.array(agents["per_world"]) - np.array(texts)
+    assert agents["minus_heuristic_text"]["mean"] == pytest.approx(d.mean())
+    assert "minus_heuristic_text" not in lines[(UE, "agents")]
