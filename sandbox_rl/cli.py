@@ -37,7 +37,7 @@ line saying how to go on: ``--resume RUN``, which keeps the run's settings (a fl
 another value is refused, naming it) and continues where it stopped.
 
 The env, the policies and rich are imported inside the command, and a trainer's module (or the
-evolve run's) when the command runs it (:class:`OnUse`); the flags come from config dataclasses
+evolve run's) when the command runs it (:class:`Trainer`); the flags come from config dataclasses
 and ``--resume`` is checked by light modules, so ``--help`` and argument errors answer at once.
 Bad user input is one line naming the flag, with exit status 2, whichever layer finds it:
 argparse, a config's checks, the env's (``invalid num_users=10`` is reported as ``argument
@@ -144,19 +144,6 @@ def _integer(low: int | None = None):
             raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
         return value
     return parse
-
-
-@dataclass(frozen=True)
-class OnUse:
-    """A function named by its module and attribute, imported when a command runs it
-    (:meth:`load`): the trainers' modules and the evolve run import torch and the model stack,
-    which ``--help`` and argument errors must not wait for."""
-
-    module: str
-    name: str
-
-    def load(self) -> Callable:
-        return getattr(importlib.import_module(self.module), self.name)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -344,9 +331,6 @@ def _add_evolve(commands) -> None:
     evolve.set_defaults(run=run_evolve, cli_prog=evolve.prog)
 
 
-_RUN_EVOLUTION = OnUse("sandbox_rl.core.run", "run_evolution")
-
-
 def run_evolve(args: argparse.Namespace) -> int:
     # agents.models (tokenizers, the corpus) on use: --help answers at once.
     from sandbox_rl.agents.models import ModelNotAvailableError
@@ -357,10 +341,13 @@ def run_evolve(args: argparse.Namespace) -> int:
         if config.resume is not None:  # checked, and the run's settings taken, before anything
             config = resume_config(config, _given_flags(EvolveRunConfig, args))
         _check_out_folder(config.out)
+    # The run (torch, the model stack) once the arguments are checked: their errors answer at once.
+    from sandbox_rl.core.run import run_evolution
+
     try:
         # The sandbox checks its own config (users, pool size, ...) before any model loads.
         with _user_input(flags, {ModelNotAvailableError: "--model"}, fallback=False):
-            _RUN_EVOLUTION.load()(config)
+            run_evolution(config)
     except (FileExistsError, ValueError) as err:  # a run folder kept, or a failure of the run
         print(f"{args.cli_prog}: error: {err}", file=sys.stderr)
         return 1
@@ -493,44 +480,38 @@ def _evaluate_on_ray(config, adapters: str | None, args: argparse.Namespace):
 # ---------------------------------------------------------------------- train
 @dataclass(frozen=True)
 class Trainer:
-    """A ``sandbox-rl train`` entry point: its config dataclass, trainer and result printer (in
-    its module, imported when the command runs)."""
+    """A ``sandbox-rl train`` entry point: its config dataclass and the module whose ``train``
+    (config -> result) and ``report`` (result, console) run it, imported when the command runs
+    (torch and the model stack: ``--help`` and argument errors must not wait for them)."""
 
     config: type
-    train: OnUse  # config -> result
-    report: OnUse  # (result, console) -> None
+    module: str
     help: str
     choices: dict[str, tuple] | None = None
     resume: Callable | None = None  # (config, given flags) -> the config a --resume continues
+
+    def load(self):
+        return importlib.import_module(self.module)
 
 
 def trainers() -> dict[str, Trainer]:
     """The train subcommands; one entry per entry point."""
     return {
-        "sb3": Trainer(
-            SB3Config, OnUse("sandbox_rl.training.sb3", "train"),
-            OnUse("sandbox_rl.training.sb3", "report"),
-            "SB3 PPO on one role of SelfEvolvingOasis-v0 (extra sb3)",
-            {"task": TASKS, "vec_env": VEC_ENVS}),
-        "supersuit": Trainer(
-            SharedPolicyConfig, OnUse("sandbox_rl.training.shared_policy", "train"),
-            OnUse("sandbox_rl.training.shared_policy", "report"),
-            "one SB3 PPO policy shared by all five agents, via SuperSuit (extra sb3)"),
-        "rllib": Trainer(
-            RLlibConfig, OnUse("sandbox_rl.training.rllib", "train"),
-            OnUse("sandbox_rl.training.rllib", "report"),
-            "RLlib multi-agent PPO, one module per agent (extra rllib)"),
-        "agents": Trainer(
-            AgentsConfig, OnUse("sandbox_rl.training.agents_trainer", "train"),
-            OnUse("sandbox_rl.training.agents_trainer", "report"),
-            "expert iteration with the world as verifier, then TRL PPO, on the task LoRA "
-            "adapters; trained vs untrained on held-out worlds",
-            resume=agents_resume.resume_config),
-        "llm-ppo": Trainer(
-            LLMPPOConfig, OnUse("sandbox_rl.training.llm_ppo", "train"),
-            OnUse("sandbox_rl.training.llm_ppo", "report"),
-            "TRL PPO on the task LoRA adapters, scored by the env; trained vs untrained on "
-            "held-out worlds", resume=llm_ppo_resume.resume_config),
+        "sb3": Trainer(SB3Config, "sandbox_rl.training.sb3",
+                       "SB3 PPO on one role of SelfEvolvingOasis-v0 (extra sb3)",
+                       {"task": TASKS, "vec_env": VEC_ENVS}),
+        "supersuit": Trainer(SharedPolicyConfig, "sandbox_rl.training.shared_policy",
+                             "one SB3 PPO policy shared by all five agents, via SuperSuit "
+                             "(extra sb3)"),
+        "rllib": Trainer(RLlibConfig, "sandbox_rl.training.rllib",
+                         "RLlib multi-agent PPO, one module per agent (extra rllib)"),
+        "agents": Trainer(AgentsConfig, "sandbox_rl.training.agents_trainer",
+                          "expert iteration with the world as verifier, then TRL PPO, on the "
+                          "task LoRA adapters; trained vs untrained on held-out worlds",
+                          resume=agents_resume.resume_config),
+        "llm-ppo": Trainer(LLMPPOConfig, "sandbox_rl.training.llm_ppo",
+                           "TRL PPO on the task LoRA adapters, scored by the env; trained vs "
+                           "untrained on held-out worlds", resume=llm_ppo_resume.resume_config),
     }
 
 
@@ -556,9 +537,10 @@ def run_training(name: str, trainer: Trainer, args: argparse.Namespace) -> int:
             config = trainer.resume(config, _given_flags(trainer.config, args))
     try:
         with _user_input(flags, fallback=False):  # the env's own checks of the flags' values
-            result = trainer.train.load()(config)
+            module = trainer.load()
+            result = module.train(config)
     except (ExtraMissingError, FileExistsError) as err:
         print(f"{args.cli_prog}: error: {err}", file=sys.stderr)
         return 1
-    trainer.report.load()(result, _console())
+    module.report(result, _console())
     return 0

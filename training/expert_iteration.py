@@ -6,7 +6,7 @@ One round for a task (ReST / STaR style, the world's reward in place of a correc
    other roles' actions (``training/task_episodes.py``).
 2. **Proposals**: for each state the adapter's greedy answer, ``samples`` answers sampled at
    ``temperature`` and, unless switched off, the task heuristic's action written as text
-   (``Task.format_action``): a teacher proposal the agent may adopt.
+   (``TaskEpisode.heuristic_answer``): a teacher proposal the agent may adopt.
 3. **Verdict**: every distinct proposal is scored by its counterfactual reward averaged over
    ``draws`` re-seeded replays of the next step (``Counterfactual.expected_rewards``): never the
    step's own draws, so a proposal cannot win by the luck of a future the agent could not see.
@@ -129,11 +129,6 @@ def sampled_answers(adapters: TaskAdapters, adapter: str, task_spec: TaskSpec,
     return [task_spec.answer(observation, c.text) for c in done]
 
 
-def heuristic_answer(episode: TaskEpisode, index: int) -> str:
-    """The task heuristic's action of step ``index`` as a complete text answer."""
-    return episode.heuristic_answer(index)
-
-
 # --------------------------------------------------------------------------- one round
 
 
@@ -182,7 +177,7 @@ def propose(adapters: TaskAdapters, adapter: str, states: Sequence[tuple],
                                     settings.temperature, seed) if settings.samples else []:
             proposals.setdefault(text, "sample")
         if settings.heuristic_proposals:
-            proposals.setdefault(heuristic_answer(episode, i), "heuristic")
+            proposals.setdefault(episode.heuristic_answer(i), "heuristic")
         texts = list(proposals)
         scores = episode.expected_scores(i, texts, settings.draws, seed)
         best = int(np.argmax(scores))
