@@ -30,6 +30,9 @@ def step_record(result: dict[str, Any]) -> dict[str, Any]:
         "scores": {task: r["performance_score"] for task, r in result["tasks"].items()},
         "heuristic": {task: r["heuristic_score"] for task, r in result["tasks"].items()},
         "random": {task: r["random_score"] for task, r in result["tasks"].items()},
+        # the heuristic's action written as text, for the tasks whose text the env reads
+        "heuristic_text": {task: r["heuristic_text_score"] for task, r in result["tasks"].items()
+                           if "heuristic_text_score" in r},
         "adapters": {task: r["adapter"] for task, r in result["tasks"].items()},
         # What each agent said: a score alone does not tell a majority class from the rule.
         "answers": {task: r["response"].text for task, r in result["tasks"].items()},

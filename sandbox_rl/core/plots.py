@@ -55,7 +55,8 @@ def plot_run(records: Sequence[dict], folder: str | Path, window: int = 5) -> li
 
 def _scores(records: Sequence[dict], steps: list[int], folder: Path, window: int) -> Path:
     """One panel per task: the agents' score (faint per step, solid rolling mean) and the
-    heuristic's and random actions' mean on the same steps (dashed and dotted lines)."""
+    heuristic's (dash-dot: its action written as text, where the env reads text through models)
+    and random actions' mean on the same steps (dashed and dotted lines)."""
     tasks = list(records[0]["scores"]) if records else []
     fig = Figure(figsize=(12, 6))
     axes = fig.subplots(2, 3, sharex=True, sharey=True)
@@ -63,7 +64,8 @@ def _scores(records: Sequence[dict], steps: list[int], folder: Path, window: int
         scores = [r["scores"].get(task, np.nan) for r in records]
         ax.plot(steps, scores, color="C0", alpha=0.25)
         ax.plot(steps, rolling_mean(scores, window), color="C0", label="agents")
-        for kind, style, color in (("heuristic", "--", "C2"), ("random", ":", "C3")):
+        for kind, style, color in (("heuristic", "--", "C2"), ("heuristic_text", "-.", "C1"),
+                                   ("random", ":", "C3")):
             values = [r.get(kind, {}).get(task, np.nan) for r in records]
             if not np.all(np.isnan(values)):
                 ax.axhline(np.nanmean(values), linestyle=style, color=color, label=kind)
@@ -75,7 +77,7 @@ def _scores(records: Sequence[dict], steps: list[int], folder: Path, window: int
     fig.supxlabel("env step")
     fig.supylabel("reward (performance_score)")
     fig.suptitle(f"Per-task score (faint: per step; solid: mean of last {window}); dashed: "
-                 "heuristic, dotted: random, on the same steps")
+                 "heuristic (dash-dot: written as text), dotted: random, on the same steps")
     return _save(fig, folder / "scores.png")
 
 

@@ -48,7 +48,7 @@ from sandbox_rl.enums import TaskType
 from sandbox_rl.run_folders import (CHECKPOINTS, EVOLVE, RunInterrupted, checkpoint_name,
                                     evolve_checkpoints, prepare_run_folder, prune_checkpoints,
                                     write_marker)
-from sandbox_rl.training.protocol import paired_difference
+from sandbox_rl.training.protocol import HEURISTIC_TEXT, paired_difference
 from sandbox_rl.validation import require
 
 __all__ = ["EvolveRunConfig", "RunInterrupted", "resume_config", "run_evolution"]
@@ -268,6 +268,8 @@ def summarise(records, sandbox, setup_s: float, total_s: float, args: EvolveRunC
         scores = [r["scores"][task] for r in records]
         # the task's baseline actions scored on the same steps (counterfactually)
         refs = {kind: [r[kind][task] for r in records] for kind in ("heuristic", "random")}
+        if all(task in r.get(HEURISTIC_TEXT, {}) for r in records):
+            refs[HEURISTIC_TEXT] = [r[HEURISTIC_TEXT][task] for r in records]
         tasks[task] = {"mean": sum(scores) / len(scores),
                        "first_half": sum(scores[:half]) / len(scores[:half]),
                        "second_half": sum(scores[half:]) / max(len(scores[half:]), 1),
@@ -298,13 +300,18 @@ def print_summary(summary: dict, console) -> None:
         table.add_column(col, justify="left" if col == "task" else "right")
     for task, t in summary["tasks"].items():
         d = t["minus_random"]
+        heuristic = f"{t['heuristic']:.3f}"
+        if HEURISTIC_TEXT in t:
+            heuristic += f" ({t[HEURISTIC_TEXT]:.3f} as text)"
         table.add_row(task, f"{t['mean']:.3f}", f"{t['first_half']:.3f}",
-                      f"{t['second_half']:.3f}", f"{t['heuristic']:.3f}", f"{t['random']:.3f}",
+                      f"{t['second_half']:.3f}", heuristic, f"{t['random']:.3f}",
                       f"{d['mean']:+.3f} ±{(d['ci95'][1] - d['ci95'][0]) / 2:.3f}",
                       str(t["parse_errors"]))
     table.caption = ("mean reward per step; heuristic and random: the task's baseline actions "
-                     "scored on the same steps; agents - random: paired over the steps, ± the "
-                     "95% half-width (one world; held-out figures: sandbox-rl evaluate)")
+                     "scored on the same steps (as text: the heuristic's action written as a "
+                     "post, which the env reads as it reads the agent's); agents - random: paired "
+                     "over the steps, ± the 95% half-width (one world; held-out figures: "
+                     "sandbox-rl evaluate)")
     console.print(table)
     net = summary["network"]
     console.print(f"evolution steps {summary['evolution_step']}, events "

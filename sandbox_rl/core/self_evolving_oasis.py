@@ -32,6 +32,7 @@ from sandbox_rl.envs.counterfactual import Counterfactual
 from sandbox_rl.envs.heuristics import heuristic_action
 from sandbox_rl.envs.state import snapshot
 from sandbox_rl.seeding import derived_seed
+from sandbox_rl.training.protocol import HEURISTIC_TEXT, TEXT_READ_TASKS
 
 __all__ = ["EvolutionStrategy", "SelfEvolvingConfig", "SelfEvolvingLLM", "SelfEvolvingOasis",
            "TaskResponse", "TaskType", "create_self_evolving_oasis"]
@@ -93,14 +94,19 @@ class SelfEvolvingOasis:
 
     def _baseline_actions(self, tasks) -> dict[str, dict[str, Any]]:
         """Each task's heuristic action and a uniformly random one (drawn from a generator
-        seeded by (seed, task, step), so a loaded state draws the same) for the coming step."""
+        seeded by (seed, task, step), so a loaded state draws the same) for the coming step;
+        for a task whose text the env reads through models also the heuristic's action written
+        as text (``training.protocol.HEURISTIC_TEXT``)."""
         out = {}
         for task in tasks:
             space = copy.deepcopy(self.env.tasks[task.value].action_space)
             space.seed(derived_seed(self.config.seed, task.value, self.step_count))
-            out[task.value] = {"heuristic": heuristic_action(task.value,
-                                                             self.env.vector_observation(task.value)),
-                               "random": space.sample()}
+            heuristic = heuristic_action(task.value, self.env.vector_observation(task.value))
+            out[task.value] = {"heuristic": heuristic, "random": space.sample()}
+            if task.value in TEXT_READ_TASKS:
+                # The same action written as the agents' text: the env reads text through its
+                # models, which reward it differently (the fair reference for a text answer).
+                out[task.value][HEURISTIC_TEXT] = self.env.tasks[task.value].format_action(heuristic)
         return out
 
     def _baseline_scores(self, snap, actions: dict, baselines: dict) -> dict[str, dict]:

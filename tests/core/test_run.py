@@ -18,4 +18,9 @@ def test_evolve_summary_has_references_and_paired_intervals(tmp_path):
             d = t[f"minus_{kind}"]
             assert abs(d["mean"] - (t["mean"] - t[kind])) < 1e-9
             assert d["ci95"][0] <= d["mean"] <= d["ci95"][1]
+        # the heuristic's action written as text: only where the env reads text through models
+        assert ("heuristic_text" in t) == (task == "content_generation"), task
+    text = saved["tasks"]["content_generation"]
+    assert 0.0 <= text["heuristic_text"] <= 1.0
+    assert abs(text["minus_heuristic_text"]["mean"] - (text["mean"] - text["heuristic_text"])) < 1e-9
     assert (out / "plots" / "scores.png").exists()

@@ -215,6 +215,12 @@ def test_each_step_scores_the_tasks_baselines_on_the_same_step(tmp_path):
         expected = counterfactual_rewards(sandbox.env, snap, {**actions, task: heuristic[task]},
                                           [task])[task]
         assert r["heuristic_score"] == expected
+        if task == "content_generation":  # and the same action written as a post's text
+            text = sandbox.env.tasks[task].format_action(heuristic[task])
+            assert r["heuristic_text_score"] == counterfactual_rewards(
+                sandbox.env, snap, {**actions, task: text}, [task])[task]
+        else:
+            assert "heuristic_text_score" not in r
         played = counterfactual_rewards(sandbox.env, snap, actions, [task])[task]
         assert r["performance_score"] == played  # the agents' own reward, same draws
 
