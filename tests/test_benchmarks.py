@@ -208,3 +208,30 @@ def test_soak_benchmark_quick_settings():
         1_000_000, 1000, 200, 10, "embedded")
     assert (quick.users, quick.steps, quick.model) == (10_000, 100, "tiny-llama")
     assert parse_args(["--quick", "--steps", "7"]).steps == 7  # explicit flags win
+
+
+ROOM = "benchmarks/heuristic_room.py"
+
+
+def test_heuristic_room_scores_its_arms_on_the_protocols_steps(monkeypatch, capsys):
+    from sandbox_rl.training.task_episodes import collect_episode
+
+    argv = [ROOM, "--tasks", "user_engagement", "--seeds", "3-4", "--steps", "2", "--draws", "1"]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(ROOM, run_name="__main__")
+    lines = {x["arm"]: x for x in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert set(lines) == {"heuristic", "best_candidate", "largest_high"}
+    # the heuristic arm is the protocol's own heuristic baseline on the same worlds and steps
+    want = [collect_episode("user_engagement", s, 2).baseline("heuristic") for s in (3, 4)]
+    assert abs(lines["heuristic"]["mean"] - round(sum(want) / 2, 4)) < 1e-9
+    for x in lines.values():
+        d = x["minus_heuristic"]
+        assert d["ci95"][0] - 1e-9 <= d["mean"] <= d["ci95"][1] + 1e-9
+        assert abs(d["mean"] - (x["mean"] - lines["heuristic"]["mean"])) < 1e-3  # rounded means
+
+
+def test_heuristic_room_refuses_worlds_that_are_not_training_worlds(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", [ROOM, "--seeds", "990-1001"])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(ROOM, run_name="__main__")
+    assert exit_.value.code == 2 and "training worlds below 900" in capsys.readouterr().err
