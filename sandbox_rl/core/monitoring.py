@@ -15,6 +15,8 @@ from typing import Any
 
 from torch.utils.tensorboard import SummaryWriter
 
+from sandbox_rl.training.protocol import HEURISTIC_TEXT
+
 
 def peak_rss_bytes() -> int:
     """Peak resident memory of this process (Linux reports KiB, macOS bytes)."""
@@ -31,8 +33,8 @@ def step_record(result: dict[str, Any]) -> dict[str, Any]:
         "heuristic": {task: r["heuristic_score"] for task, r in result["tasks"].items()},
         "random": {task: r["random_score"] for task, r in result["tasks"].items()},
         # the heuristic's action written as text, for the tasks whose text the env reads
-        "heuristic_text": {task: r["heuristic_text_score"] for task, r in result["tasks"].items()
-                           if "heuristic_text_score" in r},
+        HEURISTIC_TEXT: {task: r[f"{HEURISTIC_TEXT}_score"] for task, r in result["tasks"].items()
+                         if f"{HEURISTIC_TEXT}_score" in r},
         "adapters": {task: r["adapter"] for task, r in result["tasks"].items()},
         # What each agent said: a score alone does not tell a majority class from the rule.
         "answers": {task: r["response"].text for task, r in result["tasks"].items()},

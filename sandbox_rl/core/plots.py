@@ -13,6 +13,8 @@ from typing import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from sandbox_rl.training.protocol import HEURISTIC_TEXT
+
 
 def rolling_mean(values: Sequence[float], window: int) -> np.ndarray:
     values = np.asarray(values, dtype=float)
@@ -64,7 +66,7 @@ def _scores(records: Sequence[dict], steps: list[int], folder: Path, window: int
         scores = [r["scores"].get(task, np.nan) for r in records]
         ax.plot(steps, scores, color="C0", alpha=0.25)
         ax.plot(steps, rolling_mean(scores, window), color="C0", label="agents")
-        for kind, style, color in (("heuristic", "--", "C2"), ("heuristic_text", "-.", "C1"),
+        for kind, style, color in (("heuristic", "--", "C2"), (HEURISTIC_TEXT, "-.", "C1"),
                                    ("random", ":", "C3")):
             values = [r.get(kind, {}).get(task, np.nan) for r in records]
             if not np.all(np.isnan(values)):
