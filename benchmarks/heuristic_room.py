@@ -27,6 +27,7 @@ import json
 
 import numpy as np
 
+from sandbox_rl.cli import seed_list
 from sandbox_rl.envs.topics import NUM_TOPICS
 from sandbox_rl.training.protocol import paired_difference
 from sandbox_rl.training.task_episodes import TaskEpisode, collect_episode
@@ -62,21 +63,18 @@ def world_means(task: str, seed: int, steps: int, draws: int) -> dict[str, float
     return {arm: float(np.mean(v)) for arm, v in out.items()}
 
 
-def seed_range(text: str) -> list[int]:
-    first, _, last = text.partition("-")
-    return list(range(int(first), int(last or first) + 1))
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tasks", nargs="+", choices=sorted(CANDIDATES), default=sorted(CANDIDATES))
-    p.add_argument("--seeds", type=seed_range, default=seed_range("0-19"),
-                   help="training worlds, FIRST-LAST (below 900)")
+    p.add_argument("--seeds", nargs="+", type=seed_list, default=[list(range(20))],
+                   help="training worlds (below 900): N, A-B or lists, as sandbox-rl evaluate's")
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--draws", type=int, default=8)
     args = p.parse_args()
-    if not args.seeds or max(args.seeds) >= 900:
-        p.error(f"--seeds must be training worlds below 900, got {args.seeds[:1]}..{args.seeds[-1:]}")
+    args.seeds = [s for part in args.seeds for s in part]
+    if max(args.seeds) >= 900:
+        p.error(f"--seeds must be training worlds below 900, got "
+                f"{sorted(s for s in args.seeds if s >= 900)}")
     for task in args.tasks:
         worlds = [world_means(task, s, args.steps, args.draws) for s in args.seeds]
         heuristic = [w["heuristic"] for w in worlds]
@@ -84,7 +82,7 @@ def main() -> None:
             values = [w[arm] for w in worlds]
             print(json.dumps({"task": task, "arm": arm, "mean": round(float(np.mean(values)), 4),
                               "minus_heuristic": paired_difference(values, heuristic).as_dict(),
-                              "seeds": f"{args.seeds[0]}-{args.seeds[-1]}",
+                              "seeds": args.seeds,
                               "steps": args.steps, "draws": args.draws}), flush=True)
 
 

@@ -364,7 +364,7 @@ def _check_out_folder(path: str) -> None:
 
 
 # ---------------------------------------------------------------------- evaluate
-def _seed_list(text: str) -> list[int]:
+def seed_list(text: str) -> list[int]:
     """An argparse type for ``--seeds`` items: ``N``, ``A-B`` (inclusive) or comma lists."""
     seeds = []
     for part in filter(None, text.split(",")):
@@ -395,7 +395,7 @@ def _add_evaluate(commands) -> None:
                          " or 'untrained' for fresh adapters (the base model)")
     ev.add_argument("--tasks", nargs="+", choices=("all", *tasks), default=["all"],
                     metavar="TASK", help="'all' or task names (default all)")
-    ev.add_argument("--seeds", nargs="+", type=_seed_list, default=[list(range(1000, 1020))],
+    ev.add_argument("--seeds", nargs="+", type=seed_list, default=[list(range(1000, 1020))],
                     metavar="SEEDS", help="world seeds: N, A-B or lists (default 1000-1019, "
                                           "the held-out set)")
     ev.add_argument("--steps", type=_integer(1), default=8, help="env steps per world "
