@@ -52,6 +52,12 @@ class Choices:
         longest = lambda options: max(map(len, _token_options(tokenizer, options)))
         return longest(self.first) + (self.slots - 1) * (longest(self.rest) if self.slots > 1 else 0)
 
+    def answers(self) -> tuple[str, ...] | None:
+        """Every complete answer when there is one choice to make (e.g. a campaign: a segment
+        with an intensity, or none); None when the answers are sequences (their number grows
+        as options ** slots)."""
+        return self.first if self.slots == 1 else None
+
     def text(self, picks: list[int]) -> str:
         """The answer text of option indices ``picks`` (one per slot)."""
         return "".join((self.first if k == 0 else self.rest)[i] for k, i in enumerate(picks))

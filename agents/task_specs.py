@@ -64,6 +64,13 @@ class TaskSpec:
         start = self.answer_start(observation)
         return answer[len(start):] if answer.startswith(start) else answer
 
+    def closed_answers(self, observation: str) -> list[str] | None:
+        """Every valid full answer to ``observation`` when the task's answer is one choice of a
+        closed set (user_engagement: 31 campaigns), else None."""
+        choices = self.choices(observation)
+        options = choices.answers() if choices is not None else None
+        return None if options is None else [self.answer(observation, o) for o in options]
+
     def request(self, tokenizer, observation: str, adapter: str | None,
                 sampling: SamplingSettings | None = None) -> GenerationRequest:
         """The generation request of ``observation`` through ``adapter``: the prompt, its fixed

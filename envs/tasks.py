@@ -569,15 +569,16 @@ class UserEngagement(Task):
 
     def render(self, obs, platform):
         size, fatigue, p, resp = (obs[i * T:(i + 1) * T] for i in range(4))
-        # Least tired, then least online, first: the rows a campaign gains most from lead
-        # (the order makes the answer readable; the model still has to choose).
-        order = np.lexsort((p, np.round(fatigue, 1)))
+        # Least tired, then largest, first: a table's natural order, in which a good answer
+        # can be read off (the model still has to choose; see docs/results.md for why size).
+        order = np.lexsort((-size, np.round(fatigue, 1)))
         lines = [f"{TOPIC_NAMES[i]}: {100 * size[i]:.0f}% of users, fatigue {fatigue[i]:.1f}, "
                  f"online {20 * p[i]:.1f}%, last response {100 * resp[i]:+.1f}%"
                  for i in order]
         return (
             f"You send notification campaigns to bring users back (next hour {platform.hour}:00). "
-            "Segments (users by top interest), least tired first:\n" + "\n".join(lines)
+            "Segments (users by top interest), least tired first, then largest:\n"
+            + "\n".join(lines)
             + "\nPick one segment and an intensity from 0 (none) to 3 (high), or no campaign; "
             "tired users get annoyed."
         )

@@ -228,6 +228,9 @@ class AgentsConfig(LLMTrainerConfig):
     draws: int = field(4, "re-seeded replays of the next step a proposal is scored over")
     states_per_round: int = field(24, "training states per expert-iteration round")
     heuristic_proposals: bool = field(True, "add the task heuristic's action as a proposal")
+    enumerate_proposals: bool = field(False, "also propose every answer of a closed set of one "
+                                             "choice (user_engagement's 31 campaigns; other "
+                                             "tasks unchanged)")
     learning_rate: float = field(1e-3, "learning rate of the fine-tuning (AdamW)")
     batch_size: int = field(8, "fine-tuning batch size")
     ppo_share: float = field(0.2, "share of each task's time for TRL PPO after expert iteration")

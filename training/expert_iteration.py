@@ -6,7 +6,11 @@ One round for a task (ReST / STaR style, the world's reward in place of a correc
    other roles' actions (``training/task_episodes.py``).
 2. **Proposals**: for each state the adapter's greedy answer, ``samples`` answers sampled at
    ``temperature`` and, unless switched off, the task heuristic's action written as text
-   (``TaskEpisode.heuristic_answer``): a teacher proposal the agent may adopt.
+   (``TaskEpisode.heuristic_answer``): a teacher proposal the agent may adopt. With
+   ``enumerate_proposals``, a task whose answer is one choice of a closed set
+   (user_engagement's 31 campaigns) also proposes every answer of the set: an exhaustive
+   search, so a state's winner is the world's best answer (up to the draws' noise) rather than
+   the best the model happened to sample.
 3. **Verdict**: every distinct proposal is scored by its counterfactual reward averaged over
    ``draws`` re-seeded replays of the next step (``Counterfactual.expected_rewards``): never the
    step's own draws, so a proposal cannot win by the luck of a future the agent could not see.
@@ -63,6 +67,7 @@ class RoundSettings:
     batch_size: int = 8
     epochs: int = 1
     seed: int = 0
+    enumerate_proposals: bool = False
 
     def __post_init__(self) -> None:
         # Python ints (not bools) and Python numbers (bools too, as before the checks were
@@ -74,6 +79,9 @@ class RoundSettings:
             "batch_size": Int(1, numpy=False), "epochs": Int(1, numpy=False),
             "seed": Int(0, numpy=False), "temperature": positive, "learning_rate": positive,
             "margin": Real(numpy=False, bools=True, text="a finite number")}, normalise=False)
+        for name in ("heuristic_proposals", "enumerate_proposals"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"invalid {name}={getattr(self, name)!r}: expected True or False")
 
 
 @dataclass(frozen=True)
@@ -84,7 +92,7 @@ class Example:
     completion: str
     reward: float  # the winner's expected reward
     greedy_reward: float  # the adapter's greedy answer's, same draws
-    source: str  # "sample", "heuristic"
+    source: str  # "greedy", "sample", "heuristic", "enumerated"
 
 
 @dataclass
@@ -93,6 +101,7 @@ class RoundStats:
     examples: int = 0
     candidates: int = 0  # distinct proposals scored
     from_heuristic: int = 0
+    from_enumeration: int = 0  # winners that only the enumerated closed set proposed
     greedy_reward: float = 0.0  # mean expected reward of the greedy answers of the states
     best_reward: float = 0.0  # mean expected reward of the best proposal of each state
     sft_loss: float = float("nan")
@@ -178,6 +187,9 @@ def propose(adapters: TaskAdapters, adapter: str, states: Sequence[tuple],
             proposals.setdefault(text, "sample")
         if settings.heuristic_proposals:
             proposals.setdefault(episode.heuristic_answer(i), "heuristic")
+        if settings.enumerate_proposals:
+            for text in task_spec.closed_answers(obs) or []:
+                proposals.setdefault(text, "enumerated")
         texts = list(proposals)
         scores = episode.expected_scores(i, texts, settings.draws, seed)
         best = int(np.argmax(scores))
@@ -203,6 +215,7 @@ def collect_examples(adapters: TaskAdapters, adapter: str, states: Sequence[tupl
     stats.examples += len(out.examples)
     stats.candidates += out.candidates
     stats.from_heuristic += sum(e.source == "heuristic" for e in out.examples)
+    stats.from_enumeration += sum(e.source == "enumerated" for e in out.examples)
     stats.greedy_reward = (float(np.mean(out.greedy_scores)) if out.greedy_scores
                            else float("nan"))
     stats.best_reward = float(np.mean(out.best_scores)) if out.best_scores else float("nan")
@@ -280,10 +293,10 @@ def run_rounds(adapters: TaskAdapters, adapter: str, next_states: Callable[[int]
         rounds = Rounds(start_reward, start_reward, adapters.state(adapter), [])
     while time.perf_counter() < deadline and (max_rounds is None or rounds.done < max_rounds):
         round_index, stats, t0 = rounds.done, RoundStats(), time.perf_counter()
-        # With a teacher, round 0 only imitates it: the untrained model's samples rarely even
-        # parse, and sampling is most of a round's cost.
-        now = replace(settings, samples=0) if (round_index == 0 and
-                                                settings.heuristic_proposals) else settings
+        # With a teacher or the closed set enumerated, round 0 proposes no samples: the
+        # untrained model's samples rarely even parse, and sampling is most of a round's cost.
+        now = replace(settings, samples=0) if (round_index == 0 and (
+            settings.heuristic_proposals or settings.enumerate_proposals)) else settings
         rounds.buffer += collect_examples(adapters, adapter, next_states(states_per_round), now,
                                           round_index, stats, deadline, proposer)
         stats.seconds["propose"] = time.perf_counter() - t0

@@ -18,6 +18,9 @@ from sandbox_rl.agents.task_specs import TASK_SPECS, spec
 from sandbox_rl.enums import TaskType
 from sandbox_rl.envs import oasis_v0
 from sandbox_rl.envs.heuristics import HeuristicPolicy
+from sandbox_rl.envs.platform import BEHAVIOURS
+from sandbox_rl.envs.tasks import make_tasks
+from sandbox_rl.envs.topics import NUM_TOPICS
 
 CLOSED = [t for t, s in TASK_SPECS.items() if s.choices("Answer 8 lines") is not None]
 
@@ -41,6 +44,23 @@ def adapters(tiny) -> TaskAdapters:
 def test_the_closed_set_tasks_are_classes_ranking_and_campaign():
     assert set(CLOSED) == {TaskType.BEHAVIOR_ANALYSIS, TaskType.TREND_PREDICTION,
                            TaskType.USER_ENGAGEMENT}
+
+
+def test_closed_answers_are_every_answer_of_a_one_choice_set():
+    """user_engagement's closed set is 31 campaigns, each parsing to a distinct complete action;
+    sequences of choices (a ranking, several panel users) and free text have none."""
+    campaigns = spec(TaskType.USER_ENGAGEMENT).closed_answers("any observation")
+    task = make_tasks()["user_engagement"]
+    parsed = [task.parse(a) for a in campaigns]
+    assert all(p.action is not None and p.reason == "" for p in parsed)
+    assert sorted(tuple(int(x) for x in p.action) for p in parsed) == [(0, 0)] + [
+        (s, level) for s in range(NUM_TOPICS) for level in (1, 2, 3)]
+    assert spec(TaskType.BEHAVIOR_ANALYSIS).closed_answers("Answer 1 lines") == list(BEHAVIOURS)
+    for task_type, observation in ((TaskType.BEHAVIOR_ANALYSIS, "Answer 8 lines"),
+                                   (TaskType.TREND_PREDICTION, ""),
+                                   (TaskType.CONTENT_GENERATION, ""),
+                                   (TaskType.NETWORK_OPTIMIZATION, "")):
+        assert spec(task_type).closed_answers(observation) is None, task_type
 
 
 @pytest.mark.parametrize("bad", [dict(first=()), dict(first=("a", "")), dict(first=("a",), slots=0),

@@ -77,11 +77,38 @@ def test_without_the_teacher_only_own_samples_are_proposed(episodes):
     assert stats.from_heuristic == 0 and all(e.source == "sample" for e in examples)
 
 
+def test_enumerating_a_closed_set_proposes_every_campaign():
+    """With ``enumerate_proposals`` a user_engagement state is scored on all 31 campaigns (no
+    samples, no teacher) and its winner is the best of them; tasks without a one-choice closed
+    set are unchanged."""
+    task = "user_engagement"
+    adapters = TaskAdapters(load_model("tiny-llama"), [task], LoraSettings(), 0)
+    episode = collect_episode(task, 0, 2, 200)
+    settings = ei.RoundSettings(samples=0, draws=2, heuristic_proposals=False,
+                                enumerate_proposals=True)
+    stats = ei.RoundStats()
+    out = ei.propose(adapters, task, ei.states_of([episode]), settings, 0)
+    assert out.candidates == 2 * 31  # the greedy answer is one of the 31
+    campaigns = spec(task).closed_answers(episode.steps[0].observation)
+    for i, best in enumerate(out.best_scores):
+        assert best == pytest.approx(max(episode.expected_scores(i, campaigns, 2, ei.derived_seed(
+            0, task, 0, i))))
+    examples = ei.collect_examples(adapters, task, ei.states_of([episode]), settings, 0, stats)
+    assert stats.from_enumeration == len(examples) and stats.from_heuristic == 0
+    assert all(e.source == "enumerated" and e.reward > e.greedy_reward for e in examples)
+    plain = ei.propose(adapters, TASK, ei.states_of([collect_episode(TASK, 0, 1, 200)]),
+                       ei.RoundSettings(samples=0, draws=1, heuristic_proposals=False,
+                                        enumerate_proposals=True), 0)
+    assert plain.candidates == 1  # a ranking is a sequence of choices: nothing enumerated
+
+
 def test_round_settings_are_validated():
     with pytest.raises(ValueError, match="draws"):
         ei.RoundSettings(draws=0)
     with pytest.raises(ValueError, match="temperature"):
         ei.RoundSettings(temperature=0.0)
+    with pytest.raises(ValueError, match="enumerate_proposals"):
+        ei.RoundSettings(enumerate_proposals="yes")
 
 
 def test_cut_at_stop_matches_what_evaluation_sees():
