@@ -92,7 +92,7 @@ class Example:
     completion: str
     reward: float  # the winner's expected reward
     greedy_reward: float  # the adapter's greedy answer's, same draws
-    source: str  # "greedy", "sample", "heuristic", "enumerated"
+    source: str  # "sample", "heuristic", "enumerated"
 
 
 @dataclass
