@@ -93,7 +93,9 @@ def resume_config(cfg: AgentsConfig, given: set[str] | None = None) -> AgentsCon
                 "saved after each expert-iteration round)")
         saved = point[1]
     try:
-        config = AgentsConfig(**{**saved["config"], "resume": None})
+        # Runs saved before the enumeration existed proposed samples on every task.
+        config = AgentsConfig(**{"enumerate_proposals": False, **saved["config"],
+                                 "resume": None})
         tasks = saved["tasks"]
         if not isinstance(tasks, dict) or list(tasks) != list(config.tasks[:len(tasks)]):
             raise ValueError("its finished tasks are not the first of its tasks")

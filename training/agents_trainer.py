@@ -271,7 +271,7 @@ def _train_task(adapters, task: str, cfg: AgentsConfig, out: Path, trained: Trai
     budget = cfg.minutes * 60
     settings = RoundSettings(cfg.samples, cfg.temperature, cfg.draws, 0.0,
                              cfg.heuristic_proposals, cfg.learning_rate, cfg.batch_size, 1,
-                             cfg.seed, cfg.enumerate_proposals)
+                             cfg.seed, cfg.enumerate_proposals, cfg.enumeration_draws)
     validation = [collect_episode(task, s, cfg.world_steps, cfg.users)
                   for s in cfg.validation_seeds]
     worlds = TrainingWorlds(task, cfg.seed, cfg.world_steps, cfg.users)

@@ -228,9 +228,12 @@ class AgentsConfig(LLMTrainerConfig):
     draws: int = field(4, "re-seeded replays of the next step a proposal is scored over")
     states_per_round: int = field(24, "training states per expert-iteration round")
     heuristic_proposals: bool = field(True, "add the task heuristic's action as a proposal")
-    enumerate_proposals: bool = field(False, "also propose every answer of a closed set of one "
-                                             "choice (user_engagement's 31 campaigns; other "
-                                             "tasks unchanged)")
+    enumerate_proposals: bool = field(True, "propose every answer, instead of samples, where the "
+                                            "answer is one choice of a closed set "
+                                            "(user_engagement's 31 campaigns; other tasks "
+                                            "unchanged)")
+    enumeration_draws: int = field(32, "re-seeded replays each proposal of an enumerated closed "
+                                       "set is scored over")
     learning_rate: float = field(1e-3, "learning rate of the fine-tuning (AdamW)")
     batch_size: int = field(8, "fine-tuning batch size")
     ppo_share: float = field(0.2, "share of each task's time for TRL PPO after expert iteration")
@@ -264,7 +267,8 @@ class AgentsConfig(LLMTrainerConfig):
             require(False, "tasks", self.tasks, f"'all' or task names ({err})")
         require(self.minutes > 0, "minutes", self.minutes, "> 0")
         check_fields(self, {"samples": config_int(0), **dict.fromkeys(
-            ("draws", "states_per_round", "batch_size", "world_steps", "eval_steps"),
+            ("draws", "enumeration_draws", "states_per_round", "batch_size", "world_steps",
+             "eval_steps"),
             config_int(1))}, normalise=False)
         require(0 <= self.ppo_share < 1, "ppo_share", self.ppo_share, "in [0, 1)")
         require(self.ray_address is None or bool(str(self.ray_address).strip()), "ray_address",

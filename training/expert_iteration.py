@@ -8,9 +8,11 @@ One round for a task (ReST / STaR style, the world's reward in place of a correc
    ``temperature`` and, unless switched off, the task heuristic's action written as text
    (``TaskEpisode.heuristic_answer``): a teacher proposal the agent may adopt. With
    ``enumerate_proposals``, a task whose answer is one choice of a closed set
-   (user_engagement's 31 campaigns) also proposes every answer of the set: an exhaustive
-   search, so a state's winner is the world's best answer (up to the draws' noise) rather than
-   the best the model happened to sample.
+   (user_engagement's 31 campaigns) proposes every answer of the set instead of samples (a
+   sample could only be one of them): an exhaustive search, so a state's winner is the world's
+   best answer up to the draws' noise rather than the best the model happened to sample; its
+   proposals are scored over ``enumeration_draws`` draws, since the best of 31 noisy scores
+   favours the noisiest answers (user_engagement's smallest segments) at a few draws.
 3. **Verdict**: every distinct proposal is scored by its counterfactual reward averaged over
    ``draws`` re-seeded replays of the next step (``Counterfactual.expected_rewards``): never the
    step's own draws, so a proposal cannot win by the luck of a future the agent could not see.
@@ -68,6 +70,7 @@ class RoundSettings:
     epochs: int = 1
     seed: int = 0
     enumerate_proposals: bool = False
+    enumeration_draws: int = 32
 
     def __post_init__(self) -> None:
         # Python ints (not bools) and Python numbers (bools too, as before the checks were
@@ -77,7 +80,8 @@ class RoundSettings:
         check_fields(self, {
             "samples": Int(0, numpy=False), "draws": Int(1, numpy=False),
             "batch_size": Int(1, numpy=False), "epochs": Int(1, numpy=False),
-            "seed": Int(0, numpy=False), "temperature": positive, "learning_rate": positive,
+            "seed": Int(0, numpy=False), "enumeration_draws": Int(1, numpy=False),
+            "temperature": positive, "learning_rate": positive,
             "margin": Real(numpy=False, bools=True, text="a finite number")}, normalise=False)
         for name in ("heuristic_proposals", "enumerate_proposals"):
             if not isinstance(getattr(self, name), bool):
@@ -181,17 +185,19 @@ def propose(adapters: TaskAdapters, adapter: str, states: Sequence[tuple],
         if time.perf_counter() > deadline:
             break
         seed = derived_seed(settings.seed, adapter, round_index, first + j)
+        closed = task_spec.closed_answers(obs) if settings.enumerate_proposals else None
         proposals = {greedy_[j]: "greedy"}
-        for text in sampled_answers(adapters, adapter, task_spec, obs, settings.samples,
-                                    settings.temperature, seed) if settings.samples else []:
-            proposals.setdefault(text, "sample")
+        if settings.samples and closed is None:
+            for text in sampled_answers(adapters, adapter, task_spec, obs, settings.samples,
+                                        settings.temperature, seed):
+                proposals.setdefault(text, "sample")
         if settings.heuristic_proposals:
             proposals.setdefault(episode.heuristic_answer(i), "heuristic")
-        if settings.enumerate_proposals:
-            for text in task_spec.closed_answers(obs) or []:
-                proposals.setdefault(text, "enumerated")
+        for text in closed or []:
+            proposals.setdefault(text, "enumerated")
         texts = list(proposals)
-        scores = episode.expected_scores(i, texts, settings.draws, seed)
+        draws = settings.draws if closed is None else settings.enumeration_draws
+        scores = episode.expected_scores(i, texts, draws, seed)
         best = int(np.argmax(scores))
         out.greedy_scores.append(scores[0])
         out.best_scores.append(scores[best])
@@ -293,10 +299,10 @@ def run_rounds(adapters: TaskAdapters, adapter: str, next_states: Callable[[int]
         rounds = Rounds(start_reward, start_reward, adapters.state(adapter), [])
     while time.perf_counter() < deadline and (max_rounds is None or rounds.done < max_rounds):
         round_index, stats, t0 = rounds.done, RoundStats(), time.perf_counter()
-        # With a teacher or the closed set enumerated, round 0 proposes no samples: the
-        # untrained model's samples rarely even parse, and sampling is most of a round's cost.
-        now = replace(settings, samples=0) if (round_index == 0 and (
-            settings.heuristic_proposals or settings.enumerate_proposals)) else settings
+        # With a teacher, round 0 only imitates it: the untrained model's samples rarely even
+        # parse, and sampling is most of a round's cost.
+        now = replace(settings, samples=0) if (round_index == 0 and
+                                                settings.heuristic_proposals) else settings
         rounds.buffer += collect_examples(adapters, adapter, next_states(states_per_round), now,
                                           round_index, stats, deadline, proposer)
         stats.seconds["propose"] = time.perf_counter() - t0

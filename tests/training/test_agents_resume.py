@@ -108,6 +108,23 @@ def test_agents_resume_runs_where_the_command_says(tmp_path, fake_training):
     assert (there.ray_address, there.workers) == ("local", 2)
 
 
+def test_agents_run_saved_before_the_enumeration_resumes_without_it(tmp_path, fake_training):
+    """A run saved before ``enumerate_proposals`` existed proposed samples on every task: it
+    resumes so; a run saved since keeps what it saved."""
+    out = tmp_path / "run"
+    fake_training.interrupt[0] = TASKS[1]
+    assert main([*AGENTS, "--out", str(out)]) == 130
+    state_file = out / "resume" / "state.json"
+    state = json.loads(state_file.read_text())
+    assert state["config"]["enumerate_proposals"] is True  # the default now
+    resumed = agents_trainer.resume_config(agents_trainer.AgentsConfig(resume=str(out)), set())
+    assert resumed.enumerate_proposals is True
+    del state["config"]["enumerate_proposals"], state["config"]["enumeration_draws"]
+    state_file.write_text(json.dumps(state))
+    resumed = agents_trainer.resume_config(agents_trainer.AgentsConfig(resume=str(out)), set())
+    assert resumed.enumerate_proposals is False and resumed.enumeration_draws == 32
+
+
 def test_agents_interrupted_during_evaluation_resumes_the_evaluation(tmp_path, capsys,
                                                                    fake_training, monkeypatch):
     out = tmp_path / "run"

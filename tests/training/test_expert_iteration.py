@@ -83,8 +83,8 @@ def test_an_enumerated_round_raises_user_engagements_score_on_its_training_state
         return [e.expected_scores(i, [t], 16, 7)[0] for (e, i), t in zip(states, texts)]
 
     before = scores()
-    settings = ei.RoundSettings(samples=0, draws=16, heuristic_proposals=False,
-                                enumerate_proposals=True, epochs=3)
+    settings = ei.RoundSettings(samples=0, heuristic_proposals=False, enumerate_proposals=True,
+                                enumeration_draws=16, epochs=3)
     stats = ei.RoundStats()
     examples = ei.collect_examples(adapters, task, states, settings, 0, stats)
     assert examples and stats.from_enumeration == len(examples)
@@ -102,14 +102,14 @@ def test_without_the_teacher_only_own_samples_are_proposed(episodes):
 
 
 def test_enumerating_a_closed_set_proposes_every_campaign():
-    """With ``enumerate_proposals`` a user_engagement state is scored on all 31 campaigns (no
-    samples, no teacher) and its winner is the best of them; tasks without a one-choice closed
-    set are unchanged."""
+    """With ``enumerate_proposals`` a user_engagement state is scored on all 31 campaigns, over
+    ``enumeration_draws`` draws and with no samples (each would be one of them), and its winner
+    is the best of them; tasks without a one-choice closed set are unchanged."""
     task = "user_engagement"
     adapters = TaskAdapters(load_model("tiny-llama"), [task], LoraSettings(), 0)
     episode = collect_episode(task, 0, 2, 200)
-    settings = ei.RoundSettings(samples=0, draws=2, heuristic_proposals=False,
-                                enumerate_proposals=True)
+    settings = ei.RoundSettings(samples=2, draws=1, heuristic_proposals=False,
+                                enumerate_proposals=True, enumeration_draws=2)
     stats = ei.RoundStats()
     out = ei.propose(adapters, task, ei.states_of([episode]), settings, 0)
     assert out.candidates == 2 * 31  # the greedy answer is one of the 31
@@ -133,6 +133,8 @@ def test_round_settings_are_validated():
         ei.RoundSettings(temperature=0.0)
     with pytest.raises(ValueError, match="enumerate_proposals"):
         ei.RoundSettings(enumerate_proposals="yes")
+    with pytest.raises(ValueError, match="enumeration_draws"):
+        ei.RoundSettings(enumeration_draws=0)
 
 
 def test_cut_at_stop_matches_what_evaluation_sees():
@@ -144,7 +146,8 @@ def test_config_names_bad_fields():
     assert AgentsConfig(tasks=("all",)).tasks[0] == "content_generation"
     for kwargs, name in (({"tasks": ("nope",)}, "tasks"), ({"eval_seeds": (5,)}, "eval_seeds"),
                          ({"validation_seeds": (1000,)}, "validation_seeds"),
-                         ({"minutes": 0}, "minutes"), ({"ppo_share": 1.0}, "ppo_share")):
+                         ({"minutes": 0}, "minutes"), ({"ppo_share": 1.0}, "ppo_share"),
+                         ({"enumeration_draws": 0}, "enumeration_draws")):
         with pytest.raises(ValueError, match=name):
             AgentsConfig(**kwargs)
 
