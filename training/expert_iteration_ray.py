@@ -7,8 +7,8 @@ driver) sends the task adapter's current weights as safetensors bytes through th
 (one ``ray.put``, read by every actor) and hands each actor a contiguous share of the round's
 states as (world seed, step, observation): the actor replays those training worlds on its own
 env copies (``collect_episode`` is seeded, so it gets the driver's states, which the
-observation checks; an env does not pickle), proposes (greedy, samples, the teacher) and
-scores every proposal by its re-seeded expected reward, exactly as
+observation checks; an env does not pickle), proposes (greedy, samples or the whole closed
+set, the teacher) and scores every proposal by its re-seeded expected reward, exactly as
 :func:`expert_iteration.propose` does in one process; the driver fine-tunes on the winners (TRL
 ``SFTTrainer``), validates and runs PPO.
 
