@@ -51,7 +51,7 @@ from sandbox_rl.envs.heuristics import heuristic_action
 from sandbox_rl.seeding import derived_seed
 from sandbox_rl.training.ppo import adapter_training
 from sandbox_rl.training.task_episodes import TaskEpisode, evaluate, greedy
-from sandbox_rl.validation import Int, Real, check_fields
+from sandbox_rl.validation import Flag, Int, Real, check_fields
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +82,9 @@ class RoundSettings:
             "batch_size": Int(1, numpy=False), "epochs": Int(1, numpy=False),
             "seed": Int(0, numpy=False), "enumeration_draws": Int(1, numpy=False),
             "temperature": positive, "learning_rate": positive,
-            "margin": Real(numpy=False, bools=True, text="a finite number")}, normalise=False)
-        for name in ("heuristic_proposals", "enumerate_proposals"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"invalid {name}={getattr(self, name)!r}: expected True or False")
+            "margin": Real(numpy=False, bools=True, text="a finite number"),
+            "heuristic_proposals": Flag(numpy=False), "enumerate_proposals": Flag(numpy=False)},
+            normalise=False)
 
 
 @dataclass(frozen=True)
