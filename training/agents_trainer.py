@@ -269,9 +269,11 @@ def _train_task(adapters, task: str, cfg: AgentsConfig, out: Path, trained: Trai
     # The budget is wall time: a resumed task has what the time it used leaves of it.
     start = time.perf_counter() - (current.seconds if current else 0.0)
     budget = cfg.minutes * 60
-    settings = RoundSettings(cfg.samples, cfg.temperature, cfg.draws, 0.0,
-                             cfg.heuristic_proposals, cfg.learning_rate, cfg.batch_size, 1,
-                             cfg.seed, cfg.enumerate_proposals, cfg.enumeration_draws)
+    settings = RoundSettings(
+        samples=cfg.samples, temperature=cfg.temperature, draws=cfg.draws, margin=0.0,
+        heuristic_proposals=cfg.heuristic_proposals, learning_rate=cfg.learning_rate,
+        batch_size=cfg.batch_size, epochs=1, seed=cfg.seed,
+        enumerate_proposals=cfg.enumerate_proposals, enumeration_draws=cfg.enumeration_draws)
     validation = [collect_episode(task, s, cfg.world_steps, cfg.users)
                   for s in cfg.validation_seeds]
     worlds = TrainingWorlds(task, cfg.seed, cfg.world_steps, cfg.users)
