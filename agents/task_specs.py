@@ -19,7 +19,7 @@ from sandbox_rl.agents.choices import Choices
 from sandbox_rl.agents.generation import GenerationRequest, SamplingSettings
 from sandbox_rl.enums import TaskType
 from sandbox_rl.envs.platform import BEHAVIOURS
-from sandbox_rl.envs.topics import TOPIC_NAMES
+from sandbox_rl.envs.topics import NUM_TOPICS, TOPIC_NAMES
 
 _ANSWER_ONLY = "Reply with the answer only, in exactly the format asked for."
 
@@ -32,17 +32,26 @@ def _free_text(observation: str) -> None:
     return None
 
 
+def _as_written(observation: str, answer: str) -> str:
+    return answer
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """``answer_start`` begins the assistant's answer (response priming): small models follow
     an answer format far more reliably when its first words are already written. The env
-    parses ``answer_start + completion``."""
+    parses ``to_env(observation, answer_start + completion)``; ``to_env`` is the identity
+    unless the model answers in terms of its observation (user_engagement: a row number of
+    the table), and ``from_env`` is its inverse (an env answer, e.g. the heuristic's, as the
+    model would write it)."""
 
     task: TaskType
     system_prompt: str
     sampling: SamplingSettings
     answer_start: Callable[[str], str] = _no_start
     choices: Callable[[str], Choices | None] = _free_text
+    to_env: Callable[[str, str], str] = _as_written
+    from_env: Callable[[str, str], str] = _as_written
 
     def messages(self, observation: str) -> list[dict[str, str]]:
         return [{"role": "system", "content": self.system_prompt},
@@ -55,14 +64,16 @@ class TaskSpec:
         return chat + self.answer_start(observation)
 
     def answer(self, observation: str, completion: str) -> str:
-        """The full answer the env parses: the primed start plus the model's completion."""
-        return self.answer_start(observation) + completion
+        """The full answer the env parses: the primed start plus the model's completion, in
+        the env's answer format."""
+        return self.to_env(observation, self.answer_start(observation) + completion)
 
     def completion(self, observation: str, answer: str) -> str:
-        """The completion that makes :meth:`answer` return ``answer`` (the primed start cut
-        off); a training target for answers written in full, e.g. a heuristic's action."""
-        start = self.answer_start(observation)
-        return answer[len(start):] if answer.startswith(start) else answer
+        """The completion that makes :meth:`answer` return ``answer`` (in the model's format,
+        the primed start cut off); a training target for answers written in full, e.g. a
+        heuristic's action."""
+        start, written = self.answer_start(observation), self.from_env(observation, answer)
+        return written[len(start):] if written.startswith(start) else written
 
     def closed_answers(self, observation: str) -> list[str] | None:
         """Every valid full answer to ``observation`` when the task's answer is one choice of a
@@ -111,9 +122,47 @@ def _class_lines(observation: str) -> Choices | None:
 # After the answer start 'ranking:': every topic once, separated by ' > '.
 _RANKING = Choices(tuple(" " + t for t in TOPIC_NAMES), tuple(" > " + t for t in TOPIC_NAMES),
                    len(TOPIC_NAMES), distinct=True)
-# After the answer start 'segment=': no campaign, or a segment and a non-zero intensity.
-_CAMPAIGN = Choices(("none",) + tuple(f"{t} intensity={level}" for t in TOPIC_NAMES
-                                      for level in (1, 2, 3)))
+# After the answer start 'row=': no campaign, or a row of the segment table and a non-zero
+# intensity. A row number rather than the segment's name: the base model names one segment
+# (health) whatever the table says, even in a content-free prompt, and in closed loop keeps
+# tiring it; it does answer row 1 of a numbered table (12 of 15 states of held-out worlds
+# 1000-1004, the other 3 'none'), and the table lists the least tired, largest segments first.
+_CAMPAIGN = Choices(("none",) + tuple(f"{row % 10} intensity={level}"
+                                      for row in range(1, NUM_TOPICS + 1) for level in (1, 2, 3)))
+_TABLE_ROW = re.compile(rf"^(\d+)\. ({'|'.join(TOPIC_NAMES)}):", re.MULTILINE)
+_ROW_ANSWER = re.compile(r"\s*row\s*=\s*(none|\d+)", re.IGNORECASE)
+_SEGMENT_ANSWER = re.compile(r"\s*segment\s*=\s*(none|[a-z]+)", re.IGNORECASE)
+
+
+def _table_rows(observation: str) -> dict[str, str]:
+    """Row number (as written) -> segment name, from the observation's numbered table."""
+    return dict(_TABLE_ROW.findall(observation))
+
+
+def _row_to_segment(observation: str, answer: str) -> str:
+    """'row=K ...' -> 'segment=NAME ...' with NAME the segment of row K in ``observation``;
+    'row=none' -> 'segment=none'. An answer naming no row of the table is passed on as
+    written: the env refuses it with its reason."""
+    found = _ROW_ANSWER.match(answer)
+    if found is None:
+        return answer
+    row, rest = found.group(1).lower(), answer[found.end():]
+    if row == "none":
+        return "segment=none"
+    name = _table_rows(observation).get(row)
+    return answer if name is None else f"segment={name}{rest}"
+
+
+def _segment_to_row(observation: str, answer: str) -> str:
+    """Inverse of :func:`_row_to_segment` (an env answer, e.g. the heuristic's, as a row)."""
+    found = _SEGMENT_ANSWER.match(answer)
+    if found is None:
+        return answer
+    name, rest = found.group(1).lower(), answer[found.end():]
+    if name == "none":
+        return "row=none"
+    rows = {segment: row for row, segment in _table_rows(observation).items()}
+    return answer if name not in rows else f"row={rows[name]}{rest}"
 
 
 # No concrete example answers: a 135M model copies them verbatim, and identical answers give
@@ -149,11 +198,11 @@ TASK_SPECS: dict[TaskType, TaskSpec] = {
     TaskType.USER_ENGAGEMENT: TaskSpec(
         TaskType.USER_ENGAGEMENT,
         "You run notification campaigns that bring users of a social platform back without "
-        "tiring them. Answer 'segment=' followed by one segment name from the list, then "
-        "' intensity=' followed by a number from 0 to 3; or 'segment=none' for no campaign. "
-        + _ANSWER_ONLY,
-        SamplingSettings(max_new_tokens=16, stop=("\n",)), _fixed("segment="),
-        _fixed_choices(_CAMPAIGN)),
+        "tiring them. Answer 'row=' followed by the number of one row of the segment table, "
+        "then ' intensity=' followed by a number from 1 (low) to 3 (high); or 'row=none' for "
+        "no campaign. " + _ANSWER_ONLY,
+        SamplingSettings(max_new_tokens=16, stop=("\n",)), _fixed("row="),
+        _fixed_choices(_CAMPAIGN), _row_to_segment, _segment_to_row),
 }
 
 

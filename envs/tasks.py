@@ -571,10 +571,13 @@ class UserEngagement(Task):
         size, fatigue, p, resp = (obs[i * T:(i + 1) * T] for i in range(4))
         # Least tired, then largest, first: a table's natural order, in which a good answer
         # can be read off (the model still has to choose; see docs/results.md for why size).
+        # Rows are numbered so an answer can name a row (the LLM agents answer a row number;
+        # the env's own answer names the segment): 1-9, then 0, one digit each.
         order = np.lexsort((-size, np.round(fatigue, 1)))
-        lines = [f"{TOPIC_NAMES[i]}: {100 * size[i]:.0f}% of users, fatigue {fatigue[i]:.1f}, "
-                 f"online {20 * p[i]:.1f}%, last response {100 * resp[i]:+.1f}%"
-                 for i in order]
+        lines = [f"{row % 10}. {TOPIC_NAMES[i]}: {100 * size[i]:.0f}% of users, "
+                 f"fatigue {fatigue[i]:.1f}, online {20 * p[i]:.1f}%, "
+                 f"last response {100 * resp[i]:+.1f}%"
+                 for row, i in enumerate(order, 1)]
         return (
             f"You send notification campaigns to bring users back (next hour {platform.hour}:00). "
             "Segments (users by top interest), least tired first, then largest:\n"

@@ -39,6 +39,8 @@ class Args:
     """world and model seed"""
     pool_size: int = 3
     """members (adapters) per task in the model pool"""
+    performance_threshold: float = 0.7
+    """adaptive_compression: a task's mean score at or above it halves its LoRA rank"""
     log_dir: str = "runs/guide_strategies"
     """folder of the sandbox's logs (metrics.jsonl)"""
     threads: int = 2
@@ -52,6 +54,7 @@ def main() -> None:
     sandbox = create_self_evolving_oasis(
         evolution_strategy=args.strategy, model_pool_size=args.pool_size,
         evolution_interval=args.evolution_interval, num_users=args.users, seed=args.seed,
+        performance_threshold=args.performance_threshold,
         task_distribution={task: args.model for task in TaskType}, fallback_model=None,
         log_dir=args.log_dir)
     for _ in range(args.steps):

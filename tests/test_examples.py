@@ -48,8 +48,10 @@ GUIDE_ARGS = ["--model", "tiny-llama", "--users", "100", "--threads", "1"]
     (["examples/guide_quickstart.py", "--steps", "2", "--evolution-interval", "2",
       "--pool-size", "2", "--log-dir", "{tmp}/logs"],
      ["step 2: evolution step 1 |", "trend_prediction="], "logs/metrics.jsonl"),
+    # Threshold 0: every task is at or above it, so ranks halve whatever the tiny model answers.
     (["examples/guide_strategies.py", "--strategy", "adaptive_compression", "--steps", "2",
-      "--evolution-interval", "1", "--pool-size", "2", "--log-dir", "{tmp}/logs"],
+      "--evolution-interval", "1", "--pool-size", "2", "--performance-threshold", "0",
+      "--log-dir", "{tmp}/logs"],
      ["event lora_rank: task=", "adaptive_compression: 2 evolution steps"], "logs/metrics.jsonl"),
     (["examples/guide_advanced.py", "--steps", "2", "--out", "{tmp}"],
      ["load_state -> True (at step 2)", "model pool size: 3",

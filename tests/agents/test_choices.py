@@ -49,7 +49,9 @@ def test_the_closed_set_tasks_are_classes_ranking_and_campaign():
 def test_closed_answers_are_every_answer_of_a_one_choice_set():
     """user_engagement's closed set is 31 campaigns, each parsing to a distinct complete action;
     sequences of choices (a ranking, several panel users) and free text have none."""
-    campaigns = spec(TaskType.USER_ENGAGEMENT).closed_answers("any observation")
+    env = oasis_v0.parallel_env(num_users=200, obs_mode="text", attach_tweets=False)
+    observations, _ = env.reset(seed=0)
+    campaigns = spec(TaskType.USER_ENGAGEMENT).closed_answers(observations["user_engagement"])
     task = make_tasks()["user_engagement"]
     parsed = [task.parse(a) for a in campaigns]
     assert all(p.action is not None and p.reason == "" for p in parsed)
