@@ -125,8 +125,9 @@ _RANKING = Choices(tuple(" " + t for t in TOPIC_NAMES), tuple(" > " + t for t in
 # After the answer start 'row=': no campaign, or a row of the segment table and a non-zero
 # intensity. A row number rather than the segment's name: the base model names one segment
 # (health) whatever the table says, even in a content-free prompt, and in closed loop keeps
-# tiring it; it does answer row 1 of a numbered table (12 of 15 states of held-out worlds
-# 1000-1004, the other 3 'none'), and the table lists the least tired, largest segments first.
+# tiring it; of a numbered table it mostly answers row 1 or none (closed loop, training worlds
+# 0-2: row 1 on 12 of 24 states, none on 8), and the table lists the least tired, largest
+# segments first. Rows are numbered 1-9, then 0: with '10' the model continued its '1' to '0'.
 _CAMPAIGN = Choices(("none",) + tuple(f"{row % 10} intensity={level}"
                                       for row in range(1, NUM_TOPICS + 1) for level in (1, 2, 3)))
 _TABLE_ROW = re.compile(rf"^(\d+)\. ({'|'.join(TOPIC_NAMES)}):", re.MULTILINE)
@@ -139,30 +140,29 @@ def _table_rows(observation: str) -> dict[str, str]:
     return dict(_TABLE_ROW.findall(observation))
 
 
+def _relabel(answer: str, pattern: re.Pattern, labels: dict[str, str], key: str) -> str:
+    """``answer`` with the label ``pattern`` finds at its start replaced by ``key=`` and its
+    entry in ``labels`` ('none' stays none); passed on as written when there is none."""
+    found = pattern.match(answer)
+    if found is None:
+        return answer
+    label, rest = found.group(1).lower(), answer[found.end():]
+    if label == "none":
+        return f"{key}=none"
+    return answer if label not in labels else f"{key}={labels[label]}{rest}"
+
+
 def _row_to_segment(observation: str, answer: str) -> str:
     """'row=K ...' -> 'segment=NAME ...' with NAME the segment of row K in ``observation``;
     'row=none' -> 'segment=none'. An answer naming no row of the table is passed on as
     written: the env refuses it with its reason."""
-    found = _ROW_ANSWER.match(answer)
-    if found is None:
-        return answer
-    row, rest = found.group(1).lower(), answer[found.end():]
-    if row == "none":
-        return "segment=none"
-    name = _table_rows(observation).get(row)
-    return answer if name is None else f"segment={name}{rest}"
+    return _relabel(answer, _ROW_ANSWER, _table_rows(observation), "segment")
 
 
 def _segment_to_row(observation: str, answer: str) -> str:
     """Inverse of :func:`_row_to_segment` (an env answer, e.g. the heuristic's, as a row)."""
-    found = _SEGMENT_ANSWER.match(answer)
-    if found is None:
-        return answer
-    name, rest = found.group(1).lower(), answer[found.end():]
-    if name == "none":
-        return "row=none"
     rows = {segment: row for row, segment in _table_rows(observation).items()}
-    return answer if name not in rows else f"row={rows[name]}{rest}"
+    return _relabel(answer, _SEGMENT_ANSWER, rows, "row")
 
 
 # No concrete example answers: a 135M model copies them verbatim, and identical answers give
