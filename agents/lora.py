@@ -17,6 +17,7 @@ from typing import Iterator, Mapping, Sequence
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
+from sandbox_rl.agents import answer_formats
 from sandbox_rl.agents.models import LoadedModel, default_lora_targets
 from sandbox_rl.seeding import derived_seed
 from sandbox_rl.validation import Int, require, shorten
@@ -140,6 +141,7 @@ class TaskAdapters:
         """Save every adapter in PEFT's format (one sub-folder per adapter name)."""
         directory = Path(directory)
         self.model.save_pretrained(str(directory), selected_adapters=self.names)
+        answer_formats.record(directory, self.names)
         return directory
 
     def load(self, directory: str | Path, names: Sequence[str] | None = None) -> None:
@@ -154,6 +156,7 @@ class TaskAdapters:
         folder = Path(folder)
         if not (folder / "adapter_config.json").exists():
             raise FileNotFoundError(f"no PEFT adapter in {folder} (for {name!r})")
+        answer_formats.warn_if_stale(folder)
         if name in self.model.peft_config:
             self.model.delete_adapter(name)
         self.model.load_adapter(str(folder), adapter_name=name)

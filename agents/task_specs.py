@@ -52,6 +52,10 @@ class TaskSpec:
     choices: Callable[[str], Choices | None] = _free_text
     to_env: Callable[[str, str], str] = _as_written
     from_env: Callable[[str, str], str] = _as_written
+    # Raised when the prompt or answer format changes so that adapters trained before it were
+    # trained for another task (``agents/answer_formats.py`` warns when one is loaded).
+    format_version: int = 1
+    format_change: str = ""
 
     def messages(self, observation: str) -> list[dict[str, str]]:
         return [{"role": "system", "content": self.system_prompt},
@@ -202,7 +206,9 @@ TASK_SPECS: dict[TaskType, TaskSpec] = {
         "then ' intensity=' followed by a number from 1 (low) to 3 (high); or 'row=none' for "
         "no campaign. " + _ANSWER_ONLY,
         SamplingSettings(max_new_tokens=16, stop=("\n",)), _fixed("row="),
-        _fixed_choices(_CAMPAIGN), _row_to_segment, _segment_to_row),
+        _fixed_choices(_CAMPAIGN), _row_to_segment, _segment_to_row, format_version=2,
+        format_change="format 2 answers a row of the numbered segment table, format 1 a "
+                      "segment's name"),
 }
 
 

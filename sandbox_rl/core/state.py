@@ -10,7 +10,8 @@ Layout of a state directory::
                             torch RNG state
     env/                    the env state (envs/state.py: JSON + npz)
     snapshots/<i>/          env snapshots the gathered tuples are scored against
-    adapters/<model>/       PEFT adapters of each base model (PEFT's own format)
+    adapters/<model>/       PEFT adapters of each base model (PEFT's own format) and the
+                            answer format each task adapter was trained for
     prefix_cache/<model>/   the system-prompt prefix caches, per adapter (safetensors)
 
 A save replaces only a state it wrote (a folder with this format's manifest and no file the
@@ -70,7 +71,7 @@ LAYOUT = tuple(re.compile(p) for p in (
     r"config\.json", r"sandbox\.json", r"tensors\.safetensors",
     r"env/env_state\.json", r"env/env_state\.npz",
     r"snapshots/(0|[1-9][0-9]{0,8})/(meta\.json|arrays\.npz)",
-    r"adapters/[^/]+/README\.md",
+    r"adapters/[^/]+/README\.md", r"adapters/[^/]+/answer_formats\.json",
     r"adapters/[^/]+/[^/]+/(adapter_config\.json|adapter_model\.safetensors)",
     r"prefix_cache/[^/]+/[^/]+\.safetensors"))
 REQUIRED = ("config.json", "sandbox.json", "tensors.safetensors", "env/env_state.json",

@@ -1,0 +1,75 @@
+"""Saved task adapters record their answer format; loading one trained for another warns."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from sandbox_rl.agents import answer_formats
+from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
+from sandbox_rl.agents.models import load_model
+from sandbox_rl.agents.task_specs import spec
+
+NAMES = ["user_engagement", "trend_prediction__1", "meta"]
+
+
+@pytest.fixture(scope="module")
+def adapters() -> TaskAdapters:
+    return TaskAdapters(load_model("tiny-llama"), NAMES, LoraSettings(rank=2))
+
+
+def _stale_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == answer_formats.__name__]
+
+
+def test_save_records_each_task_adapters_current_format(adapters, tmp_path):
+    adapters.save(tmp_path)
+    recorded = json.loads((tmp_path / answer_formats.FILE).read_text())
+    assert recorded == {"user_engagement": spec("user_engagement").format_version,
+                        "trend_prediction__1": spec("trend_prediction").format_version}
+    assert spec("user_engagement").format_version == 2  # rows of the table, not names
+
+
+def test_loading_current_adapters_does_not_warn(adapters, tmp_path, caplog):
+    adapters.save(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        adapters.load(tmp_path)
+    assert _stale_warnings(caplog) == []
+
+
+def test_an_adapter_saved_before_formats_were_recorded_warns_for_its_changed_task(
+        adapters, tmp_path, caplog):
+    adapters.save(tmp_path)
+    (tmp_path / answer_formats.FILE).unlink()  # as every save before formats were recorded
+    with caplog.at_level(logging.WARNING):
+        adapters.load(tmp_path)
+    [message] = _stale_warnings(caplog)  # trend_prediction's format never changed
+    assert str(tmp_path / "user_engagement") in message
+    assert "answer format 1 of user_engagement" in message and "now use format 2" in message
+    assert "sandbox-rl train agents --tasks user_engagement" in message
+
+
+def test_a_loaded_adapter_of_an_older_format_warns(adapters, tmp_path, caplog):
+    adapters.save(tmp_path)
+    (tmp_path / answer_formats.FILE).write_text(json.dumps({"user_engagement": 1}))
+    other = TaskAdapters(load_model("tiny-llama"), ["user_engagement__0"], LoraSettings(rank=2))
+    with caplog.at_level(logging.WARNING):
+        other.load_from(tmp_path / "user_engagement", "user_engagement__0")
+    assert len(_stale_warnings(caplog)) == 1
+
+
+def test_an_unreadable_record_is_named(tmp_path):
+    (tmp_path / "user_engagement").mkdir()
+    (tmp_path / answer_formats.FILE).write_text("[1, 2]")
+    reason = answer_formats.stale(tmp_path / "user_engagement")
+    assert reason is not None and answer_formats.FILE in reason
+
+
+@pytest.mark.parametrize("name,task", [("user_engagement", "user_engagement"),
+                                       ("trend_prediction__3", "trend_prediction"),
+                                       ("meta", None), ("default", None)])
+def test_task_of_adapter_names(name, task):
+    found = answer_formats.task_of(name)
+    assert (found.value if found else None) == task
