@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from sandbox_rl.agents import answer_formats
 from sandbox_rl.training.protocol import (ProtocolConfig, ProtocolReport, WorldScore,
                                           adapter_answerer, check_adapters, load_task_adapters,
                                           report_from, score_world, worlds)
@@ -26,9 +27,15 @@ from sandbox_rl.validation import require
 
 
 def folder_bytes(folder: Path, tasks: tuple[str, ...]) -> dict[str, bytes]:
-    """The files of each task's saved adapter (``task/name`` -> bytes)."""
-    return {f"{task}/{path.name}": path.read_bytes()
-            for task in tasks for path in sorted((folder / task).iterdir()) if path.is_file()}
+    """The files of each task's saved adapter (``task/name`` -> bytes), and the record of
+    their answer formats when there is one (without it an actor would take them for
+    adapters saved before formats were recorded)."""
+    files = {f"{task}/{path.name}": path.read_bytes()
+             for task in tasks for path in sorted((folder / task).iterdir()) if path.is_file()}
+    record = folder / answer_formats.FILE
+    if record.is_file():
+        files[answer_formats.FILE] = record.read_bytes()
+    return files
 
 
 class WorldScorer:

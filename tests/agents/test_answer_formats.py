@@ -73,3 +73,17 @@ def test_an_unreadable_record_is_named(tmp_path):
 def test_task_of_adapter_names(name, task):
     found = answer_formats.task_of(name)
     assert (found.value if found else None) == task
+
+
+def test_the_record_travels_with_adapters_shipped_to_ray_actors(adapters, tmp_path, caplog):
+    """``evaluate --ray-address`` ships each task's adapter folder as bytes; without the record
+    an actor would take current adapters for ones saved before formats were recorded."""
+    from sandbox_rl.training.protocol_ray import folder_bytes
+
+    adapters.save(tmp_path / "saved")
+    files = folder_bytes(tmp_path / "saved", ("user_engagement",))
+    assert answer_formats.FILE in files
+    for name, data in files.items():  # as the actor writes them
+        (tmp_path / "actor" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "actor" / name).write_bytes(data)
+    assert answer_formats.stale(tmp_path / "actor" / "user_engagement") is None
