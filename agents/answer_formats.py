@@ -6,20 +6,20 @@ format still loads, but it was fine-tuned to answer another prompt. ``TaskAdapte
 records each task adapter's format in ``answer_formats.json`` next to the adapters, and
 ``TaskAdapters.load_from`` warns, naming the adapter, both formats and the fix, when a loaded
 task adapter's recorded format is not its task's current one (format 1 when nothing was
-recorded: adapters saved before formats were recorded).
+recorded: adapters saved before formats were recorded). A ``UserWarning`` rather than a log
+line: the caller can remove its cause (retrain), and Python shows it once per adapter folder
+however many pool members load that folder.
 """
 
 from __future__ import annotations
 
 import json
-import logging
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 from sandbox_rl.agents.task_specs import spec
 from sandbox_rl.enums import TaskType
-
-log = logging.getLogger(__name__)
 
 FILE = "answer_formats.json"
 UNRECORDED = 1  # the format of adapters saved before formats were recorded
@@ -66,4 +66,4 @@ def stale(folder: str | Path) -> str | None:
 def warn_if_stale(folder: str | Path) -> None:
     reason = stale(folder)
     if reason is not None:
-        log.warning(reason)
+        warnings.warn(reason, UserWarning, stacklevel=3)  # at the caller of load_from
