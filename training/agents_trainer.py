@@ -67,7 +67,8 @@ from sandbox_rl.training.ppo import PPOLearner
 from sandbox_rl.training.protocol import ProtocolConfig
 from sandbox_rl.training.protocol_ray import play_on_ray
 from sandbox_rl.training.ray_runtime import DEFAULT_WORKERS, check_address, ray_session
-from sandbox_rl.training.task_episodes import collect_episode, cut_at_stop, rollout_settings
+from sandbox_rl.training.task_episodes import (collect_episode, cut_at_stop, rollout_choices,
+                                               rollout_settings)
 
 
 class TrainingWorlds:
@@ -363,8 +364,11 @@ def _ppo_phase(adapters, task: str, cfg: AgentsConfig, episodes, validation, rew
                 derived_seed(cfg.seed, task, "ppo", len(stats), k))[0]
                 for k, text in zip(indices, completions)]
 
-        prompts = [s.prompt(adapters.tokenizer, e.steps[i].observation) for e, i in picks]
-        stats.append(asdict(learner.update(task, prompts, reward_fn)))
+        observations = [e.steps[i].observation for e, i in picks]
+        learner.settings, choices = rollout_choices(learner.settings, s, observations,
+                                                    adapters.tokenizer)
+        prompts = [s.prompt(adapters.tokenizer, o) for o in observations]
+        stats.append(asdict(learner.update(task, prompts, reward_fn, choices)))
     after = validation_reward(adapters, task, validation)
     kept = after > reward_before
     if not kept:

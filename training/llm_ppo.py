@@ -63,8 +63,8 @@ from sandbox_rl.training.llm_ppo_resume import (LEARNER, MARKER, RESUMABLE_RUN, 
                                                 in_progress, resume_config)
 from sandbox_rl.training.ppo import PPOLearner, PPOSettings
 from sandbox_rl.training.protocol import ProtocolConfig
-from sandbox_rl.training.task_episodes import (collect_episode, cut_at_stop, rollout_settings,
-                                               with_temperature)
+from sandbox_rl.training.task_episodes import (collect_episode, cut_at_stop, rollout_choices,
+                                               rollout_settings, with_temperature)
 
 
 @dataclass
@@ -274,7 +274,10 @@ def episode_update(learner, adapter: str, episodes, prompts: int, rng: np.random
     learner.settings = rollout_settings(learner.settings, s)
     pool = [(e, i) for e in episodes for i in range(len(e.steps))]
     picks = [pool[j] for j in rng.choice(len(pool), prompts, replace=len(pool) < prompts)]
-    texts = [s.prompt(learner.adapters.tokenizer, e.steps[i].observation) for e, i in picks]
+    observations = [e.steps[i].observation for e, i in picks]
+    learner.settings, choices = rollout_choices(learner.settings, s, observations,
+                                                learner.adapters.tokenizer)
+    texts = [s.prompt(learner.adapters.tokenizer, o) for o in observations]
 
     def reward_fn(indices, completions):
         # TRL's rollouts stop only at the end-of-sequence token: score exactly the text that
@@ -283,7 +286,7 @@ def episode_update(learner, adapter: str, episodes, prompts: int, rng: np.random
                                                         cut_at_stop(text, s.sampling.stop)))
                 for k, text in zip(indices, completions)]
 
-    return learner.update(adapter, texts, reward_fn)
+    return learner.update(adapter, texts, reward_fn, choices)
 
 
 def ppo_settings(prompts: int, samples_per_prompt: int, ppo_epochs: int, learning_rate: float,

@@ -46,6 +46,10 @@ on the ``TaskAdapters`` model itself; no copy of the model is made. How the piec
   its dataloader, which would split groups across batches: the rows are laid out group by group
   (groups in a seeded random order) and read without shuffling, each batch a whole number of
   groups.
+- **Closed-set answers.** Given each prompt's ``Choices`` (``update``'s ``choices``), rollouts
+  decode within them, as the task's proposals, validation and evaluation do: TRL's generation
+  takes no logits processor, so ``generate`` is wrapped for the update (:class:`_ChoiceRollouts`),
+  and TRL's old log-probabilities are the model's own at the temperature.
 - **Randomness.** TRL seeds the global torch RNG and shuffles with NumPy's global RNG; both are
   seeded per update from ``(settings.seed, adapter, update count)`` and restored afterwards.
 
@@ -72,8 +76,10 @@ import torch
 from peft.tuners.lora.layer import Linear as LoraLinear
 from torch import nn
 from torch.utils.data import DataLoader
-from transformers import DataCollatorWithPadding, PrinterCallback, ProgressCallback
+from transformers import (DataCollatorWithPadding, LogitsProcessor, LogitsProcessorList,
+                          PrinterCallback, ProgressCallback)
 
+from sandbox_rl.agents.choices import Choices, ChoiceState
 from sandbox_rl.seeding import derived_seed
 from sandbox_rl.validation import Int, Real, check_fields, require
 
@@ -274,17 +280,22 @@ class PPOLearner:
 
     # -- PPO ------------------------------------------------------------------------------------
 
-    def update(self, adapter: str, prompts: Sequence[str], reward_fn: RewardFn) -> PPOStats:
+    def update(self, adapter: str, prompts: Sequence[str], reward_fn: RewardFn,
+               choices: Sequence[Choices | None] | None = None) -> PPOStats:
         """One PPO update of ``adapter`` on rollouts from ``prompts`` scored by ``reward_fn``.
 
         ``prompts`` are in the model's chat format, ready for generation. ``reward_fn(indices,
         texts)`` gets, for each sampled completion, the index of its prompt and its decoded text,
-        and returns one finite reward per completion.
+        and returns one finite reward per completion. ``choices`` (one per prompt, None: free
+        text) constrain each prompt's rollouts to its closed set of answers, as the task's
+        other decodes are (``agents/choices.py``; see :class:`_ChoiceRollouts`).
         """
         self._check_adapter(adapter)
         prompts = self._check_prompts(prompts)
         if not callable(reward_fn):
             raise ValueError(f"reward_fn must be callable, got {type(reward_fn).__name__}")
+        require(choices is None or len(choices) == len(prompts), "choices",
+                None if choices is None else len(choices), f"one per prompt ({len(prompts)})")
         from datasets import Dataset  # on use: datasets (pandas, pyarrow) adds ~0.7 s to import
 
         ids = [self.adapters.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
@@ -313,9 +324,14 @@ class PPOLearner:
             steps = [0]
             hook = self._optimizers[adapter].register_step_post_hook(
                 lambda *_: steps.__setitem__(0, steps[0] + 1))
+            constrained = contextlib.nullcontext()
+            if choices is not None and any(c is not None for c in choices):
+                by_prompt = {_key(seq, tokenizer.pad_token_id): c for seq, c in zip(ids, choices)}
+                constrained = _constrained_generate(self.adapters.model, lambda: _ChoiceRollouts(
+                    by_prompt, self.adapters.tokenizer, tokenizer.pad_token_id))
             try:
                 # TRL prints a banner and every log line to stdout; the stats are returned instead.
-                with _seeded(seed + 1, trainer.accelerator.device), _gc_frozen(), \
+                with _seeded(seed + 1, trainer.accelerator.device), _gc_frozen(), constrained, \
                         contextlib.redirect_stdout(io.StringIO()):
                     trainer.train()
             finally:
@@ -577,6 +593,68 @@ class PPOLearner:
 
     def _training(self, adapter: str):
         return adapter_training(self.adapters, adapter)
+
+
+def _key(ids: Sequence[int], pad: int) -> tuple[int, ...]:
+    """A prompt's tokens as TRL hands them to ``generate`` (padding and token 0, with which TRL
+    fills the padding, dropped)."""
+    return tuple(t for t in ids if t not in (0, pad))
+
+
+class _ChoiceRollouts(LogitsProcessor):
+    """Masks every token that would leave a row's closed set of answers (the task's
+    ``Choices``, found by the row's prompt tokens); a row whose answer is complete may only end
+    (eos). Rows of free-text prompts are left alone. One instance per ``generate`` call: it
+    follows each row's answer token by token."""
+
+    def __init__(self, by_prompt: dict[tuple[int, ...], Choices | None], tokenizer,
+                 pad: int) -> None:
+        self.by_prompt, self.tokenizer, self.pad = by_prompt, tokenizer, pad
+        self.eos = tokenizer.eos_token_id
+        self.states: list[ChoiceState | None] | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor
+                 ) -> torch.FloatTensor:
+        if self.states is None:  # the first step: the rows are the prompts
+            found = [self.by_prompt.get(_key(row, self.pad), None)
+                     for row in input_ids.tolist()]
+            self.states = [ChoiceState(c, self.tokenizer) if c is not None else None
+                           for c in found]
+        else:
+            for state, token in zip(self.states, input_ids[:, -1].tolist()):
+                if state is not None and not state.done:
+                    state.advance(token)
+        allowed = torch.ones_like(scores, dtype=torch.bool)
+        for row, state in enumerate(self.states):
+            if state is not None:
+                allowed[row] = False
+                allowed[row, state.allowed() if not state.done else [self.eos]] = True
+        return scores.masked_fill(~allowed, float("-inf"))
+
+
+@contextlib.contextmanager
+def _constrained_generate(model, processor: Callable[[], LogitsProcessor]) -> Iterator[None]:
+    """TRL's PPO samples rollouts with ``model.generate(generation_config=...)`` and takes no
+    logits processor, so ``model.generate`` is wrapped for the update: each call samples
+    through a fresh ``processor()``. TRL reads the rollouts' old log-probabilities from the
+    returned ``scores``; they are replaced by the model's own logits at the temperature
+    (``output_logits``: before any processor), the distribution TRL's training forward computes,
+    so the PPO ratio starts at 1 on the constrained samples."""
+    original = model.generate
+
+    def generate(*args, **kwargs):
+        out = original(*args, logits_processor=LogitsProcessorList([processor()]),
+                       output_logits=True, **kwargs)
+        config = kwargs.get("generation_config") or model.generation_config
+        temperature = config.temperature if config.do_sample and config.temperature else 1.0
+        out.scores = tuple(logits / temperature for logits in out.logits)
+        return out
+
+    model.generate = generate
+    try:
+        yield
+    finally:
+        del model.generate
 
 
 @contextlib.contextmanager

@@ -170,6 +170,17 @@ def rollout_settings(settings, task_spec: TaskSpec):
                    temperature=sampling.temperature)
 
 
+def rollout_choices(settings, task_spec: TaskSpec, observations: Sequence[str], tokenizer):
+    """PPO ``settings`` and each observation's ``Choices`` (None: free text), so that rollouts
+    decode within the task's closed set as its other decodes do, with room for the longest
+    answer and its end (``PPOLearner.update``'s ``choices``)."""
+    choices = [task_spec.choices(o) for o in observations]
+    longest = max((c.max_tokens(tokenizer) + 1 for c in choices if c is not None), default=0)
+    if longest > settings.max_new_tokens:
+        settings = replace(settings, max_new_tokens=longest)
+    return settings, choices
+
+
 def cut_at_stop(text: str, stops: Sequence[str]) -> str:
     """``text`` up to its first stop string, as generation cuts a completion."""
     for stop in stops:

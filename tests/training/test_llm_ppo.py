@@ -109,3 +109,32 @@ def test_bad_config_names_the_field(field, value):
 
 def test_default_held_out_worlds_are_the_registered_set():
     assert LLMPPOConfig().eval_seeds == tuple(range(1000, 1020))
+
+
+def test_rollouts_of_a_closed_set_task_are_complete_answers():
+    # PPO's rollouts decode within the task's choices, as proposals and evaluation do: every
+    # trend_prediction rollout ranks all ten topics, even from the tiny untrained model.
+    import numpy as np
+
+    from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
+    from sandbox_rl.agents.models import load_model
+    from sandbox_rl.envs.platform import TOPIC_NAMES
+    from sandbox_rl.training.llm_ppo import episode_update, ppo_settings
+    from sandbox_rl.training.ppo import PPOLearner
+    from sandbox_rl.training.task_episodes import collect_episode
+
+    adapters = TaskAdapters(load_model("tiny-llama"), ["trend_prediction"], LoraSettings())
+    learner = PPOLearner(adapters, ppo_settings(2, 2, 1, 1e-3, 0))
+    seen, update = [], learner.update
+
+    def spy(adapter, prompts, reward_fn, choices=None):
+        def scored(indices, texts):
+            seen.extend(texts)
+            return reward_fn(indices, texts)
+        return update(adapter, prompts, scored, choices)
+
+    learner.update = spy
+    episode_update(learner, "trend_prediction", [collect_episode("trend_prediction", 0, 2, 100)],
+                   2, np.random.default_rng(0))
+    assert len(seen) == 4
+    assert all(sorted(t.strip() for t in text.split(">")) == sorted(TOPIC_NAMES) for text in seen)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections import Counter
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from sandbox_rl.agents.choices import Choices
 from sandbox_rl.agents.fused_lora import fused_adapters
 from sandbox_rl.agents.generation import GenerationRequest, SamplingSettings, generate_batch
 from sandbox_rl.agents.lora import LoraSettings, TaskAdapters
@@ -135,6 +137,30 @@ def test_centred_rewards_are_relative_to_the_prompt_mean():
     out = backbone(input_ids=ids, attention_mask=torch.ones_like(ids))
     assert out.hidden_states[0][:, 0, 0].tolist() == [-1.0, 1.0, -2.0, 2.0]
     assert backbone.rewards == [1.0, 3.0, 10.0, 14.0]
+
+
+def test_rollouts_keep_to_each_prompts_choices_and_still_train():
+    # As proposals, validation and evaluation decode a closed-set task: every rollout of a
+    # prompt with choices is one of its complete answers; free-text prompts stay free.
+    adapters = _adapters()
+    classes = Choices((" yes", " no"), ("\n yes", "\n no"), slots=3)
+    prompts = _prompts(adapters, 2)
+    answers = {"".join(p) for p in itertools.product(classes.first, classes.rest, classes.rest)}
+    seen = []
+
+    def reward(indices, texts):
+        seen.extend(zip(indices, texts))
+        return [float(t.count("yes")) for t in texts]
+
+    before = _snapshot(adapters)
+    settings = dataclasses.replace(FAST, max_new_tokens=classes.max_tokens(adapters.tokenizer) + 1)
+    PPOLearner(adapters, settings).update(TARGET, prompts, reward, [classes, None])
+    assert _moved(before, adapters)
+    assert {i for i, _ in seen} == {0, 1}
+    assert all(t in answers for i, t in seen if i == 0)
+    assert any(t not in answers for i, t in seen if i == 1)  # the tiny model's free text
+    with pytest.raises(ValueError, match="choices"):
+        PPOLearner(adapters, settings).update(TARGET, prompts, reward, [classes])
 
 
 def test_update_works_when_the_tokenizer_pads_with_its_stop_token():
