@@ -280,7 +280,7 @@ def _decode(model, tokenizer, requests, router: _Router, logits: torch.Tensor, c
         index = torch.tensor(alive, device=device)
         if step < min_new_tokens and eos is not None:
             logits[:, eos] = float("-inf")
-        logits = _constrain(logits, [states[row] for row in alive])
+        logits = constrain(logits, [states[row] for row in alive])
         tokens = _pick(logits, temperature[index], top_p[index])
         keep = []
         for j, row in enumerate(alive):
@@ -305,15 +305,18 @@ def _decode(model, tokenizer, requests, router: _Router, logits: torch.Tensor, c
     return out
 
 
-def _constrain(logits: torch.Tensor, states: list[ChoiceState | None]) -> torch.Tensor:
-    """Logits with every token that would leave a row's valid answers masked out."""
+def constrain(logits: torch.Tensor, states: Sequence[ChoiceState | None],
+              end: int | None = None) -> torch.Tensor:
+    """Logits with every token that would leave a row's valid answers masked out (rows
+    without a state: free text); a row whose answer is complete may only write ``end`` (for
+    decoders that keep finished rows in the batch, e.g. TRL's rollouts; here they leave it)."""
     if all(state is None for state in states):
         return logits
     allowed = torch.ones_like(logits, dtype=torch.bool)
     for j, state in enumerate(states):
         if state is not None:
             allowed[j] = False
-            allowed[j, state.allowed()] = True
+            allowed[j, state.allowed() if not state.done or end is None else [end]] = True
     return logits.masked_fill(~allowed, float("-inf"))
 
 

@@ -67,8 +67,7 @@ from sandbox_rl.training.ppo import PPOLearner
 from sandbox_rl.training.protocol import ProtocolConfig
 from sandbox_rl.training.protocol_ray import play_on_ray
 from sandbox_rl.training.ray_runtime import DEFAULT_WORKERS, check_address, ray_session
-from sandbox_rl.training.task_episodes import (collect_episode, cut_at_stop, rollout_choices,
-                                               rollout_settings)
+from sandbox_rl.training.task_episodes import collect_episode, cut_at_stop, rollout_settings
 
 
 class TrainingWorlds:
@@ -350,7 +349,6 @@ def _ppo_phase(adapters, task: str, cfg: AgentsConfig, episodes, validation, rew
         return {"updates": 0}
     s = spec(task)
     learner = PPOLearner(adapters, ppo_settings(4, 4, 2, cfg.ppo_learning_rate, cfg.seed, 0.01))
-    learner.settings = rollout_settings(learner.settings, s)
     before, rng, stats = adapters.state(task), np.random.default_rng(cfg.seed), []
     pool = [(e, i) for e in episodes for i in range(len(e.steps))]
     # An update is not started when the last one would not fit in the time left.
@@ -365,8 +363,8 @@ def _ppo_phase(adapters, task: str, cfg: AgentsConfig, episodes, validation, rew
                 for k, text in zip(indices, completions)]
 
         observations = [e.steps[i].observation for e, i in picks]
-        learner.settings, choices = rollout_choices(learner.settings, s, observations,
-                                                    adapters.tokenizer)
+        learner.settings, choices = rollout_settings(learner.settings, s, observations,
+                                                     adapters.tokenizer)
         prompts = [s.prompt(adapters.tokenizer, o) for o in observations]
         stats.append(asdict(learner.update(task, prompts, reward_fn, choices)))
     after = validation_reward(adapters, task, validation)

@@ -63,8 +63,8 @@ from sandbox_rl.training.llm_ppo_resume import (LEARNER, MARKER, RESUMABLE_RUN, 
                                                 in_progress, resume_config)
 from sandbox_rl.training.ppo import PPOLearner, PPOSettings
 from sandbox_rl.training.protocol import ProtocolConfig
-from sandbox_rl.training.task_episodes import (collect_episode, cut_at_stop, rollout_choices,
-                                               rollout_settings, with_temperature)
+from sandbox_rl.training.task_episodes import (collect_episode, cut_at_stop, rollout_settings,
+                                               with_temperature)
 
 
 @dataclass
@@ -268,15 +268,14 @@ def episode_update(learner, adapter: str, episodes, prompts: int, rng: np.random
                    task_spec=None):
     """One PPO update of ``adapter`` on ``prompts`` steps drawn by ``rng`` from ``episodes`` (of
     one task), each rollout scored by the env in a counterfactual step of its snapshot; decoded
-    within the task's token budget, as :func:`as_trained` says for ``task_spec`` (default the
+    within the task's token budget and choices, as :func:`as_trained` says for ``task_spec`` (default the
     task's spec)."""
     s = task_spec or spec(episodes[0].task)
-    learner.settings = rollout_settings(learner.settings, s)
     pool = [(e, i) for e in episodes for i in range(len(e.steps))]
     picks = [pool[j] for j in rng.choice(len(pool), prompts, replace=len(pool) < prompts)]
     observations = [e.steps[i].observation for e, i in picks]
-    learner.settings, choices = rollout_choices(learner.settings, s, observations,
-                                                learner.adapters.tokenizer)
+    learner.settings, choices = rollout_settings(learner.settings, s, observations,
+                                                 learner.adapters.tokenizer)
     texts = [s.prompt(learner.adapters.tokenizer, o) for o in observations]
 
     def reward_fn(indices, completions):

@@ -80,6 +80,7 @@ from transformers import (DataCollatorWithPadding, LogitsProcessor, LogitsProces
                           PrinterCallback, ProgressCallback)
 
 from sandbox_rl.agents.choices import Choices, ChoiceState
+from sandbox_rl.agents.generation import constrain
 from sandbox_rl.seeding import derived_seed
 from sandbox_rl.validation import Int, Real, check_fields, require
 
@@ -624,12 +625,7 @@ class _ChoiceRollouts(LogitsProcessor):
             for state, token in zip(self.states, input_ids[:, -1].tolist()):
                 if state is not None and not state.done:
                     state.advance(token)
-        allowed = torch.ones_like(scores, dtype=torch.bool)
-        for row, state in enumerate(self.states):
-            if state is not None:
-                allowed[row] = False
-                allowed[row, state.allowed() if not state.done else [self.eos]] = True
-        return scores.masked_fill(~allowed, float("-inf"))
+        return constrain(scores, self.states, end=self.eos)
 
 
 @contextlib.contextmanager

@@ -162,23 +162,16 @@ def with_temperature(task_spec: TaskSpec, temperature: float) -> TaskSpec:
     return replace(task_spec, sampling=replace(task_spec.sampling, temperature=temperature))
 
 
-def rollout_settings(settings, task_spec: TaskSpec):
-    """PPO ``settings`` that decode rollouts as :func:`as_trained` says, within the task's
-    token budget."""
+def rollout_settings(settings, task_spec: TaskSpec, observations: Sequence[str], tokenizer):
+    """PPO ``settings`` that decode rollouts of ``observations`` as :func:`as_trained` says,
+    and each observation's ``Choices`` (None: free text) for ``PPOLearner.update``: rollouts
+    decode within the task's closed set as its other decodes do, within the task's token
+    budget raised to the longest answer of the choices and its end."""
     sampling = as_trained(task_spec).sampling
-    return replace(settings, max_new_tokens=sampling.max_new_tokens,
-                   temperature=sampling.temperature)
-
-
-def rollout_choices(settings, task_spec: TaskSpec, observations: Sequence[str], tokenizer):
-    """PPO ``settings`` and each observation's ``Choices`` (None: free text), so that rollouts
-    decode within the task's closed set as its other decodes do, with room for the longest
-    answer and its end (``PPOLearner.update``'s ``choices``)."""
     choices = [task_spec.choices(o) for o in observations]
     longest = max((c.max_tokens(tokenizer) + 1 for c in choices if c is not None), default=0)
-    if longest > settings.max_new_tokens:
-        settings = replace(settings, max_new_tokens=longest)
-    return settings, choices
+    return replace(settings, max_new_tokens=max(sampling.max_new_tokens, longest),
+                   temperature=sampling.temperature), choices
 
 
 def cut_at_stop(text: str, stops: Sequence[str]) -> str:

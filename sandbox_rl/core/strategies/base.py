@@ -19,7 +19,7 @@ from sandbox_rl.envs.text_space import MAX_COMPLETION_CHARS
 from sandbox_rl.seeding import derived_seed
 from sandbox_rl.training.expert_iteration import sampled_answers
 from sandbox_rl.training.ppo import PPOLearner, PPOSettings
-from sandbox_rl.training.task_episodes import rollout_choices, rollout_settings
+from sandbox_rl.training.task_episodes import rollout_settings
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +99,10 @@ class Strategy:
                     for i, text in zip(indices, completions)]
 
         learner = self.learner(group)
-        # Rollouts decode within the task's own budget and at the member's temperature; the
-        # learner's other settings (learning rate, KL, batch) are shared by the group.
-        learner.settings = rollout_settings(learner.settings, member_spec(member))
-        learner.settings, choices = rollout_choices(
+        # Rollouts decode within the task's own budget and choices and at the member's
+        # temperature; the learner's other settings (learning rate, KL, batch) are shared by
+        # the group.
+        learner.settings, choices = rollout_settings(
             learner.settings, member_spec(member), [e.observation for e in found],
             group.adapters.tokenizer)
         return learner.update(adapter or member.adapter, [e.prompt for e in found],
