@@ -138,21 +138,29 @@ def _topic_mix(value: object) -> tuple[float, ...]:
 # Bytes, measured with tracemalloc (2k-100k users, 512-200k candidate posts, activation 1-20):
 # building the users and the follower graph peaks at ~230 B per user plus ~35 B per user and mean
 # follow, and leaves ~100 + 20 per follow; the post store holds 4 x candidate_pool rows of ~78 B;
-# each step scores every active user against the pool (~16 B per pair). The estimate is within
-# 0.6x-1.3x of the peaks measured over three steps of such worlds.
+# each step scores every active user against the pool (~16 B per pair).
 _BUILD_USER, _BUILD_FOLLOW, _USER, _FOLLOW, _POST_ROW, _PAIR = 230, 35, 100, 20, 78, 16
+# The busiest step: the busiest hour's organic activity was 1.26-1.27x the steady state over two
+# days of 20k-user worlds, and a campaign at full intensity lifts up to CAMPAIGN_BOOST[-1] of its
+# segment. The largest segment of 30 drawn worlds held 14-47% of the users (median 27%); 35% is
+# used, so a campaign on the largest segments of the rarest worlds can exceed the estimate by ~1.2x.
+_PEAK_HOUR, _LARGE_SEGMENT = 1.3, 0.35
 
 
 def memory_estimate(config: PlatformConfig) -> dict[str, float]:
-    """Bytes a world needs at its peak (building it, or a step), by the option that drives
-    each part: ``num_users`` (users and graph) and ``candidate_pool`` (posts), with the feeds
-    (active users x candidate posts) on whichever is further above its default."""
+    """Bytes a world needs at its peak (building it, or its busiest step: the busiest hour with
+    a full-intensity campaign on a large segment), by the option that drives each part:
+    ``num_users`` (users and graph) and ``candidate_pool`` (posts), with the feeds (active users
+    x candidate posts) on whichever is further above its default."""
+    from sandbox_rl.envs.platform import CAMPAIGN_BOOST  # here: platform imports this module
+
     n, follows = float(config.num_users), config.mean_follows
     posts = 4.0 * config.candidate_pool * _POST_ROW
     build = {"num_users": n * (_BUILD_USER + _BUILD_FOLLOW * follows), "candidate_pool": posts}
     # Steady state of "active now": p for users offline last step, max(p, floor) for the rest.
     p = min(0.95, config.mean_activity * config.activation)
-    active = min(0.95, p / (1 - max(p, config.session_continue) + p))
+    steady = p / (1 - max(p, config.session_continue) + p)
+    active = min(0.95, _PEAK_HOUR * steady + float(CAMPAIGN_BOOST[-1]) * _LARGE_SEGMENT)
     run = {"num_users": n * (_USER + _FOLLOW * follows), "candidate_pool": posts}
     feeds_by = ("candidate_pool" if config.candidate_pool / _DEFAULTS["candidate_pool"]
                 >= config.num_users / _DEFAULTS["num_users"] else "num_users")

@@ -401,19 +401,30 @@ def test_memory_check_uses_what_is_available(monkeypatch) -> None:
     oasis_v0.parallel_env(num_users=5000)
 
 
-# Measured in a fresh interpreter: tracemalloc traces every allocation of every thread, so
-# what earlier tests leave behind counts too; in one full run of the suite (a clean clone) the
-# peak of the second world came out at 66 MB against ~30 MB measured alone.
+# Measured in a fresh interpreter, after a small world has run (the modules a step imports or
+# compiles on first use are not the world's): tracemalloc traces every allocation of every
+# thread. The steps are the estimate's busiest: a full-intensity campaign on the largest segment.
 _MEASURE = """
 import json, sys, tracemalloc
+import numpy as np
 from sandbox_rl.envs import oasis_v0
 from sandbox_rl.envs.config import memory_estimate
-kwargs = json.loads(sys.argv[1])
+
+def busiest_steps(**kwargs):
+    env = oasis_v0.parallel_env(**kwargs)
+    env.reset(seed=0)
+    largest = int(np.argmax(np.diff(env.platform.segment_bounds)))
+    for agent in env.possible_agents:
+        env.action_space(agent).seed(0)
+    for _ in range(3):
+        actions = {a: env.action_space(a).sample() for a in env.agents}
+        actions["user_engagement"] = np.array([largest, 3])
+        env.step(actions)
+    return env
+
+busiest_steps(num_users=50)
 tracemalloc.start()
-env = oasis_v0.parallel_env(**kwargs)
-env.reset(seed=0)
-for _ in range(3):
-    env.step({a: env.action_space(a).sample() for a in env.agents})
+env = busiest_steps(**json.loads(sys.argv[1]))
 peak = tracemalloc.get_traced_memory()[1]
 tracemalloc.stop()
 print(json.dumps([sum(memory_estimate(env.config).values()), peak]))
