@@ -63,13 +63,14 @@ world's first step: every arm scores at random's level there); train agents 3 mi
 (16 states per round; proposals the greedy and the heuristic's answers, no samples: the agents'
 own search is PPO's; 4-step training worlds, validation world 900; PPO from half time, so a
 round started before then finishes and PPO still gets an update), multi_model and
-adaptive_compression on the first task only, one member update, one Reptile iteration and one
-adaptation update of 8 states each (no samples, 2 SFT epochs). Measured on the 2-core CPU with
-the embedded model and ``--adapters`` (no training): 17:28 wall (the protocol's reports 171 s,
-multi_model 187 s, adaptive_compression 139 s, meta_learning 544 s; ``docs/results.md``);
-without ``--adapters`` training adds its budget, 3 minutes per task and the round or update
-running at the deadline. The full run (8 steps per world, 10 minutes per task, every strategy
-on both tasks) needs about 2.5 hours there: it is meant for a GPU.
+adaptive_compression on the first task only, one member update of 8 states (no samples, 2 SFT
+epochs); meta_learning three Reptile iterations of such updates and no adaptation update, its
+target scored on 8 steps per world (``--meta-steps``: one content_generation post per world is
+too noisy a figure). Measured on the 2-core CPU with the embedded model and ``--adapters`` (no
+training): see ``docs/results.md`` (the meta_learning part alone 613 s there); without
+``--adapters`` training adds its budget, 3 minutes per task and the round or update running at
+the deadline. The full run (8 steps per world, 10 minutes per task, every strategy on both
+tasks, four adaptation updates) needs about 2.5 hours there: it is meant for a GPU.
 """
 
 from __future__ import annotations
@@ -106,8 +107,12 @@ SCALED = {
     "update_states": (16, 8),
     "update_samples": (2, 0),
     "update_epochs": (1, 2),
-    "meta_iterations": (3, 1),
-    "adapt_updates": (4, 1),
+    # --quick's meta target is scored on 8 steps per world (one content_generation post per
+    # world is too noisy a figure: docs/results.md) after three Reptile iterations, with no
+    # adaptation update, to stay within 20 minutes.
+    "meta_iterations": (3, 3),
+    "adapt_updates": (4, 0),
+    "meta_steps": (None, 8),  # None: --steps
     # trend_prediction's first step has no trend to rank (its heuristic scores 0.500 there), so
     # --quick's single step per world measures tasks whose first step carries signal.
     "tasks": (["behavior_analysis", "trend_prediction"],
@@ -543,7 +548,8 @@ def adapt(adapters, target: str, init: dict, states, first_index: int, config, a
     from sandbox_rl.training.protocol import adapter_answerer, run_protocol
 
     adapters.load_state(target, init)
-    settings, held_out = round_settings(args, args.seed), replace(config, tasks=(target,))
+    settings = round_settings(args, args.seed)
+    held_out = replace(config, tasks=(target,), steps=args.meta_steps)
 
     def score() -> tuple[float, ...]:
         report = run_protocol(held_out, adapter_answerer(adapters), "meta", args.model)
@@ -557,7 +563,8 @@ def adapt(adapters, target: str, init: dict, states, first_index: int, config, a
 
 
 def _meta_lines(target, config, common, args, curves: dict, updates: dict) -> None:
-    settings = {**common, "meta_tasks": list(args.meta_tasks),
+    settings = {**common, "steps_per_world": args.meta_steps,
+                "meta_tasks": list(args.meta_tasks),
                 "meta_iterations": args.meta_iterations, "inner_updates": args.inner_updates,
                 "meta_step": args.meta_step, "adapt_updates": args.adapt_updates,
                 "update_states": args.update_states, "update_samples": args.update_samples,
@@ -625,6 +632,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="Reptile's outer step (the strategy's META_STEP)")
     p.add_argument("--adapt-updates", type=int,
                    help="updates on each target" + _scaled("adapt-updates"))
+    p.add_argument("--meta-steps", type=int,
+                   help="env steps per held-out world of the targets' evaluation (default "
+                        f"--steps; --quick {SCALED['meta_steps'][1]})"),
     p.add_argument("--threads", type=int, default=2,
                    help="torch threads (with --ray-address: of each Ray worker)")
     p.add_argument("--ray-address", default=None, metavar="auto|HOST:PORT|local",
@@ -638,6 +648,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name, values in SCALED.items():
         if getattr(args, name) is None:
             setattr(args, name, values[args.quick])
+    if args.meta_steps is None:
+        args.meta_steps = args.steps
     check(p, args)
     return args
 
@@ -674,6 +686,8 @@ def check(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("--seeds: distinct held-out worlds >= 1000")
     if args.pool < 2:
         p.error("--pool: at least 2 members")
+    if args.meta_steps < 1:
+        p.error("--meta-steps: at least 1 step per world")
     if args.workers is not None and (args.ray_address is None or args.workers < 1):
         p.error("--workers: an integer >= 1, with --ray-address")
 

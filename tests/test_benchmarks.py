@@ -55,7 +55,9 @@ def _check_shape(lines: list[dict]) -> dict:
 
 
 def test_evolution_benchmark_emits_every_strategy_line(monkeypatch, capsys, tmp_path):
-    lines = _evolution_lines(monkeypatch, capsys, "--quick", *TINY, "--out", str(tmp_path))
+    # --quick takes no adaptation update: one is asked for, to check the curves' shape.
+    lines = _evolution_lines(monkeypatch, capsys, "--quick", *TINY, "--adapt-updates", "1",
+                             "--out", str(tmp_path))
     figures = _check_shape(lines)
     # --quick's tasks and meta target: the ones whose first step carries signal.
     first, tasks = "behavior_analysis", ("behavior_analysis", "network_optimization")
@@ -93,7 +95,9 @@ def test_evolution_benchmark_emits_every_strategy_line(monkeypatch, capsys, tmp_
     # Reptile meta-trains on the other tasks only (here --tasks): the target is new.
     assert last["settings"]["meta_tasks"] == list(tasks)
     assert len(phases["reptile"]["meta_phase"]) == len(phases["sequential"]["meta_phase"]) \
-        == len(tasks)  # one iteration, one inner update per task
+        == 3 * len(tasks)  # three iterations, one inner update per task
+    assert last["settings"]["steps_per_world"] == 8  # the target's figure: 8 steps per world
+    assert figures[trained]["settings"]["steps_per_world"] == 1
     assert len(phases["reptile"]["adaptation"]) == len(phases["sequential"]["adaptation"]) == 1
     assert (tmp_path / "agents" / "adapters" / first / "adapter_config.json").is_file()
 
@@ -144,9 +148,12 @@ def test_evolution_benchmark_refuses_what_its_figures_cannot_use():
     assert parse_args(["--quick"]).seeds is None  # the registered 1000-1019, all of them
     assert parse_args(["--quick"]).multi_model_tasks == ["behavior_analysis"]
     assert parse_args(["--quick", "--steps", "3"]).steps == 3  # explicit flags win
+    quick = parse_args(["--quick"])
+    assert (quick.steps, quick.meta_steps, quick.meta_iterations, quick.adapt_updates) == (1, 8, 3, 0)
+    assert parse_args(["--steps", "5"]).meta_steps == 5  # the full run: --steps
     for argv in (["--seeds", "999"], ["--seeds", "1000", "1000"], ["--pool", "1"],
                  ["--multi-model-tasks", "user_engagement"], ["--tasks", "nope"],
-                 ["--workers", "2"]):  # without --ray-address
+                 ["--meta-steps", "0"], ["--workers", "2"]):  # without --ray-address
         with pytest.raises(SystemExit):
             parse_args(argv)
 
