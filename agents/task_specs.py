@@ -198,7 +198,9 @@ TASK_SPECS: dict[TaskType, TaskSpec] = {
         "Answer 'ranking:' followed by every topic name from the list once, most active first, "
         "separated by '>'. " + _ANSWER_ONLY,
         SamplingSettings(max_new_tokens=48, stop=("\n",)), _fixed("ranking:"),
-        _fixed_choices(_RANKING)),
+        _fixed_choices(_RANKING), format_version=2,
+        format_change="format 2 lists the topics by their weighted share over the last six "
+                      "hours, format 1 by the last hour's share"),
     TaskType.USER_ENGAGEMENT: TaskSpec(
         TaskType.USER_ENGAGEMENT,
         "You run notification campaigns that bring users of a social platform back without "

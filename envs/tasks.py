@@ -18,6 +18,7 @@ from gymnasium import spaces
 from scipy.stats import rankdata
 
 from sandbox_rl.enums import TaskType
+from sandbox_rl.envs.heuristics import trend_prediction as trend_heuristic
 from sandbox_rl.envs.platform import (BEHAVIOURS, CAMPAIGN_BOOST, AgentPost, Campaign,
                                       Platform, StepOutcome)
 from sandbox_rl.envs.recsys import WEIGHT_NAMES
@@ -477,15 +478,17 @@ class TrendPrediction(Task):
 
     def render(self, obs, platform):
         s = obs[: T * self.history].reshape(self.history, T)
-        # Rows sorted by the last hour's share: a ranking can then be read off the order
-        # (a 135M model does not sort ten numbers zero-shot: docs/design.md).
-        order = np.argsort(-s[0], kind="stable")
+        # Rows sorted by the recent shares' weighted mean (the heuristic's smoothing over every
+        # past hour the observation holds): the heuristic's ranking can then be read off the
+        # order (a 135M model does not sort or average ten rows of numbers: docs/design.md).
+        order = np.argsort(-trend_heuristic(obs), kind="stable")
         lines = [f"{TOPIC_NAMES[i]} had " + ", then ".join(f"{100 * s[h, i]:.0f}%"
                                                             for h in range(min(3, self.history)))
                  for i in order]
         return (
             f"Share of platform activity per topic in the last three hours (newest first), "
-            f"topics ordered by last hour's share; next hour is {platform.hour}:00.\n"
+            f"topics ordered by their share over the last {self.history} hours, recent hours "
+            f"weighing most; next hour is {platform.hour}:00.\n"
             + "\n".join(lines)
             + f"\nRank all {T} topics by how much activity they will get next hour, most first."
         )

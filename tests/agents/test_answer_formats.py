@@ -45,10 +45,12 @@ def test_an_adapter_saved_before_formats_were_recorded_warns_for_its_changed_tas
         adapters, tmp_path):
     adapters.save(tmp_path)
     (tmp_path / answer_formats.FILE).unlink()  # as every save before formats were recorded
-    [message] = _stale_warnings(lambda: adapters.load(tmp_path))  # trend_prediction's: same
-    assert str(tmp_path / "user_engagement") in message
-    assert "answer format 1 of user_engagement" in message and "now use format 2" in message
-    assert "sandbox-rl train agents --tasks user_engagement" in message
+    messages = _stale_warnings(lambda: adapters.load(tmp_path))
+    assert len(messages) == 2  # both tasks of the fixture changed format since
+    for task in ("user_engagement", "trend_prediction"):
+        [message] = [m for m in messages if str(tmp_path / task) in m]
+        assert f"answer format 1 of {task}" in message and "now use format 2" in message
+        assert f"sandbox-rl train agents --tasks {task}" in message
 
 
 def test_a_loaded_adapter_of_an_older_format_warns(adapters, tmp_path):

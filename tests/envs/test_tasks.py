@@ -227,11 +227,22 @@ def test_structured_actions_written_as_text_parse_back(agent: str) -> None:
     assert not topics_read or np.mean(topics_read) >= 0.8
 
 
-def test_trend_prediction_rows_are_sorted_by_last_hour_share() -> None:
-    env = oasis_v0.parallel_env(max_cycles=5, **SMALL)
+def test_trend_prediction_rows_are_in_the_heuristics_order() -> None:
+    """Copying the rows' order as the answer gives the heuristic's ranking (its weighted mean
+    of every past hour the observation holds, more than the three hours shown)."""
+    from sandbox_rl.envs.heuristics import trend_prediction
+
+    env = oasis_v0.parallel_env(max_cycles=8, **SMALL)
     env.reset(seed=2)
-    env.step({})
+    for _ in range(5):
+        env.step({})
     task = env.tasks["trend_prediction"]
-    prompt = task.render(env.vector_observation("trend_prediction"), env.platform)
-    shares = [int(m) for m in re.findall(r"^\w+ had (\d+)%", prompt, flags=re.MULTILINE)]
-    assert len(shares) == len(TOPIC_NAMES) and shares == sorted(shares, reverse=True)
+    obs = env.vector_observation("trend_prediction")
+    prompt = task.render(obs, env.platform)
+    rows = re.findall(r"^(\w+) had (\d+)%", prompt, flags=re.MULTILINE)
+    heuristic = trend_prediction(obs)
+    assert [name for name, _ in rows] == [TOPIC_NAMES[i] for i in np.argsort(-heuristic,
+                                                                              kind="stable")]
+    assert [int(share) for _, share in rows] != sorted((int(s) for _, s in rows), reverse=True)
+    copied = task.parse("ranking: " + " > ".join(name for name, _ in rows)).action
+    assert np.array_equal(np.argsort(-copied, kind="stable"), np.argsort(-heuristic, kind="stable"))

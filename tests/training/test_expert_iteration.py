@@ -24,8 +24,8 @@ def episodes():
     return [collect_episode(TASK, seed, 2, 200) for seed in (0, 1)]
 
 
-def _greedy_scores(adapters, states) -> list[float]:
-    texts = ei.greedy_answers(adapters, TASK, spec(TASK), [e.steps[i].observation
+def _greedy_scores(adapters, states, task: str = TASK) -> list[float]:
+    texts = ei.greedy_answers(adapters, task, spec(task), [e.steps[i].observation
                                                           for e, i in states])
     return [e.expected_scores(i, [t], 2, 0)[0] for (e, i), t in zip(states, texts)]
 
@@ -58,14 +58,17 @@ def test_a_round_moves_only_the_tasks_adapter_toward_the_winners(episodes):
 @pytest.mark.slow
 def test_a_round_raises_the_counterfactual_score_on_its_training_states():
     """On the embedded model: one round (teacher warm start) lifts the greedy answers' expected
-    reward on the round's own training states."""
-    adapters = TaskAdapters(load_model("embedded"), [TASK], LoraSettings(), 0)
-    states = ei.states_of([collect_episode(TASK, 3, 8, 1000)])
-    before = _greedy_scores(adapters, states)
+    reward on the round's own training states. behavior_analysis, whose base-model answers score
+    near 0: since closed-set answers decode as choices, the base model's trend rankings already
+    score ~0.7 of the ~0.8 within reach (this test, on trend_prediction, then failed: +0.03)."""
+    task = "behavior_analysis"
+    adapters = TaskAdapters(load_model("embedded"), [task], LoraSettings(), 0)
+    states = ei.states_of([collect_episode(task, 3, 8, 1000)])
+    before = _greedy_scores(adapters, states, task)
     settings = ei.RoundSettings(samples=0, draws=2, epochs=3)
-    examples = ei.collect_examples(adapters, TASK, states, settings, 0, ei.RoundStats())
-    ei.fine_tune(adapters, TASK, examples, settings, seed=0)
-    after = _greedy_scores(adapters, states)
+    examples = ei.collect_examples(adapters, task, states, settings, 0, ei.RoundStats())
+    ei.fine_tune(adapters, task, examples, settings, seed=0)
+    after = _greedy_scores(adapters, states, task)
     assert np.mean(after) > np.mean(before) + 0.2, (before, after)
 
 
