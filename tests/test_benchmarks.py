@@ -118,6 +118,25 @@ def test_evolution_benchmark_measures_a_finished_run(monkeypatch, capsys, tmp_pa
     assert not (tmp_path / "b" / "agents").exists()  # nothing trained
 
 
+def test_evolution_benchmark_meta_learning_beside_gives_the_serial_lines(monkeypatch, capsys,
+                                                                      tmp_path):
+    """meta_learning in its own process (--parallel-meta, --quick's default) prints the lines
+    it prints in this one, after the other strategies' lines."""
+    from sandbox_rl.agents.lora import TaskAdapters
+    from sandbox_rl.agents.models import load_model
+
+    task = "user_engagement"
+    TaskAdapters(load_model("tiny-llama"), [task]).save(tmp_path / "run" / "adapters")
+    argv = [*TINY, "--steps", "1", "--strategies", "gradient_based", "meta_learning", "--tasks",
+            task, "--meta-targets", "trend_prediction", "--meta-iterations", "1",
+            "--adapt-updates", "1", "--adapters", str(tmp_path / "run"), "--out",
+            str(tmp_path / "b")]
+    serial = _evolution_lines(monkeypatch, capsys, *argv, "--no-parallel-meta")
+    beside = _evolution_lines(monkeypatch, capsys, *argv, "--parallel-meta")
+    assert [x["strategy"] for x in beside] == ["gradient_based"] * 3 + ["meta_learning"] * 2
+    assert beside == serial
+
+
 @pytest.mark.cluster
 def test_evolution_benchmark_on_ray_gives_the_serial_lines(ray_cluster, monkeypatch, capsys,
                                                            tmp_path):
@@ -151,6 +170,7 @@ def test_evolution_benchmark_refuses_what_its_figures_cannot_use():
     quick = parse_args(["--quick"])
     assert (quick.steps, quick.meta_steps, quick.meta_iterations, quick.adapt_updates) == (1, 8, 3, 0)
     assert parse_args(["--steps", "5"]).meta_steps == 5  # the full run: --steps
+    assert quick.parallel_meta and not parse_args([]).parallel_meta
     for argv in (["--seeds", "999"], ["--seeds", "1000", "1000"], ["--pool", "1"],
                  ["--multi-model-tasks", "user_engagement"], ["--tasks", "nope"],
                  ["--meta-steps", "0"], ["--workers", "2"]):  # without --ray-address
