@@ -113,8 +113,10 @@ SCALED = {
     "adapt_updates": (4, 0),
     "meta_steps": (None, 8),  # None: --steps
     # meta_learning needs no trained adapter: with the other strategies it can run beside them,
-    # in a process of its own (one torch thread each on two cores: generation, most of the
-    # work, gains ~15% from a second thread in one process and ~70% from a second process).
+    # in a process of its own (one torch thread each on two cores). Generation, most of its
+    # work, gains little from a second thread in one process (a 20-world content_generation
+    # evaluation: 199 s of generation at one thread, 164 s in all at two). --quick measured:
+    # 17:15 wall with training, meta beside; 16:43 without training (--adapters), in one process.
     "parallel_meta": (False, True),
     # trend_prediction's first step has no trend to rank (its heuristic scores 0.500 there), so
     # --quick's single step per world measures tasks whose first step carries signal.
