@@ -162,10 +162,7 @@ class _RewardBackbone(nn.Module):
         cut = self.context_length
         indices, texts = [], []
         for ids, mask in zip(input_ids.tolist(), attention_mask.tolist()):
-            query = tuple(t for t, m in zip(ids[:cut], mask[:cut]) if m)
-            if query not in self.queries:
-                raise RuntimeError("PPO produced a query that is none of the update's prompts")
-            indices.append(self.queries[query])
+            indices.append(_prompt_index(self.queries, ids[:cut], mask[:cut]))
             completion = [t for t, m in zip(ids[cut:], mask[cut:]) if m]
             texts.append(self.tokenizer.decode(completion, skip_special_tokens=True))
         rewards = _checked_rewards(self.reward_fn(indices, texts), len(texts))
@@ -327,9 +324,8 @@ class PPOLearner:
                 lambda *_: steps.__setitem__(0, steps[0] + 1))
             constrained = contextlib.nullcontext()
             if choices is not None and any(c is not None for c in choices):
-                by_prompt = {_key(seq, tokenizer.pad_token_id): c for seq, c in zip(ids, choices)}
-                constrained = _constrained_generate(self.adapters.model, lambda: _ChoiceRollouts(
-                    by_prompt, self.adapters.tokenizer, tokenizer.pad_token_id))
+                constrained = _constrained_generate(self.adapters.model, queries, choices,
+                                                    self.adapters.tokenizer)
             try:
                 # TRL prints a banner and every log line to stdout; the stats are returned instead.
                 with _seeded(seed + 1, trainer.accelerator.device), _gc_frozen(), constrained, \
@@ -596,51 +592,56 @@ class PPOLearner:
         return adapter_training(self.adapters, adapter)
 
 
-def _key(ids: Sequence[int], pad: int) -> tuple[int, ...]:
-    """A prompt's tokens as TRL hands them to ``generate`` (padding and token 0, with which TRL
-    fills the padding, dropped)."""
-    return tuple(t for t in ids if t not in (0, pad))
+def _prompt_index(queries: dict[tuple[int, ...], int], ids: Sequence[int],
+                  mask: Sequence[int]) -> int:
+    """The index of the update's prompt a PPO row holds: its tokens under its attention mask
+    (TRL pads the prompts with a pad token no prompt contains, then fills the padding with 0)."""
+    query = tuple(t for t, m in zip(ids, mask) if m)
+    if query not in queries:
+        raise RuntimeError("PPO produced a query that is none of the update's prompts")
+    return queries[query]
 
 
 class _ChoiceRollouts(LogitsProcessor):
-    """Masks every token that would leave a row's closed set of answers (the task's
-    ``Choices``, found by the row's prompt tokens); a row whose answer is complete may only end
-    (eos). Rows of free-text prompts are left alone. One instance per ``generate`` call: it
-    follows each row's answer token by token."""
+    """Masks every token that would leave a row's closed set of answers (``choices``, one per
+    row, None for free text); a row whose answer is complete may only end (eos). One instance
+    per ``generate`` call: it follows each row's answer token by token."""
 
-    def __init__(self, by_prompt: dict[tuple[int, ...], Choices | None], tokenizer,
-                 pad: int) -> None:
-        self.by_prompt, self.tokenizer, self.pad = by_prompt, tokenizer, pad
+    def __init__(self, choices: Sequence[Choices | None], tokenizer) -> None:
+        self.states = [ChoiceState(c, tokenizer) if c is not None else None for c in choices]
         self.eos = tokenizer.eos_token_id
-        self.states: list[ChoiceState | None] | None = None
+        self.started = False
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor
                  ) -> torch.FloatTensor:
-        if self.states is None:  # the first step: the rows are the prompts
-            found = [self.by_prompt.get(_key(row, self.pad), None)
-                     for row in input_ids.tolist()]
-            self.states = [ChoiceState(c, self.tokenizer) if c is not None else None
-                           for c in found]
-        else:
+        if self.started:  # after the first step, the last token is each row's previous pick
             for state, token in zip(self.states, input_ids[:, -1].tolist()):
                 if state is not None and not state.done:
                     state.advance(token)
+        self.started = True
         return constrain(scores, self.states, end=self.eos)
 
 
 @contextlib.contextmanager
-def _constrained_generate(model, processor: Callable[[], LogitsProcessor]) -> Iterator[None]:
-    """TRL's PPO samples rollouts with ``model.generate(generation_config=...)`` and takes no
-    logits processor, so ``model.generate`` is wrapped for the update: each call samples
-    through a fresh ``processor()``. TRL reads the rollouts' old log-probabilities from the
-    returned ``scores``; they are replaced by the model's own logits at the temperature
-    (``output_logits``: before any processor), the distribution TRL's training forward computes,
-    so the PPO ratio starts at 1 on the constrained samples."""
+def _constrained_generate(model, queries: dict[tuple[int, ...], int],
+                          choices: Sequence[Choices | None], tokenizer) -> Iterator[None]:
+    """TRL's PPO samples rollouts with ``model.generate(input_ids=..., attention_mask=...,
+    generation_config=...)`` and takes no logits processor, so ``model.generate`` is wrapped
+    for the update: each call samples through a fresh :class:`_ChoiceRollouts` holding each
+    row's prompt's ``choices`` (the row's prompt found as the reward model finds it). TRL reads
+    the rollouts' old log-probabilities from the returned ``scores``; they are replaced by the
+    model's own logits at the temperature (``output_logits``: before any processor), the
+    distribution TRL's training forward computes, so the PPO ratio starts at 1 on the
+    constrained samples."""
     original = model.generate
 
-    def generate(*args, **kwargs):
-        out = original(*args, logits_processor=LogitsProcessorList([processor()]),
-                       output_logits=True, **kwargs)
+    def generate(*args, input_ids, attention_mask, **kwargs):
+        rows = [choices[_prompt_index(queries, ids, mask)]
+                for ids, mask in zip(input_ids.tolist(), attention_mask.tolist())]
+        processor = _ChoiceRollouts(rows, tokenizer)
+        out = original(*args, input_ids=input_ids, attention_mask=attention_mask,
+                       logits_processor=LogitsProcessorList([processor]), output_logits=True,
+                       **kwargs)
         config = kwargs.get("generation_config") or model.generation_config
         temperature = config.temperature if config.do_sample and config.temperature else 1.0
         out.scores = tuple(logits / temperature for logits in out.logits)
